@@ -1,0 +1,1 @@
+"""The engine: generator, checkpoints, DragGAN optimisation, predictor. Never imports the web stack."""
