@@ -1,0 +1,446 @@
+"""The livedrag wire protocol as data: every message, field, limit, error code and close code.
+
+This table is the single source of the contract. ``server/protocol.py`` validates against it,
+``scripts/make_golden.py`` writes it out as ``shared/protocol.json`` (read by the JS client and
+its tests), and a test fails when the two disagree. ``shared/protocol.md`` explains it in prose.
+Imports nothing outside the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# Numeric limits. Client-visible ones are also sent in the welcome message ("limits").
+LIMITS: dict[str, int | float] = {
+    "max_message_bytes": 32768,  # largest client->server websocket message; larger: close too_large
+    "max_str_bytes": 512,  # msgpack str limit when decoding client messages
+    "max_array_len": 512,  # msgpack array limit when decoding client messages
+    "max_map_len": 32,  # msgpack map limit when decoding client messages
+    "max_pairs": 64,  # point pairs per room
+    "max_stroke_points": 256,  # points in one paint_mask stroke
+    "max_name_chars": 32,  # display name length (printable characters)
+    "mask_max_cells": 64,  # the mask grid is min(W, 64) x min(H, 64) cells
+    "cursor_hz": 20,  # at most this many cursor broadcasts per member per second
+    "frame_credits": 2,  # frames in flight per client before the server waits for an ack
+    "hello_timeout_s": 10,  # the hello must arrive within this many seconds of connecting
+    "ping_interval_s": 15,  # clients ping this often; the server drops connections silent for 60 s
+    "idle_timeout_s": 60,
+    "history_max": 50,  # committed image states kept per room (oldest dropped)
+    "edit_rate_per_s": 30,  # token bucket for edit messages (every versioned op and set_name)
+    "edit_burst": 60,
+    "cursor_rate_per_s": 30,  # token bucket for cursor messages (over budget: dropped silently)
+    "cursor_burst": 30,
+    "control_rate_per_s": 60,  # token bucket for ack and ping
+    "control_burst": 120,
+    "strike_burst": 20,  # refusals (rate limited, malformed, invalid) tolerated in a burst ...
+    "strike_rate_per_s": 1,  # ... refilled at this rate; when exhausted the connection is closed
+}
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"  # pair ids (chosen by clients) and member ids
+TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"  # capabilities (secrets.token_urlsafe output)
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+LATENT_PATTERN = r"^[0-9a-f]{64}$"  # sha256 hex of the latent bytes
+MAX_UINT32 = 2**32 - 1
+MAX_SAFE_INT = 2**53 - 1  # largest integer JavaScript represents exactly
+
+ROLES = ("editor", "viewer")
+MODES = ("optimize", "predict")
+STATUSES = ("idle", "running", "stopping")
+FINISH_REASONS = ("reached", "max_steps", "stopped", "error")
+MASK_MODES = ("flexible", "fixed", "erase")
+MASK_CELL = {"none": 0, "flexible": 1, "fixed": 2}  # byte values in mask.cells
+HISTORY_KINDS = ("new_image", "drag", "upload")
+
+
+@dataclass(frozen=True)
+class F:
+    """One field (or nested value): its kind and limits.
+
+    kinds: int, float (ints accepted, finite only), bool, str, bin, enum (values), point ([x, y]
+    finite numbers inside the image), list (items), map (fields: fixed keys), dict (free keys
+    matching pattern, values: items), name (display name: printable, stripped).
+    """
+
+    kind: str
+    required: bool = True
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    min_len: int | None = None  # str characters, list items, bin bytes, map keys
+    max_len: int | None = None
+    pattern: str | None = None  # str values, dict keys
+    values: tuple[str, ...] | None = None  # enum
+    items: F | None = None  # list items, dict values
+    fields: dict[str, F] | None = None  # map
+    doc: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.kind, "required": self.required}
+        if self.nullable:
+            out["nullable"] = True
+        for key in ("min", "max", "min_len", "max_len", "pattern"):
+            v = getattr(self, key)
+            if v is not None:
+                out[key] = v
+        if self.values is not None:
+            out["values"] = list(self.values)
+        if self.items is not None:
+            out["items"] = self.items.to_json()
+        if self.fields is not None:
+            out["fields"] = {k: f.to_json() for k, f in self.fields.items()}
+        if self.doc:
+            out["doc"] = self.doc
+        return out
+
+
+def opt(f: F) -> F:
+    """The same field, optional."""
+    return F(**{**f.__dict__, "required": False})
+
+
+# Reusable field shapes
+MSG_ID = F("int", required=False, min=0, max=MAX_UINT32, doc="client message id, echoed as ref")
+PAIR_ID = F("str", pattern=ID_PATTERN, doc="pair id chosen by the client that adds it")
+MEMBER_ID = F("str", pattern=ID_PATTERN)
+POINT = F("point", doc="[x, y] image pixels; integer values are pixel centres; 0 <= x < W, 0 <= y < H")
+SEED = F("int", min=0, max=MAX_UINT32)
+TRUNCATION = F("float", min=0.0, max=2.0)
+NAME = F("name", min_len=0, max_len=32, doc="display name, printable, stripped; empty: server picks one")
+
+PARAM_FIELDS: dict[str, F] = {
+    "mode": F("enum", values=MODES, doc="optimize: DragGAN optimiser; predict: latent predictor"),
+    "lr": F("float", min=1e-6, max=1.0, doc="optimiser learning rate"),
+    "lambda": F("float", min=0.0, max=1000.0, doc="weight of the fixed-region (mask) loss"),
+    "max_steps": F("int", min=1, max=10000, doc="step cap of one drag"),
+    "r1": F("float", nullable=True, min=0.5, max=64.0, doc="motion supervision radius; null: auto"),
+    "r2": F("float", nullable=True, min=1.0, max=128.0, doc="tracking search half-size; null: auto"),
+    "stop_dist": F(
+        "float", nullable=True, min=0.1, max=64.0, doc="done when every handle is this close; null: auto"
+    ),
+}
+PARAMS = F("map", fields=PARAM_FIELDS)
+PARAMS_PATCH = F("map", min_len=1, fields={k: opt(f) for k, f in PARAM_FIELDS.items()})
+
+IMAGE = F(
+    "map",
+    fields={
+        "model": F("str", min_len=1, max_len=64, doc="generator name"),
+        "w": F("int", min=1, max=4096),
+        "h": F("int", min=1, max=4096),
+        "seed": F("int", nullable=True, min=0, max=MAX_UINT32, doc="seed the image came from"),
+        "truncation": TRUNCATION,
+        "latent": F("str", nullable=True, pattern=LATENT_PATTERN, doc="committed latent; null: the seed's"),
+    },
+)
+PAIR = F("map", fields={"id": PAIR_ID, "handle": POINT, "target": POINT, "owner": F("str", nullable=True)})
+MASK = F(
+    "map",
+    doc="grid of w x h cells over the image, row-major, one byte per cell: 0 none, 1 flexible, 2 fixed",
+    fields={
+        "w": F("int", min=1, max=64),
+        "h": F("int", min=1, max=64),
+        "cells": F("bin", max_len=64 * 64),
+    },
+)
+HISTORY = F("map", fields={"index": F("int", min=0), "size": F("int", min=1)})
+STATE_FIELDS: dict[str, F] = {
+    "image": IMAGE,
+    "pairs": F("list", max_len=64, items=PAIR),
+    "mask": MASK,
+    "params": PARAMS,
+    "status": F("enum", values=STATUSES),
+    "step": F("int", min=0, doc="steps taken by the current (or last) drag"),
+    "drag": F("int", min=0, doc="drag counter: increases at every start"),
+    "history": HISTORY,
+}
+STATE = F("map", fields=STATE_FIELDS)
+STATE_PATCH = F("map", min_len=1, fields={k: opt(f) for k, f in STATE_FIELDS.items()})
+MEMBER = F(
+    "map",
+    fields={
+        "id": MEMBER_ID,
+        "name": F("str", max_len=32),
+        "colour": F("str", pattern=r"^#[0-9a-f]{6}$"),
+        "role": F("enum", values=ROLES),
+    },
+)
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    """One message type: who sends it, its fields, and (client messages) who may and how often."""
+
+    t: str
+    direction: str  # "c2s" (client to server) or "s2c"
+    fields: dict[str, F]
+    doc: str
+    role: str = "editor"  # c2s: "any" or "editor"
+    rate: str | None = None  # c2s: token bucket "edit", "cursor" or "control"
+    versioned: bool = False  # c2s: applied ops are stamped with a room version and broadcast as "op"
+    variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ev value -> required fields
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"direction": self.direction, "doc": self.doc}
+        if self.direction == "c2s":
+            out.update(role=self.role, rate=self.rate, versioned=self.versioned)
+        out["fields"] = {k: f.to_json() for k, f in self.fields.items()}
+        if self.variants:
+            out["variants"] = {k: list(v) for k, v in self.variants.items()}
+        return out
+
+
+def _c2s(t: str, doc: str, rate: str = "edit", role: str = "editor", versioned: bool = True, **fields: F):
+    return MessageSpec(t, "c2s", {"id": MSG_ID, **fields}, doc, role=role, rate=rate, versioned=versioned)
+
+
+def _s2c(t: str, doc: str, variants: dict[str, tuple[str, ...]] | None = None, **fields: F):
+    return MessageSpec(t, "s2c", fields, doc, variants=variants or {})
+
+
+CLIENT_MESSAGES: dict[str, MessageSpec] = {
+    m.t: m
+    for m in [
+        _c2s(
+            "hello",
+            "First message on a connection. Answered by welcome + snapshot (+ frame), or a close code.",
+            rate=None,
+            role="any",
+            versioned=False,
+            v=F("int", min=0, max=65535, doc="PROTOCOL_VERSION the client speaks"),
+            cap=F("str", pattern=TOKEN_PATTERN, doc="edit or view capability from the link's #fragment"),
+            name=NAME,
+            client_id=opt(
+                F("str", pattern=CLIENT_ID_PATTERN, doc="random per tab; keeps member id on reconnect")
+            ),
+        ),
+        _c2s("add_pair", "Add a handle/target pair.", pair=PAIR_ID, handle=POINT, target=POINT),
+        _c2s(
+            "move_point",
+            "Move a pair's handle or target (any editor may move any pair). During a drag: next tick.",
+            pair=PAIR_ID,
+            which=F("enum", values=("handle", "target")),
+            pos=POINT,
+        ),
+        _c2s("remove_pair", "Remove one pair.", pair=PAIR_ID),
+        _c2s("clear_points", "Remove every pair."),
+        _c2s(
+            "paint_mask",
+            "Paint one stroke (capsules of radius around the segments) into the mask grid.",
+            mode=F("enum", values=MASK_MODES),
+            radius=F("float", min=0.5, max=256.0, doc="brush radius in image pixels"),
+            points=F("list", min_len=1, max_len=256, items=POINT),
+        ),
+        _c2s("clear_mask", "Erase the whole mask."),
+        _c2s("set_params", "Change drag parameters (only the keys given).", params=PARAMS_PATCH),
+        _c2s("start", "Start a drag from the current image and points (refused without points)."),
+        _c2s("stop", "Ask the running drag to stop; it commits what it reached."),
+        _c2s(
+            "new_image",
+            "New image from a seed; clears points and mask; commits a history entry.",
+            seed=SEED,
+            truncation=opt(TRUNCATION),
+        ),
+        _c2s("undo", "Go back one committed image state (shared history), restoring the points of then."),
+        _c2s("redo", "Go forward one committed image state."),
+        _c2s("set_name", "Change the display name (presence, not versioned).", versioned=False, name=NAME),
+        _c2s(
+            "cursor",
+            "Live cursor position (presence, throttled, never versioned); null hides it.",
+            rate="cursor",
+            versioned=False,
+            pos=F("point", nullable=True),
+        ),
+        _c2s(
+            "ack",
+            "Frame drawn: returns a frame credit (pacing).",
+            rate="control",
+            role="any",
+            versioned=False,
+            seq=F("int", min=0, max=MAX_SAFE_INT),
+        ),
+        _c2s("ping", "Keep-alive; answered by pong.", rate="control", role="any", versioned=False),
+    ]
+}
+
+OP_NAMES = tuple(t for t, m in CLIENT_MESSAGES.items() if m.versioned) + ("finish", "commit")
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    message: str  # default human message
+    strike: bool = False  # counts against the connection's strike budget
+
+
+ERRORS: dict[str, ErrorSpec] = {
+    "malformed": ErrorSpec("message is not a valid msgpack map", strike=True),
+    "unknown_type": ErrorSpec("unknown message type", strike=True),
+    "invalid_field": ErrorSpec("a field is missing, unknown, or has a wrong type or value", strike=True),
+    "out_of_bounds": ErrorSpec("a point lies outside the image", strike=True),
+    "too_large": ErrorSpec("message too large"),
+    "unexpected_hello": ErrorSpec("already joined", strike=True),
+    "forbidden": ErrorSpec("view-only link: editing is not allowed"),
+    "rate_limited": ErrorSpec("too many messages; slow down", strike=True),
+    "unknown_pair": ErrorSpec("no such pair"),
+    "duplicate_pair": ErrorSpec("a pair with this id exists"),
+    "too_many_pairs": ErrorSpec("too many point pairs"),
+    "busy": ErrorSpec("not allowed while a drag runs; stop it first"),
+    "already_running": ErrorSpec("a drag is already running"),
+    "not_running": ErrorSpec("no drag is running"),
+    "no_points": ErrorSpec("add a point pair first"),
+    "nothing_to_undo": ErrorSpec("nothing to undo"),
+    "nothing_to_redo": ErrorSpec("nothing to redo"),
+    "storage_failed": ErrorSpec("the server could not save the room; the edit is kept in memory"),
+    "engine_failed": ErrorSpec("the drag failed on the server"),
+    "internal": ErrorSpec("internal server error"),
+}
+
+
+SERVER_MESSAGES: dict[str, MessageSpec] = {
+    m.t: m
+    for m in [
+        _s2c(
+            "welcome",
+            "Answer to hello: who you are in this room.",
+            v=F("int", min=0),
+            room=F("str", pattern=ID_PATTERN),
+            you=MEMBER_ID,
+            role=F("enum", values=ROLES),
+            name=F("str", max_len=32),
+            colour=F("str", pattern=r"^#[0-9a-f]{6}$"),
+            limits=F("dict", items=F("float")),
+        ),
+        _s2c(
+            "snapshot",
+            "The whole room: state at a version, editors present, spectator count. Replaces client state.",
+            version=F("int", min=0),
+            state=STATE,
+            members=F("list", items=MEMBER),
+            spectators=F("int", min=0),
+        ),
+        _s2c(
+            "op",
+            "An applied edit: version v, author by, the author's message id ref; patch replaces state keys.",
+            v=F("int", min=1),
+            op=F("enum", values=OP_NAMES),
+            by=F("str", nullable=True, doc="member id; null for server-made ops (finish, commit)"),
+            ref=F("int", nullable=True, min=0, max=MAX_UINT32),
+            patch=STATE_PATCH,
+        ),
+        _s2c(
+            "presence",
+            "Who is here: join/leave/rename of editors, cursors, spectator count. Never versioned.",
+            variants={
+                "join": ("member",),
+                "leave": ("id",),
+                "rename": ("id", "name"),
+                "cursor": ("id", "pos"),
+                "spectators": ("count",),
+            },
+            ev=F("enum", values=("join", "leave", "rename", "cursor", "spectators")),
+            member=opt(MEMBER),
+            id=opt(MEMBER_ID),
+            name=opt(F("str", max_len=32)),
+            pos=F("point", required=False, nullable=True),
+            count=opt(F("int", min=0)),
+        ),
+        _s2c(
+            "frame",
+            "A rendered frame: JPEG bytes, tracked handle positions, progress. Latest wins; ack it.",
+            seq=F("int", min=1, doc="room frame counter"),
+            drag=F("int", min=0),
+            step=F("int", min=0),
+            status=F("enum", values=STATUSES),
+            w=F("int", min=1),
+            h=F("int", min=1),
+            jpeg=F("bin"),
+            handles=F("dict", pattern=ID_PATTERN, items=POINT, doc="pair id -> tracked handle"),
+            fps=F("float", required=False, nullable=True, min=0.0),
+        ),
+        _s2c(
+            "status",
+            "A drag event: started, or finished with a reason.",
+            status=F("enum", values=STATUSES),
+            reason=F("enum", nullable=True, values=FINISH_REASONS),
+            drag=F("int", min=0),
+            step=F("int", min=0),
+            message=F("str", required=False, max_len=512),
+        ),
+        _s2c(
+            "error",
+            "A refusal or failure; ref is the refused message's id.",
+            code=F("enum", values=tuple(ERRORS)),
+            message=F("str", max_len=512),
+            ref=F("int", nullable=True, min=0, max=MAX_UINT32),
+            field=F("str", required=False, max_len=128),
+        ),
+        _s2c(
+            "pong",
+            "Answer to ping.",
+            ref=F("int", nullable=True, min=0, max=MAX_UINT32),
+            time=F("float", doc="server wall-clock time, seconds since the epoch"),
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class CloseSpec:
+    code: int
+    reason: str  # sent as the websocket close reason (short, ASCII)
+    reconnect: bool  # whether clients should reconnect automatically (with backoff and jitter)
+
+
+CLOSE_CODES: dict[str, CloseSpec] = {
+    "bad_hello": CloseSpec(4000, "first message must be a valid hello", False),
+    "bad_capability": CloseSpec(4001, "invalid or expired link", False),
+    "version_mismatch": CloseSpec(4002, "protocol version mismatch; reload the page", False),
+    "origin_forbidden": CloseSpec(4003, "origin not allowed", False),
+    "room_not_found": CloseSpec(4004, "room not found", False),
+    "room_full": CloseSpec(4005, "room is full", True),
+    "server_full": CloseSpec(4006, "server is full", True),
+    "hello_timeout": CloseSpec(4008, "no hello in time", True),
+    "too_large": CloseSpec(4009, "message too large", False),
+    "rate_limited": CloseSpec(4010, "rate limit exceeded", True),
+    "too_slow": CloseSpec(4011, "connection fell behind; reconnect to resync", True),
+    "shutting_down": CloseSpec(4012, "server restarting", True),
+    "protocol_violation": CloseSpec(4013, "too many invalid messages", False),
+    "room_closed": CloseSpec(4014, "room was closed", False),
+    "idle_timeout": CloseSpec(4015, "connection idle", True),
+    "internal_error": CloseSpec(4016, "internal server error", True),
+    "replaced": CloseSpec(4017, "joined again from another connection", False),
+}
+
+
+def spec_json() -> dict[str, Any]:
+    """The whole contract as JSON-ready data (written to shared/protocol.json)."""
+    return {
+        "$comment": "Generated from server/protocol_spec.py by scripts/make_golden.py; do not edit by hand.",
+        "protocol_version": PROTOCOL_VERSION,
+        "encoding": "msgpack, one map per binary websocket message, key t = message type",
+        "limits": dict(LIMITS),
+        "patterns": {
+            "id": ID_PATTERN,
+            "token": TOKEN_PATTERN,
+            "client_id": CLIENT_ID_PATTERN,
+            "latent": LATENT_PATTERN,
+        },
+        "mask_cell": dict(MASK_CELL),
+        "types": {
+            "image": IMAGE.to_json(),
+            "pair": PAIR.to_json(),
+            "mask": MASK.to_json(),
+            "params": PARAMS.to_json(),
+            "history": HISTORY.to_json(),
+            "state": STATE.to_json(),
+            "member": MEMBER.to_json(),
+        },
+        "client_messages": {t: m.to_json() for t, m in CLIENT_MESSAGES.items()},
+        "server_messages": {t: m.to_json() for t, m in SERVER_MESSAGES.items()},
+        "errors": {k: {"message": e.message, "strike": e.strike} for k, e in ERRORS.items()},
+        "close_codes": {
+            k: {"code": c.code, "reason": c.reason, "reconnect": c.reconnect} for k, c in CLOSE_CODES.items()
+        },
+    }
