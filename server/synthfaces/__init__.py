@@ -1,0 +1,54 @@
+"""SynthFaces: deterministic procedural cartoon faces with exact landmarks.
+
+API (stable, other modules build on it)::
+
+    FaceParams                  frozen dataclass of continuous face parameters (params.py)
+    sample_params(rng)          -> FaceParams, rng a numpy.random.Generator
+    render(params, size=64)     -> (image uint8 [size, size, 3], landmarks float32 [K, 2])
+    render_seed(seed, size=64)  -> same, params = sample_params(numpy.random.default_rng(seed))
+    render_batch(seeds, size)   -> (uint8 [N, size, size, 3], float32 [N, K, 2])
+    LANDMARK_NAMES, NUM_LANDMARKS, LANDMARK_GROUPS ("jaw", "left_eye", ..., "one", "five", "all")
+    face_size(landmarks)        -> inter-ocular distance (outer eye corners) in pixels
+
+Landmarks are (x, y) pixel coordinates; pixel (i, j) covers [i, i+1) x [j, j+1), so its centre
+is (i + 0.5, j + 0.5) and the image centre is (size / 2, size / 2). "left"/"right" are image
+sides. Faces are drawn at 4x with Pillow and box-downscaled (anti-aliased); a 64 px face takes
+about 1-2 ms on one core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .landmarks import LANDMARK_GROUPS, LANDMARK_NAMES, NUM_LANDMARKS, face_size
+from .params import HAIR_STYLES, FaceParams, sample_params
+from .render import render
+
+__all__ = [
+    "FaceParams",
+    "HAIR_STYLES",
+    "LANDMARK_GROUPS",
+    "LANDMARK_NAMES",
+    "NUM_LANDMARKS",
+    "face_size",
+    "render",
+    "render_batch",
+    "render_seed",
+    "sample_params",
+]
+
+
+def render_seed(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Render the face named by ``seed`` (the same image on every machine)."""
+    return render(sample_params(np.random.default_rng(seed)), size)
+
+
+def render_batch(seeds: Sequence[int], size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Render many seeds: uint8 [N, size, size, 3] and float32 [N, K, 2]."""
+    images = np.empty((len(seeds), size, size, 3), dtype=np.uint8)
+    lms = np.empty((len(seeds), NUM_LANDMARKS, 2), dtype=np.float32)
+    for i, s in enumerate(seeds):
+        images[i], lms[i] = render_seed(int(s), size)
+    return images, lms
