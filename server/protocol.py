@@ -41,6 +41,7 @@ __all__ = [
     "error_message",
     "from_json_form",
     "json_form",
+    "message_ref",
     "parse_client",
     "validate_server",
 ]
@@ -135,7 +136,7 @@ def decode(data: bytes, *, max_bytes: int | None = None, max_bin: int = 0) -> di
         raise ProtocolError("malformed", f"expected a map, got {_tname(obj)}")
     t = obj.get("t")
     if not isinstance(t, str):
-        raise ProtocolError("malformed", "missing message type t", ref=_ref(obj), field="t")
+        raise ProtocolError("malformed", "missing message type t", ref=message_ref(obj), field="t")
     return obj
 
 
@@ -154,7 +155,9 @@ def decode_hello(data: bytes) -> dict[str, Any]:
         e.close = e.close or "bad_hello"
         raise
     if obj.get("t") != "hello":
-        raise ProtocolError("unknown_type", "first message must be hello", ref=_ref(obj), close="bad_hello")
+        raise ProtocolError(
+            "unknown_type", "first message must be hello", ref=message_ref(obj), close="bad_hello"
+        )
     v = obj.get("v")
     if type(v) is int and v != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -177,8 +180,10 @@ def parse_client(obj: Any, bounds: Bounds | None = None) -> dict[str, Any]:
     t = obj.get("t")
     spec = CLIENT_MESSAGES.get(t) if isinstance(t, str) else None
     if spec is None:
-        raise ProtocolError("unknown_type", f"unknown message type {_short(t)}", ref=_ref(obj), field="t")
-    return _check_message(obj, spec, bounds, ref=_ref(obj))
+        raise ProtocolError(
+            "unknown_type", f"unknown message type {_short(t)}", ref=message_ref(obj), field="t"
+        )
+    return _check_message(obj, spec, bounds, ref=message_ref(obj))
 
 
 def validate_server(msg: Mapping[str, Any], bounds: Bounds | None = None) -> dict[str, Any]:
@@ -354,7 +359,7 @@ def _invalid(path: str, what: str) -> ProtocolError:
     return ProtocolError("invalid_field", f"{path}: {what}", field=path)
 
 
-def _ref(obj: Any) -> int | None:
+def message_ref(obj: Any) -> int | None:
     """The message id of a (possibly invalid) message, if it has a usable one."""
     ref = obj.get("id") if isinstance(obj, dict) else None
     return ref if type(ref) is int and 0 <= ref <= 2**32 - 1 else None

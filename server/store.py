@@ -1,0 +1,255 @@
+"""SQLite persistence for rooms: state, shared history and latent blobs (standard library only).
+
+One file, ``<data_dir>/livedrag.sqlite3``, in WAL mode. Rooms are written on commits (every
+applied edit and history commit), never per tick; latents are content-addressed blobs (sha256
+of the bytes the engine serialised) that history entries refer to by key. Capabilities are kept
+only as sha256 hashes. Every sqlite failure (disk full, read-only file, corrupt database) is
+raised as :class:`StoreError`, so the caller can report it and keep its in-memory state.
+Thread-safe: the worker may put latents from its thread while the event loop saves rooms.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from server.ids import latent_key
+from server.mask import MaskGrid
+from server.state import HistoryEntry, ImageInfo, Layout, Pair, Params, RoomRecord, pairs_to_wire
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "livedrag.sqlite3"
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    id TEXT PRIMARY KEY,
+    edit_hash TEXT NOT NULL,            -- sha256 hex of the edit capability (never the token)
+    view_hash TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    version INTEGER NOT NULL,
+    drag INTEGER NOT NULL,
+    next_member INTEGER NOT NULL,
+    image TEXT NOT NULL,                -- JSON, protocol wire form
+    pairs TEXT NOT NULL,                -- JSON list
+    params TEXT NOT NULL,               -- JSON
+    mask BLOB NOT NULL,                 -- grid cells (grid size follows from the image size)
+    history_index INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    pos INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    by_member TEXT,
+    image TEXT NOT NULL,
+    latent TEXT,                        -- = image.latent, for garbage collection
+    before_pairs TEXT NOT NULL,
+    before_mask BLOB,                   -- NULL: empty mask
+    after_pairs TEXT NOT NULL,
+    after_mask BLOB,
+    PRIMARY KEY (room_id, pos)
+);
+CREATE TABLE IF NOT EXISTS latents (key TEXT PRIMARY KEY, data BLOB NOT NULL, created REAL NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """The database could not be read or written (the message says why, e.g. disk full)."""
+
+
+class Store:
+    """Rooms and latents in one SQLite file under ``data_dir`` (None: in memory, for tests)."""
+
+    def __init__(self, data_dir: str | Path | None = None) -> None:
+        self.path = None if data_dir is None else Path(data_dir) / DB_NAME
+        self._lock = threading.Lock()
+        try:
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                ":memory:" if self.path is None else str(self.path), check_same_thread=False, timeout=10.0
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            with self._conn:
+                self._conn.executescript(SCHEMA)
+                row = self._conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if row is None:
+                    self._conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path}: schema version {row[0]}, this server knows {SCHEMA_VERSION}"
+                    )
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open the room store at {self.path or ':memory:'}: {e}") from e
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One transaction under the lock; sqlite errors become StoreError naming ``what``."""
+        with self._lock:
+            try:
+                with self._conn:
+                    yield self._conn
+            except sqlite3.Error as e:
+                raise StoreError(f"{what}: {e}") from e
+
+    # --- rooms ------------------------------------------------------------------------------
+
+    def save_room(self, rec: RoomRecord, history: bool = True) -> None:
+        """Write a room's state; with ``history``, rewrite its history entries too."""
+        row = (
+            rec.id,
+            rec.edit_hash,
+            rec.view_hash,
+            rec.created,
+            time.time(),
+            rec.version,
+            rec.drag,
+            rec.next_member,
+            _dumps(rec.image.to_wire()),
+            _dumps(pairs_to_wire(rec.pairs)),
+            _dumps(rec.params.to_wire()),
+            rec.mask.cells,
+            rec.history_index,
+        )
+        with self._tx(f"saving room {rec.id}") as db:
+            db.execute(
+                """INSERT INTO rooms VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(id) DO UPDATE SET updated=excluded.updated, version=excluded.version,
+                   drag=excluded.drag, next_member=excluded.next_member, image=excluded.image,
+                   pairs=excluded.pairs, params=excluded.params, mask=excluded.mask,
+                   history_index=excluded.history_index""",
+                row,
+            )
+            if history:
+                db.execute("DELETE FROM history WHERE room_id=?", (rec.id,))
+                db.executemany(
+                    "INSERT INTO history VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [_history_row(rec.id, pos, e) for pos, e in enumerate(rec.history)],
+                )
+
+    def load_rooms(self) -> list[RoomRecord]:
+        """Every stored room, oldest first."""
+        with self._tx("loading rooms") as db:
+            rooms = db.execute("SELECT * FROM rooms ORDER BY created, id").fetchall()
+            hist = db.execute("SELECT * FROM history ORDER BY room_id, pos").fetchall()
+        by_room: dict[str, list[tuple]] = {}
+        for h in hist:
+            by_room.setdefault(h[0], []).append(h)
+        out = []
+        for r in rooms:
+            try:
+                out.append(_room_record(r, by_room.get(r[0], [])))
+            except (KeyError, TypeError, ValueError) as e:  # one bad row must not lose the others
+                log.error("store: skipping unreadable room %s: %s", r[0], e)
+        return out
+
+    def delete_room(self, room_id: str) -> None:
+        with self._tx(f"deleting room {room_id}") as db:
+            db.execute("DELETE FROM rooms WHERE id=?", (room_id,))
+
+    # --- latents ----------------------------------------------------------------------------
+
+    def put_latent(self, data: bytes) -> str:
+        """Store serialised latent bytes; returns their key (sha256 hex). Idempotent."""
+        key = latent_key(data)
+        with self._tx("saving a latent") as db:
+            db.execute("INSERT OR IGNORE INTO latents VALUES (?,?,?)", (key, bytes(data), time.time()))
+        return key
+
+    def get_latent(self, key: str) -> bytes | None:
+        with self._tx("reading a latent") as db:
+            row = db.execute("SELECT data FROM latents WHERE key=?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def gc_latents(self, older_than_s: float = 3600.0) -> int:
+        """Delete latents no history entry refers to (older than ``older_than_s``, so a latent
+        the worker has just put and not yet committed survives). Returns how many went."""
+        with self._tx("collecting latents") as db:
+            cur = db.execute(
+                """DELETE FROM latents WHERE created < ? AND key NOT IN
+                   (SELECT latent FROM history WHERE latent IS NOT NULL)""",
+                (time.time() - older_than_s,),
+            )
+            return cur.rowcount
+
+
+def _dumps(v: Any) -> str:
+    return json.dumps(v, separators=(",", ":"), allow_nan=False)
+
+
+def _history_row(room_id: str, pos: int, e: HistoryEntry) -> tuple:
+    return (
+        room_id,
+        pos,
+        e.kind,
+        e.by,
+        _dumps(e.image.to_wire()),
+        e.image.latent,
+        _dumps(pairs_to_wire(e.before.pairs)),
+        None if e.before.mask is None else e.before.mask.cells,
+        _dumps(pairs_to_wire(e.after.pairs)),
+        None if e.after.mask is None else e.after.mask.cells,
+    )
+
+
+def _room_record(r: tuple, hist: list[tuple]) -> RoomRecord:
+    (
+        rid,
+        edit_hash,
+        view_hash,
+        created,
+        _updated,
+        version,
+        drag,
+        next_member,
+        image,
+        pairs,
+        params,
+        mask,
+        index,
+    ) = r
+    img = ImageInfo.from_wire(json.loads(image))
+    empty = MaskGrid.empty(img.w, img.h)
+
+    def grid(cells: bytes | None) -> MaskGrid | None:
+        return None if cells is None else MaskGrid(img.w, img.h, empty.w, empty.h, bytes(cells))
+
+    def layout(pairs_json: str, cells: bytes | None) -> Layout:
+        return Layout(tuple(Pair.from_wire(p) for p in json.loads(pairs_json)), grid(cells))
+
+    entries = tuple(
+        HistoryEntry(kind, ImageInfo.from_wire(json.loads(im)), layout(bp, bm), layout(ap, am), by)
+        for (_rid, _pos, kind, by, im, _latent, bp, bm, ap, am) in hist
+    )
+    if not 0 <= index < len(entries):
+        raise ValueError(f"history index {index} outside {len(entries)} entries")
+    return RoomRecord(
+        id=rid,
+        edit_hash=edit_hash,
+        view_hash=view_hash,
+        image=img,
+        pairs=tuple(Pair.from_wire(p) for p in json.loads(pairs)),
+        mask=grid(mask) or empty,
+        params=Params.from_wire(json.loads(params)),
+        history=entries,
+        history_index=index,
+        version=version,
+        drag=drag,
+        next_member=next_member,
+        created=created,
+    )
