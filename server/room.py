@@ -65,7 +65,7 @@ class JoinRefused(Exception):
 
     def __init__(self, close: str, detail: str = "") -> None:
         self.close = close
-        super().__init__(detail or close)
+        super().__init__(f"{close}: {detail}" if detail else close)
 
 
 @dataclass
@@ -519,7 +519,7 @@ class Room:
         return self._flush_cursor(member, self.clock())
 
     def _flush_cursor(self, member: Member, now: float) -> list[Outgoing]:
-        if not member.cursor_pending or now - member.cursor_sent_at < 1.0 / self.limits.cursor_hz:
+        if not member.cursor_pending or now - member.cursor_sent_at < 1.0 / self.limits.cursor_hz - 1e-3:
             return []
         member.cursor_pending, member.cursor_sent_at = False, now
         pos = list(member.cursor) if member.cursor is not None else None
