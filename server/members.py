@@ -45,6 +45,7 @@ class Member:
     cursor: Point | None = None
     cursor_sent_at: float = -math.inf
     cursor_pending: bool = False  # a cursor position arrived too soon after the last broadcast
+    acked_seq: int = 0  # newest frame seq the client acknowledged (frame pacing)
 
     @property
     def is_editor(self) -> bool:

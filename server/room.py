@@ -325,6 +325,7 @@ class Room:
         member = self.members.get(member_id)
         if member is None:
             return []
+        raw = None
         try:
             raw = decode(data)
             spec = CLIENT_MESSAGES.get(raw["t"])
@@ -336,6 +337,9 @@ class Room:
             return self.handle(member, parse_client(raw, self.bounds))
         except ProtocolError as e:
             return self._refuse(member, e)
+        except Exception:  # a bug: report it, keep the connection and the room going
+            log.exception("room %s: message from %s failed", self.id, member_id)
+            return [Outgoing(error_message("internal", ref=message_ref(raw)), to=member_id)]
 
     def handle(self, member: Member, msg: dict[str, Any]) -> list[Outgoing]:
         """Apply one validated client message (from protocol.parse_client) from a member."""
@@ -537,7 +541,8 @@ class Room:
         return out
 
     def _on_ack(self, member: Member, msg: dict[str, Any]) -> list[Outgoing]:
-        return []  # frame credits belong to the connection's sender: the app reads acks itself
+        member.acked_seq = max(member.acked_seq, msg["seq"])  # the connection's sender reads it
+        return []
 
     def _on_ping(self, member: Member, msg: dict[str, Any]) -> list[Outgoing]:
         return [Outgoing({"t": "pong", "ref": msg.get("id"), "time": time.time()}, to=member.id)]
@@ -608,8 +613,9 @@ class Room:
             "h": self.image.h,
             "jpeg": frame.jpeg,
             "handles": {p.id: list(p.handle) for p in self.pairs.values()},
-            "fps": frame.fps,
         }
+        if frame.fps is not None:
+            msg["fps"] = frame.fps
         self.latest_frame = Outgoing(msg, kind=Kind.FRAME)
         return [self.latest_frame]
 

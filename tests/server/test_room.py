@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -704,7 +706,9 @@ def test_fuzz_room_never_crashes_and_answers_every_bad_message(msgs: list[dict])
         errors = [o for o in out if o.msg["t"] == "error"]
         assert len(errors) <= 1
         if errors:
-            assert errors[0].to == a and errors[0].msg["code"] in ERRORS
+            assert (
+                errors[0].to == a and errors[0].msg["code"] in ERRORS and errors[0].msg["code"] != "internal"
+            )
             assert h.room.version == version
         elif msg.get("t") in CLIENT_MESSAGES and CLIENT_MESSAGES[msg["t"]].versioned:
             assert h.room.version == version + 1
@@ -719,3 +723,58 @@ def test_fuzz_room_never_crashes_and_answers_every_bad_message(msgs: list[dict])
     assert len(h.room.pairs) <= h.room.limits.max_pairs
     for p in h.room.pairs.values():
         assert 0 <= p.handle[0] < w and 0 <= p.target[1] < hh
+
+
+def test_ack_records_the_newest_acknowledged_frame(h: Harness):
+    """ack sets the member's acked_seq (never backwards) and sends nothing."""
+    a = h.join().member_id
+    assert h.send(a, {"t": "ack", "seq": 5}) == [] and h.room.members[a].acked_seq == 5
+    h.send(a, {"t": "ack", "seq": 3})
+    assert h.room.members[a].acked_seq == 5
+
+
+def test_a_bug_in_a_handler_is_an_internal_error_not_a_crash(h: Harness, monkeypatch):
+    """An unexpected exception while applying a message becomes an internal error reply."""
+    a = h.join().member_id
+
+    def boom(*args):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(type(h.room), "_op_clear_points", boom)
+    out = h.send(a, {"t": "clear_points", "id": 4})
+    assert error_code(out) == "internal" and out[0].msg["ref"] == 4 and h.room.version == 0
+
+
+def test_real_messages_have_the_shape_of_the_golden_examples(h: Harness):
+    """The messages the core produces have the same keys as the golden examples of their kind."""
+    golden = {}
+    for path in sorted((Path(__file__).parents[2] / "shared" / "golden" / "s2c").glob("*.json")):
+        msg = json.loads(path.read_text())
+        golden.setdefault(_shape_key(msg), set()).add(frozenset(msg))
+    a = h.join().member_id
+    seen = list(h.join(name="B").messages)
+    seen += h.send(a, {**ADD, "id": 1}) + h.send(a, {"t": "set_params", "params": {"lr": 0.01}})
+    start = h.send(a, {"t": "start"})
+    (job,) = h.manager.engine_jobs()
+    seen += start + h.manager.on_frame(job, FrameResult(b"j", {"p1": (12.0, 22.0)}, reached=True, fps=20.0))
+    seen += h.manager.on_finished(h.manager.engine_jobs()[0], LATENT_A)
+    seen += h.send(a, {"t": "undo"}) + h.send(a, {"t": "ping"}) + h.send(a, {"t": "set_name", "name": "Z"})
+    seen += (
+        h.send(a, {"t": "cursor", "pos": [1, 1]}) + h.send(a, {"t": "remove_pair", "pair": "zz"}) + h.leave(a)
+    )
+    checked = 0
+    for o in seen:
+        key = _shape_key(o.msg)
+        if key in golden:
+            assert frozenset(o.msg) in golden[key], (key, sorted(o.msg))
+            checked += 1
+    assert checked >= 12
+
+
+def _shape_key(msg: dict) -> tuple:
+    return (
+        msg["t"],
+        msg.get("ev"),
+        msg.get("op"),
+        msg.get("reason") is None if msg["t"] == "status" else None,
+    )
