@@ -12,8 +12,15 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 def tiny_config(res: int = 32, arch: str = "skip", c_dim: int = 0) -> GeneratorConfig:
     return GeneratorConfig(
-        z_dim=32, w_dim=32, c_dim=c_dim, img_resolution=res, architecture=arch,
-        channel_base=256 * res // 16, channel_max=32, mapping_layers=2, name=f"tiny-{res}-{arch}",
+        z_dim=32,
+        w_dim=32,
+        c_dim=c_dim,
+        img_resolution=res,
+        architecture=arch,
+        channel_base=256 * res // 16,
+        channel_max=32,
+        mapping_layers=2,
+        name=f"tiny-{res}-{arch}",
     )
 
 

@@ -13,7 +13,9 @@ COMMANDS = ["serve", "sample", "drag", "convert", "synthfaces", "invert"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="livedrag", description="Real-time collaborative drag editing on StyleGAN2.")
+    parser = argparse.ArgumentParser(
+        prog="livedrag", description="Real-time collaborative drag editing on StyleGAN2."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

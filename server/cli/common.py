@@ -9,7 +9,9 @@ import torch
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default=None, help="generator .safetensors (default: embedded SynthFaces model)")
+    p.add_argument(
+        "--checkpoint", default=None, help="generator .safetensors (default: embedded SynthFaces model)"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 

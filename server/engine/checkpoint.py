@@ -32,7 +32,9 @@ def default_checkpoint_path() -> Path | None:
     return p if p.is_file() else None
 
 
-def save_generator(G: Generator, path: str | Path, half: bool = False, extra_meta: dict | None = None) -> Path:
+def save_generator(
+    G: Generator, path: str | Path, half: bool = False, extra_meta: dict | None = None
+) -> Path:
     """Write ``G`` to ``path``; ``half=True`` stores floating tensors as fp16."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +61,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a safetensors file ({e}); convert pickles with `livedrag convert`") from e
+        raise CheckpointError(
+            f"{path} is not a safetensors file ({e}); convert pickles with `livedrag convert`"
+        ) from e
 
 
 def load_generator(
@@ -75,22 +79,34 @@ def load_generator(
             )
     path = Path(path)
     if path.suffix in (".pkl", ".pt", ".pth"):
-        raise CheckpointError(f"{path} looks like a pickle; convert it first: livedrag convert {path} out.safetensors")
+        raise CheckpointError(
+            f"{path} looks like a pickle; convert it first: livedrag convert {path} out.safetensors"
+        )
     meta = read_metadata(path)
     if meta.get("format") != FORMAT or "config" not in meta:
-        raise CheckpointError(f"{path} is not a livedrag generator checkpoint (metadata format={meta.get('format')!r})")
+        raise CheckpointError(
+            f"{path} is not a livedrag generator checkpoint (metadata format={meta.get('format')!r})"
+        )
     try:
         cfg = GeneratorConfig.from_dict(json.loads(meta["config"]))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: bad generator config: {e}") from e
+    return build_generator(cfg, load_file(str(path)), strict=strict, source=str(path)).to(device)
+
+
+def build_generator(
+    cfg: GeneratorConfig, sd: dict[str, torch.Tensor], strict: bool = True, source: str = ""
+) -> Generator:
+    """``Generator(cfg)`` holding ``sd`` (floats widened to fp32), after a check naming every bad key."""
     G = Generator(cfg)
-    sd = load_file(str(path))
-    check_state_dict(G, sd, strict=strict, source=str(path))
+    check_state_dict(G, sd, strict=strict, source=source)
     G.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=strict)
-    return G.eval().requires_grad_(False).to(device)
+    return G.eval().requires_grad_(False)
 
 
-def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], strict: bool = True, source: str = "") -> None:
+def check_state_dict(
+    model: torch.nn.Module, sd: dict[str, torch.Tensor], strict: bool = True, source: str = ""
+) -> None:
     """Raise CheckpointError naming every missing, unexpected or mis-shaped key."""
     want = model.state_dict()
     where = f" in {source}" if source else ""
@@ -103,6 +119,8 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], strict
         problems.append(f"unexpected keys{where}: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
     for k in sorted(set(want) & set(sd)):
         if tuple(want[k].shape) != tuple(sd[k].shape):
-            problems.append(f"shape mismatch for {k}{where}: checkpoint {list(sd[k].shape)} vs model {list(want[k].shape)}")
+            problems.append(
+                f"shape mismatch for {k}{where}: checkpoint {list(sd[k].shape)} vs model {list(want[k].shape)}"
+            )
     if problems:
         raise CheckpointError("; ".join(problems))

@@ -25,10 +25,10 @@ import torch
 
 from server import __version__
 
-from .checkpoint import CheckpointError, check_state_dict, save_generator
+from .checkpoint import CheckpointError, build_generator, save_generator
 from .convert_nvidia import read_nvidia_pickle
 from .convert_rosinality import read_rosinality
-from .generator import Generator, GeneratorConfig
+from .generator import Generator
 
 # torch.save's legacy (pre-zip) format starts with this pickled magic number.
 _TORCH_LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
@@ -49,14 +49,6 @@ def sniff_format(head: bytes) -> str:
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
         return "safetensors"
     return "pickle"
-
-
-def build_generator(cfg: GeneratorConfig, sd: dict[str, torch.Tensor]) -> Generator:
-    """``Generator(cfg)`` holding ``sd``, after a strict check that names every bad key."""
-    G = Generator(cfg)
-    check_state_dict(G, sd, strict=True)
-    G.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
-    return G.eval().requires_grad_(False)
 
 
 def load_foreign(path: str | Path, name: str | None = None) -> Converted:

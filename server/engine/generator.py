@@ -197,8 +197,13 @@ class FullyConnectedLayer(nn.Module):
     """Equalised-learning-rate linear layer (gains recomputed, never stored)."""
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
-        lr_multiplier: float = 1.0, bias_init: float = 0.0,
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "linear",
+        lr_multiplier: float = 1.0,
+        bias_init: float = 0.0,
     ) -> None:
         super().__init__()
         self.activation = activation
@@ -224,7 +229,12 @@ class Conv2dLayer(nn.Module):
     """Plain equalised conv, used for the resnet skip path (1x1, up 2, no bias)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True, up: int = 1,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        up: int = 1,
         resample_filter: tuple[float, ...] = (1, 3, 3, 1),
     ) -> None:
         super().__init__()
@@ -256,8 +266,14 @@ class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv + noise + bias + lrelu, optionally upsampling by 2."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
-        conv_clamp: float | None = None, resample_filter: tuple[float, ...] = (1, 3, 3, 1),
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: int = 1,
+        conv_clamp: float | None = None,
+        resample_filter: tuple[float, ...] = (1, 3, 3, 1),
     ) -> None:
         super().__init__()
         self.resolution = resolution
@@ -270,11 +286,16 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", gain: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", gain: float = 1.0
+    ) -> torch.Tensor:
         styles = self.affine(w)  # [N, I]
         noise = None
         if noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            noise = (
+                torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
+                * self.noise_strength
+            )
         elif noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         elif noise_mode != "none":
@@ -289,7 +310,9 @@ class SynthesisLayer(nn.Module):
 class ToRGBLayer(nn.Module):
     """Modulated 1x1 conv to image channels, no demodulation."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None
+    ) -> None:
         super().__init__()
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
@@ -311,8 +334,15 @@ class SynthesisBlock(nn.Module):
     """One resolution: (const | conv0 up) -> conv1 -> torgb, with skip or resnet wiring."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-        is_last: bool, architecture: str, conv_clamp: float | None,
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        is_last: bool,
+        architecture: str,
+        conv_clamp: float | None,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -325,7 +355,9 @@ class SynthesisBlock(nn.Module):
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp)
+            self.conv0 = SynthesisLayer(
+                in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp
+            )
             self.num_conv += 1
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
         self.num_conv += 1
@@ -336,7 +368,12 @@ class SynthesisBlock(nn.Module):
             self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2)
 
     def forward(
-        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str, dtype: torch.dtype
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        ws: torch.Tensor,
+        noise_mode: str,
+        dtype: torch.dtype,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         w_iter = iter(ws.unbind(dim=1))  # ws: [N, num_conv + num_torgb, w_dim]
         if self.in_channels == 0:
@@ -371,8 +408,14 @@ class SynthesisNetwork(nn.Module):
         for res in self.block_resolutions:
             in_ch = cfg.channels(res // 2) if res > 4 else 0
             block = SynthesisBlock(
-                in_ch, cfg.channels(res), cfg.w_dim, res, cfg.img_channels,
-                is_last=(res == cfg.img_resolution), architecture=cfg.architecture, conv_clamp=cfg.conv_clamp,
+                in_ch,
+                cfg.channels(res),
+                cfg.w_dim,
+                res,
+                cfg.img_channels,
+                is_last=(res == cfg.img_resolution),
+                architecture=cfg.architecture,
+                conv_clamp=cfg.conv_clamp,
             )
             self.num_ws += block.num_conv
             if res == cfg.img_resolution:
@@ -423,7 +466,9 @@ class MappingNetwork(nn.Module):
         if cfg.c_dim > 0:
             self.embed = FullyConnectedLayer(cfg.c_dim, embed)
         for i in range(cfg.mapping_layers):
-            layer = FullyConnectedLayer(feats[i], feats[i + 1], activation="lrelu", lr_multiplier=cfg.mapping_lr_multiplier)
+            layer = FullyConnectedLayer(
+                feats[i], feats[i + 1], activation="lrelu", lr_multiplier=cfg.mapping_lr_multiplier
+            )
             setattr(self, f"fc{i}", layer)
         self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
 
@@ -486,7 +531,9 @@ class Generator(nn.Module):
             return w.unsqueeze(1).repeat(1, self.num_ws, 1)
         if w.ndim == 3 and w.shape[1:] == (self.num_ws, self.w_dim):
             return w
-        raise ValueError(f"latent must be [N, {self.w_dim}] (W) or [N, {self.num_ws}, {self.w_dim}] (W+), got {list(w.shape)}")
+        raise ValueError(
+            f"latent must be [N, {self.w_dim}] (W) or [N, {self.num_ws}, {self.w_dim}] (W+), got {list(w.shape)}"
+        )
 
     # -- forward --------------------------------------------------------------------------------
     def forward(
@@ -498,7 +545,9 @@ class Generator(nn.Module):
         noise_mode: str = "const",
         update_emas: bool = False,
     ) -> torch.Tensor:
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
+        ws = self.mapping(
+            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
+        )
         img, _ = self.synthesis(ws, noise_mode=noise_mode)
         return img
 
@@ -510,7 +559,9 @@ class Generator(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """W or W+ -> (image [N, C, H, W] in about [-1, 1], {block resolution: features})."""
-        return self.synthesis(self.expand_ws(w), noise_mode=noise_mode, feature_blocks=feature_blocks, dtype=dtype)
+        return self.synthesis(
+            self.expand_ws(w), noise_mode=noise_mode, feature_blocks=feature_blocks, dtype=dtype
+        )
 
     def default_feature_block(self) -> int:
         """DragGAN's feature block: the 6th synthesis block (b128 for 256 px and up), else the last."""

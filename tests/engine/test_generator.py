@@ -29,17 +29,33 @@ def test_output_shape_and_range(res: int, arch: str) -> None:
 
 def test_nvidia_parameter_names_and_shapes() -> None:
     """State-dict keys follow NVIDIA networks_stylegan2.py (so converted checkpoints load strictly)."""
-    cfg = GeneratorConfig(z_dim=64, w_dim=64, img_resolution=16, channel_base=512, channel_max=64, mapping_layers=3, architecture="resnet")
+    cfg = GeneratorConfig(
+        z_dim=64,
+        w_dim=64,
+        img_resolution=16,
+        channel_base=512,
+        channel_max=64,
+        mapping_layers=3,
+        architecture="resnet",
+    )
     sd = Generator(cfg).state_dict()
     C4, C8, C16 = cfg.channels(4), cfg.channels(8), cfg.channels(16)
     expect = {
-        "mapping.fc0.weight": (64, 64), "mapping.fc2.bias": (64,), "mapping.w_avg": (64,),
-        "synthesis.b4.const": (C4, 4, 4), "synthesis.b4.conv1.weight": (C4, C4, 3, 3),
-        "synthesis.b4.conv1.noise_const": (4, 4), "synthesis.b4.conv1.noise_strength": (),
-        "synthesis.b4.conv1.resample_filter": (4, 4), "synthesis.b4.conv1.affine.weight": (C4, 64),
-        "synthesis.b4.resample_filter": (4, 4), "synthesis.b8.conv0.weight": (C8, C4, 3, 3),
-        "synthesis.b8.skip.weight": (C8, C4, 1, 1), "synthesis.b16.torgb.weight": (3, C16, 1, 1),
-        "synthesis.b16.torgb.affine.bias": (C16,), "synthesis.b16.conv1.noise_const": (16, 16),
+        "mapping.fc0.weight": (64, 64),
+        "mapping.fc2.bias": (64,),
+        "mapping.w_avg": (64,),
+        "synthesis.b4.const": (C4, 4, 4),
+        "synthesis.b4.conv1.weight": (C4, C4, 3, 3),
+        "synthesis.b4.conv1.noise_const": (4, 4),
+        "synthesis.b4.conv1.noise_strength": (),
+        "synthesis.b4.conv1.resample_filter": (4, 4),
+        "synthesis.b4.conv1.affine.weight": (C4, 64),
+        "synthesis.b4.resample_filter": (4, 4),
+        "synthesis.b8.conv0.weight": (C8, C4, 3, 3),
+        "synthesis.b8.skip.weight": (C8, C4, 1, 1),
+        "synthesis.b16.torgb.weight": (3, C16, 1, 1),
+        "synthesis.b16.torgb.affine.bias": (C16,),
+        "synthesis.b16.conv1.noise_const": (16, 16),
     }
     for k, shape in expect.items():
         assert k in sd, k
@@ -73,7 +89,11 @@ def test_features_from_the_same_pass(tiny_G: Generator) -> None:
 
 
 def test_default_feature_block_is_sixth_block() -> None:
-    G = Generator(GeneratorConfig(z_dim=8, w_dim=8, img_resolution=256, channel_base=2048, channel_max=8, mapping_layers=1))
+    G = Generator(
+        GeneratorConfig(
+            z_dim=8, w_dim=8, img_resolution=256, channel_base=2048, channel_max=8, mapping_layers=1
+        )
+    )
     assert G.default_feature_block() == 128
 
 
