@@ -63,21 +63,25 @@ class MaskGrid:
         """A copy with one stroke painted: cells whose centre is within ``radius`` image pixels of
         the polyline through ``points`` get the mode's value (flexible, fixed, or none for erase)."""
         sx, sy = self.image_w / self.w, self.image_h / self.h
-        cx = (np.arange(self.w) + 0.5) * sx - 0.5  # cell centres in image pixel coordinates
-        cy = (np.arange(self.h) + 0.5) * sy - 0.5
-        px, py = np.meshgrid(cx, cy)  # [h, w]
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        r = float(radius)
+        # only the cells near the stroke: centre (i + 0.5) * s - 0.5 within [min - r, max + r]
+        i0, j0 = (np.floor((pts.min(axis=0) - r + 0.5) / (sx, sy) - 0.5)).astype(int)
+        i1, j1 = (np.ceil((pts.max(axis=0) + r + 0.5) / (sx, sy) - 0.5)).astype(int) + 1
+        i0, j0, i1, j1 = max(i0, 0), max(j0, 0), min(i1, self.w), min(j1, self.h)
+        if i0 >= i1 or j0 >= j1:
+            return self
+        grid = self.array()
+        px, py = np.meshgrid((np.arange(i0, i1) + 0.5) * sx - 0.5, (np.arange(j0, j1) + 0.5) * sy - 0.5)
         a = pts if len(pts) == 1 else pts[:-1]  # segment starts [S, 2]
         b = pts if len(pts) == 1 else pts[1:]  # segment ends
-        hit = np.zeros((self.h, self.w), dtype=bool)
-        r2 = float(radius) ** 2
+        hit = np.zeros(px.shape, dtype=bool)
         for (ax, ay), (bx, by) in zip(a, b, strict=True):
             dx, dy = bx - ax, by - ay
             seg2 = dx * dx + dy * dy
             t = np.clip(((px - ax) * dx + (py - ay) * dy) / seg2, 0.0, 1.0) if seg2 > 0 else 0.0
-            hit |= (px - (ax + t * dx)) ** 2 + (py - (ay + t * dy)) ** 2 <= r2
-        grid = self.array()
-        grid[hit] = PAINT_VALUE[mode]
+            hit |= (px - (ax + t * dx)) ** 2 + (py - (ay + t * dy)) ** 2 <= r * r
+        grid[j0:j1, i0:i1][hit] = PAINT_VALUE[mode]
         return MaskGrid(self.image_w, self.image_h, self.w, self.h, grid.tobytes())
 
     def fixed_cells(self) -> np.ndarray | None:

@@ -213,7 +213,11 @@ CLIENT_MESSAGES: dict[str, MessageSpec] = {
             cap=F("str", pattern=TOKEN_PATTERN, doc="edit or view capability from the link's #fragment"),
             name=NAME,
             client_id=opt(
-                F("str", pattern=CLIENT_ID_PATTERN, doc="random per tab; keeps member id on reconnect")
+                F(
+                    "str",
+                    pattern=CLIENT_ID_PATTERN,
+                    doc="random per page load; keeps the member id on reconnect",
+                )
             ),
         ),
         _c2s("add_pair", "Add a handle/target pair.", pair=PAIR_ID, handle=POINT, target=POINT),

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from server.manager import RoomManager, RoomsFull
+from server.mask import MaskGrid
 from server.outgoing import ALL, Disconnect, Kind
 from server.protocol import ProtocolError, encode, parse_client
 from server.protocol_spec import CLIENT_MESSAGES, ERRORS, ID_PATTERN, F
@@ -264,6 +265,33 @@ def test_mask_fixed_region_semantics(h: Harness):
     flex = m.painted("flexible", 10, [(128, 128)]).painted("fixed", 5, [(10, 10)])
     region = flex.fixed_region(64, 64)
     assert region.shape == (64, 64) and not region[32, 32] and region[0, 0] and region[60, 60]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([(256, 256), (64, 64), (100, 40), (512, 512)]),
+    st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=5),
+    st.floats(0.5, 80),
+)
+def test_mask_stroke_matches_the_brute_force_rule(size, rel_points, radius):
+    """Painting (which only visits cells near the stroke) marks exactly the cells whose centre
+    is within the radius of the polyline, as protocol.md section 4 says."""
+    w, hgt = size
+    points = [(x * (w - 1), y * (hgt - 1)) for x, y in rel_points]
+    mask = MaskGrid.empty(w, hgt).painted("fixed", radius, points)
+    want = np.zeros((mask.h, mask.w), dtype=np.uint8)
+    segs = list(zip(points, points[1:], strict=False)) or [(points[0], points[0])]
+    for j in range(mask.h):
+        for i in range(mask.w):
+            cx, cy = (i + 0.5) * w / mask.w - 0.5, (j + 0.5) * hgt / mask.h - 0.5
+            for (ax, ay), (bx, by) in segs:
+                dx, dy = bx - ax, by - ay
+                seg2 = dx * dx + dy * dy
+                t = 0.0 if seg2 == 0 else min(1.0, max(0.0, ((cx - ax) * dx + (cy - ay) * dy) / seg2))
+                if (cx - ax - t * dx) ** 2 + (cy - ay - t * dy) ** 2 <= radius * radius:
+                    want[j, i] = 2
+                    break
+    assert (mask.array() == want).all()
 
 
 def test_clear_mask(h: Harness):
