@@ -14,10 +14,13 @@ import time
 from dataclasses import dataclass
 
 from server.ids import hash_token, new_room_id, new_token, token_matches
+from server.jobs import EngineJob, FrameResult
+from server.limits import RoomLimits
 from server.mask import MaskGrid
+from server.members import JoinRefused
 from server.outgoing import ALL, Outgoing
 from server.protocol import error_message
-from server.room import Clock, EngineJob, FrameResult, Joined, JoinRefused, Room, RoomLimits
+from server.room import Clock, Joined, Room
 from server.state import HistoryEntry, ImageInfo, Params, RoomRecord
 from server.store import Store, StoreError
 

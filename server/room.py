@@ -12,60 +12,32 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from server.mask import MaskGrid
-from server.members import KnownClients, Member, pick_colour
-from server.outgoing import ALL, EDITORS, Disconnect, Kind, Outgoing
+from server.jobs import EngineJob, FrameResult, JobKind
+from server.limits import RoomLimits
+from server.members import JoinRefused, Member, Presence
+from server.outgoing import Disconnect, Kind, Outgoing
 from server.protocol import PROTOCOL_VERSION, ProtocolError, decode, error_message, message_ref, parse_client
 from server.protocol_spec import CLIENT_MESSAGES, LIMITS
-from server.ratelimit import ConnectionLimiter, RateBudgets
 from server.state import (
     History,
     HistoryEntry,
     ImageInfo,
     Layout,
     Pair,
-    Params,
     Point,
     RoomRecord,
     Status,
     pairs_to_wire,
 )
 
+__all__ = ["EngineJob", "FrameResult", "JobKind", "JoinRefused", "Joined", "Room", "RoomLimits"]
+
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class RoomLimits:
-    """Caps for rooms and their members (the app fills it from its settings)."""
-
-    max_rooms: int = 100  # rooms per server
-    max_editors: int = 16  # editors connected to one room at once
-    max_viewers: int = 256  # spectators connected to one room at once
-    max_pairs: int = int(LIMITS["max_pairs"])  # point pairs per room (at most the protocol's 64)
-    history_max: int = int(LIMITS["history_max"])  # committed image states kept per room
-    cursor_hz: float = LIMITS["cursor_hz"]  # cursor broadcasts per member per second
-    rates: RateBudgets = field(default_factory=RateBudgets)  # per-connection token buckets
-    remembered_clients: int = 256  # client_ids per room that get their member id back on reconnect
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_pairs <= LIMITS["max_pairs"]:
-            raise ValueError(f"max_pairs must be in [1, {LIMITS['max_pairs']}]")
-        if self.history_max < 1 or self.cursor_hz <= 0:
-            raise ValueError("history_max must be >= 1 and cursor_hz > 0")
-
-
-class JoinRefused(Exception):
-    """A hello was refused; close the connection with ``close_spec(close)``."""
-
-    def __init__(self, close: str, detail: str = "") -> None:
-        self.close = close
-        super().__init__(f"{close}: {detail}" if detail else close)
 
 
 @dataclass
@@ -78,39 +50,6 @@ class Joined:
     role: str
     messages: list[Outgoing]
     replaced_session: int | None = None
-
-
-class JobKind(str, Enum):
-    RENDER = "render"  # render the current image (after new_image, undo, redo, a restart)
-    STEP = "step"  # advance the running drag by one step
-    FINISH = "finish"  # end the drag: save the latent, call on_finished
-
-
-@dataclass(frozen=True)
-class EngineJob:
-    """What the worker needs for one tick of one room: a consistent copy of the edit state."""
-
-    room: str
-    kind: JobKind
-    drag: int  # drag number (a new number means: start from image, fresh optimiser)
-    step: int  # steps done so far in this drag
-    version: int  # room version of this state
-    image_rev: int  # changes whenever the image changes
-    image: ImageInfo
-    pairs: tuple[Pair, ...]  # a changed Pair.handle_rev means an editor placed that handle anew
-    mask: MaskGrid  # mask.fixed_region(H, W) -> bool array or None
-    params: Params
-    reason: str | None = None  # FINISH: reached | max_steps | stopped | error
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """What the worker reports after rendering or stepping."""
-
-    jpeg: bytes
-    handles: Mapping[str, Point] | None = None  # STEP: tracked handle per pair id
-    reached: bool = False  # STEP: every handle is within the stop distance of its target
-    fps: float | None = None
 
 
 class Room:
@@ -139,9 +78,8 @@ class Room:
         self.render_pending = True  # no frame yet: the worker renders one
         self.frame_seq = 0
         self.latest_frame: Outgoing | None = None
-        self.members: dict[str, Member] = {}  # connected, in join order
-        self._known = KnownClients(self.limits.remembered_clients)
-        self._sessions = 0
+        self.presence = Presence(self.limits, clock)  # who is connected (not persisted)
+        self.members = self.presence.members  # member id -> Member, in join order
         self.dirty = False  # persistent state changed since the last save
         self.history_dirty = False  # ... and the history among it
 
@@ -172,11 +110,11 @@ class Room:
 
     @property
     def editors(self) -> list[Member]:
-        return [m for m in self.members.values() if m.is_editor]
+        return self.presence.editors
 
     @property
     def spectators(self) -> int:
-        return sum(1 for m in self.members.values() if not m.is_editor)
+        return self.presence.spectators
 
     def state_wire(self) -> dict[str, Any]:
         return {
@@ -201,13 +139,7 @@ class Room:
 
     def recipients(self, out: Outgoing) -> list[str]:
         """Member ids an Outgoing goes to."""
-        if out.to == ALL:
-            ids = list(self.members)
-        elif out.to == EDITORS:
-            ids = [m.id for m in self.editors]
-        else:
-            ids = [out.to] if out.to in self.members else []
-        return [i for i in ids if i != out.exclude]
+        return self.presence.recipients(out)
 
     def summary(self) -> dict[str, Any]:
         """For logs and health checks (no capabilities)."""
@@ -224,50 +156,13 @@ class Room:
 
     def join(self, role: str, name: str, client_id: str | None = None) -> Joined:
         """Add a member (role already decided from the capability). Raises JoinRefused(room_full)."""
-        out: list[Outgoing] = []
-        known = self._known.get(client_id)
-        old = self.members.get(known[0]) if known else None
-        if old is not None:  # same page reconnecting before its old connection was noticed dead
-            out += self._remove(old)
-        cap, count = (
-            (self.limits.max_editors, len(self.editors))
-            if role == "editor"
-            else (self.limits.max_viewers, self.spectators)
-        )
-        if count >= cap:
-            if old is not None:  # put the old connection back as it was
-                self.members[old.id] = old
-            raise JoinRefused("room_full", f"{count} {role}s present")
-        if known:
-            member_id, colour = known
-            if colour in {m.colour for m in self.editors}:
-                colour = pick_colour({m.colour for m in self.editors}, self.next_member)
-        else:
-            member_id = f"m{self.next_member}"
-            self.next_member += 1
-            self.dirty = True  # member ids are never reused, even across restarts
-            colour = pick_colour({m.colour for m in self.editors}, self.next_member)
-        self._sessions += 1
-        number = member_id[1:]
-        member = Member(
-            id=member_id,
-            name=name or f"Guest {number}",
-            colour=colour,
-            role=role,
-            session=self._sessions,
-            limiter=ConnectionLimiter(self.limits.rates, self.clock),
-            client_id=client_id,
-        )
-        self.members[member_id] = member
-        self._known.remember(client_id, member_id, colour)
-        if member.is_editor:
-            out.append(
-                Outgoing({"t": "presence", "ev": "join", "member": member.to_wire()}, exclude=member_id)
-            )
-        else:
-            out.append(self._spectators_message(exclude=member_id))
-        out += self._welcome(member)
-        return Joined(member_id, member.session, role, out, old.session if old else None)
+        member, out, replaced = self.presence.add(role, name, client_id, self._new_member_id)
+        return Joined(member.id, member.session, role, out + self._welcome(member), replaced)
+
+    def _new_member_id(self) -> str:
+        self.next_member += 1
+        self.dirty = True  # member ids are never reused, even across restarts
+        return f"m{self.next_member - 1}"
 
     def _welcome(self, member: Member) -> list[Outgoing]:
         welcome = {
@@ -302,20 +197,7 @@ class Room:
 
     def leave(self, member_id: str, session: int) -> list[Outgoing]:
         """A connection closed. Ignored when that member has since joined on a newer session."""
-        member = self.members.get(member_id)
-        if member is None or member.session != session:
-            return []
-        return self._remove(member)
-
-    def _remove(self, member: Member) -> list[Outgoing]:
-        del self.members[member.id]
-        if member.is_editor:
-            return [Outgoing({"t": "presence", "ev": "leave", "id": member.id})]
-        return [self._spectators_message()]
-
-    def _spectators_message(self, exclude: str | None = None) -> Outgoing:
-        msg = {"t": "presence", "ev": "spectators", "count": self.spectators}
-        return Outgoing(msg, exclude=exclude, kind=Kind.PRESENCE)
+        return self.presence.remove(member_id, session)
 
     # --- client messages --------------------------------------------------------------------
 
@@ -514,31 +396,15 @@ class Room:
     def _on_set_name(self, member: Member, msg: dict[str, Any]) -> list[Outgoing]:
         if not msg["name"]:
             raise ProtocolError("invalid_field", "name: must not be empty", field="name")
-        member.name = msg["name"]
-        return [Outgoing({"t": "presence", "ev": "rename", "id": member.id, "name": member.name})]
+        return self.presence.rename(member, msg["name"])
 
     def _on_cursor(self, member: Member, msg: dict[str, Any]) -> list[Outgoing]:
-        member.cursor = msg["pos"]
-        member.cursor_pending = True
-        return self._flush_cursor(member, self.clock())
-
-    def _flush_cursor(self, member: Member, now: float) -> list[Outgoing]:
-        if not member.cursor_pending or now - member.cursor_sent_at < 1.0 / self.limits.cursor_hz - 1e-3:
-            return []
-        member.cursor_pending, member.cursor_sent_at = False, now
-        pos = list(member.cursor) if member.cursor is not None else None
-        msg = {"t": "presence", "ev": "cursor", "id": member.id, "pos": pos}
-        return [Outgoing(msg, exclude=member.id, kind=Kind.PRESENCE)]
+        return self.presence.cursor(member, msg["pos"])
 
     def flush_presence(self) -> list[Outgoing]:
         """Cursor positions held back by the throttle whose turn has come. Call it every
         1 / cursor_hz seconds or so (the latest position always goes out)."""
-        now = self.clock()
-        out: list[Outgoing] = []
-        for m in self.members.values():
-            if m.cursor_pending:
-                out += self._flush_cursor(m, now)
-        return out
+        return self.presence.flush()
 
     def _on_ack(self, member: Member, msg: dict[str, Any]) -> list[Outgoing]:
         member.acked_seq = max(member.acked_seq, msg["seq"])  # the connection's sender reads it

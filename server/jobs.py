@@ -1,0 +1,43 @@
+"""What the worker gets from a room (EngineJob) and gives back (FrameResult); no torch here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from server.mask import MaskGrid
+from server.state import ImageInfo, Pair, Params, Point
+
+
+class JobKind(str, Enum):
+    RENDER = "render"  # render the current image (after new_image, undo, redo, a restart)
+    STEP = "step"  # advance the running drag by one step
+    FINISH = "finish"  # end the drag: save the latent, then call on_finished
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """A consistent copy of one room's edit state for one tick of the worker."""
+
+    room: str  # room id
+    kind: JobKind
+    drag: int  # drag number: a new number means start from ``image`` with a fresh optimiser
+    step: int  # steps this drag has taken so far
+    version: int  # room version of this state
+    image_rev: int  # changes whenever the image changes
+    image: ImageInfo  # seed or latent key (bytes: store.get_latent(image.latent))
+    pairs: tuple[Pair, ...]  # a changed Pair.handle_rev: an editor placed that handle anew
+    mask: MaskGrid  # mask.fixed_region(H, W) -> [H, W] bool array (True: keep fixed) or None
+    params: Params
+    reason: str | None = None  # FINISH: reached | max_steps | stopped | error
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the worker reports after a RENDER or STEP job."""
+
+    jpeg: bytes  # the frame, encoded once
+    handles: Mapping[str, Point] | None = None  # STEP: tracked handle per pair id
+    reached: bool = False  # STEP: every handle is within the stop distance of its target
+    fps: float | None = None  # optional: the room's recent steps per second
