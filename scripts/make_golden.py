@@ -12,7 +12,7 @@ with the error code they must get. Client examples assume a 256 x 256 image.
 from __future__ import annotations
 
 import argparse
-import io
+import base64
 import json
 import sys
 from pathlib import Path
@@ -28,15 +28,18 @@ SHARED = ROOT / "shared"
 GOLDEN_BOUNDS = (256, 256)  # image size the client examples assume
 
 
-def tiny_jpeg() -> bytes:
-    """An 8x8 JPEG (a real one, so JS tests may decode it)."""
-    from PIL import Image
-
-    img = Image.new("RGB", (8, 8))
-    img.putdata([(32 * (i % 8), 32 * (i // 8), 128) for i in range(64)])
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
+TINY_JPEG = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAYEBQYFBAYGBQYHBwYIChAKCgkJChQODwwQFxQYGBcUFhYaHSUfGhsjHBYWICwg"
+    "IyYnKSopGR8tMC0oMCUoKSj/2wBDAQcHBwoIChMKChMoGhYaKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo"
+    "KCgoKCgoKCgoKCgoKCj/wAARCAAIAAgDASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoL/8QAtRAA"
+    "AgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6"
+    "Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXG"
+    "x8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREA"
+    "AgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5"
+    "OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPE"
+    "xcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwDM8J/Dv7n7n9KKKK8vG5tifav3jo4ZzzGf"
+    "UY+8f//Z"
+)  # 8x8 JPEG (a real one, so JS tests may decode it); a constant, so no encoder version matters
 
 
 def mask_cells(w: int = 64, h: int = 64) -> bytes:
@@ -203,7 +206,7 @@ def server_examples() -> dict[str, dict[str, Any]]:
             "status": "running",
             "w": 256,
             "h": 256,
-            "jpeg": tiny_jpeg(),
+            "jpeg": TINY_JPEG,
             "handles": {"p1": [112.5, 117.25], "p2": [63.5, 193.75]},
             "fps": 27.5,
         },
