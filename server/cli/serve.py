@@ -1,0 +1,131 @@
+"""`livedrag serve`: the collaborative editor's web server (uvicorn + the livedrag app).
+
+Settings come from ``LIVEDRAG_*`` environment variables, then from these flags (see
+``server/config.py``). The model is loaded once, on CUDA when present (else the CPU). On the CPU
+the process tunes glibc malloc the way ``make serve`` does (unless the ``MALLOC_*`` variables are
+set): PyTorch's allocation pattern otherwise fragments the heap and slows steps by up to 2x.
+Logs say who joined (name, role, room), what ran (drags with steps, seconds and reason) and what
+was refused; never capabilities (query strings are redacted from the access log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("server.serve")
+
+# glibc mallopt parameters (malloc.h) and the values scripts/test.sh and the Makefile export
+_MALLOPT = {
+    "MALLOC_TRIM_THRESHOLD_": (-1, 68719476736),
+    "MALLOC_TOP_PAD_": (-2, 1073741824),
+    "MALLOC_MMAP_MAX_": (-4, 0),
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the web server",
+        description="Serve the collaborative drag editor: pages, the HTTP API and the websocket rooms.",
+    )
+    p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
+    p.add_argument("--checkpoint", default=None, help="generator .safetensors (default: embedded model)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where rooms are stored (default ./data)")
+    p.add_argument(
+        "--origin",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="also allow browser pages from this origin (repeatable; * allows any)",
+    )
+    p.add_argument("--max-rooms", type=int, default=None, help="rooms per server (default 100)")
+    p.add_argument("--max-editors", type=int, default=None, help="editors per room (default 16)")
+    p.add_argument("--max-viewers", type=int, default=None, help="spectators per room (default 256)")
+    p.add_argument("--max-fps", type=float, default=None, help="tick rate cap per room (default 30)")
+    p.add_argument("--jpeg-quality", type=int, default=None, help="frame JPEG quality (default 85)")
+    p.add_argument("--torch-threads", type=int, default=None, help="CPU threads for the model")
+    p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
+    p.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from server.config import Settings
+
+    return Settings.from_env(
+        host=args.host,
+        port=args.port,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        data_dir=args.data_dir,
+        origins=tuple(args.origin) if args.origin else None,
+        max_rooms=args.max_rooms,
+        max_editors=args.max_editors,
+        max_viewers=args.max_viewers,
+        max_fps=args.max_fps,
+        jpeg_quality=args.jpeg_quality,
+        torch_threads=args.torch_threads,
+        log_level=args.log_level or ("debug" if getattr(args, "verbose", False) else None),
+        access_log=False if args.no_access_log else None,
+    )
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_torch_threads(cores: int) -> int:
+    """All cores on small machines (the event loop needs little), one left for the loop otherwise."""
+    return cores if cores <= 2 else cores - 1
+
+
+def tune_malloc() -> bool:
+    """Apply the Makefile's MALLOC_* settings through mallopt (glibc only). True if applied."""
+    if any(k in os.environ for k in _MALLOPT):
+        return False  # the environment decided already
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = True
+    for param, value in _MALLOPT.values():
+        ok &= bool(mallopt(param, min(value, 2**31 - 1)))
+    return ok
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from server.app import Server, create_app, pick_device, uvicorn_config
+
+    settings = settings_from_args(args)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    device = pick_device(settings.device)
+    if device.type == "cpu":
+        threads = settings.torch_threads or default_torch_threads(cpu_count())
+        torch.set_num_threads(threads)
+        tuned = tune_malloc()
+        log.info("CPU: %d torch thread(s)%s", threads, ", malloc tuned" if tuned else "")
+    elif settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    app = create_app(settings)
+    config = uvicorn_config(app, settings)
+    log.info("serving on http://%s:%d (rooms in %s)", settings.host, settings.port, settings.data_dir)
+    server = Server(config)
+    server.run()
+    return 0 if server.started else 1

@@ -1,0 +1,161 @@
+"""Server settings: one frozen dataclass, filled from ``LIVEDRAG_*`` environment variables and then
+from command-line flags (flags win).
+
+Every field has a default that works on a laptop: ``livedrag serve`` with nothing set serves the
+embedded model on 127.0.0.1:8000, on CUDA when present, keeping rooms in ``./data`` when run from
+a source checkout and in ``$XDG_DATA_HOME/livedrag`` (``~/.local/share/livedrag``) otherwise.
+Environment names are the field names upper-cased with the ``LIVEDRAG_`` prefix, e.g.
+``LIVEDRAG_PORT=9000``, ``LIVEDRAG_ORIGINS="https://a.example,https://b.example"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.protocol_spec import LIMITS
+
+ENV_PREFIX = "LIVEDRAG_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir(cwd: Path | None = None) -> Path:
+    """``./data`` inside a livedrag source checkout, else ``$XDG_DATA_HOME/livedrag``."""
+    cwd = Path.cwd() if cwd is None else cwd
+    pyproject = cwd / "pyproject.toml"
+    try:
+        if pyproject.is_file() and 'name = "livedrag"' in pyproject.read_text(encoding="utf-8"):
+            return cwd / "data"
+    except OSError:
+        pass
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "livedrag"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app, the worker and the fan-out read. Built once at start-up."""
+
+    host: str = "127.0.0.1"  # listen address
+    port: int = 8000  # listen port (0: any free port)
+    checkpoint: str | None = None  # generator .safetensors; None: the embedded default model
+    device: str | None = None  # "cpu", "cuda", "cuda:1"...; None: cuda when available, else cpu
+    data_dir: Path = field(default_factory=default_data_dir)  # SQLite room store lives here
+    origins: tuple[str, ...] = ()  # extra allowed browser origins ("https://x.example"); "*": any
+    web_dir: Path = REPO_ROOT / "web"  # the browser client (index.html, room.html, js/, css/)
+    max_rooms: int = 100  # rooms per server (POST /api/rooms answers 503 beyond)
+    max_editors: int = 16  # editors per room (close 4005 room_full beyond)
+    max_viewers: int = 256  # spectators per room
+    max_connections: int = 1024  # websocket connections per server (close 4006 server_full beyond)
+    max_connections_per_ip: int = 256  # websocket connections per client address
+    max_fps: float = 30.0  # tick rate cap: at most this many steps (frames) per room per second
+    tick_budget_s: float = 0.1  # estimated compute time one tick may take before rooms wait a turn
+    jpeg_quality: int = 85  # frame JPEG quality (1..100)
+    trajectory_frames: int = 120  # frames kept per room for trajectory.gif (decimated beyond)
+    send_timeout_s: float = 10.0  # one websocket send may block this long before close 4011
+    control_queue: int = 256  # control messages queued per connection before close 4011 too_slow
+    frame_credits: int = int(LIMITS["frame_credits"])  # unacknowledged frames per connection
+    hello_timeout_s: float = float(LIMITS["hello_timeout_s"])  # hello deadline (close 4008)
+    idle_timeout_s: float = float(LIMITS["idle_timeout_s"])  # silence before close 4015
+    rooms_per_minute: float = 30.0  # POST /api/rooms per client address (token bucket, burst 2x)
+    torch_threads: int | None = None  # intra-op CPU threads; None: all cores minus one for the loop
+    log_level: str = "info"  # debug, info, warning, error
+    access_log: bool = True  # uvicorn access log (query strings are always redacted)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        object.__setattr__(self, "web_dir", Path(self.web_dir).expanduser())
+        object.__setattr__(self, "origins", tuple(o.strip().rstrip("/") for o in self.origins if o.strip()))
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        for name in ("max_rooms", "max_editors", "max_viewers", "max_connections", "max_connections_per_ip"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_fps", "tick_budget_s", "send_timeout_s", "hello_timeout_s", "idle_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.trajectory_frames < 2 or self.control_queue < 8 or self.frame_credits < 1:
+            raise ValueError("trajectory_frames must be >= 2, control_queue >= 8 and frame_credits >= 1")
+        if self.rooms_per_minute <= 0:
+            raise ValueError(f"rooms_per_minute must be > 0, got {self.rooms_per_minute}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        for o in self.origins:
+            if o != "*" and "://" not in o:
+                raise ValueError(f"origin {o!r} must look like scheme://host[:port] (or be *)")
+
+    @property
+    def ws_max_size(self) -> int:
+        """uvicorn's frame cap: above the protocol cap, so that messages between the two get the
+        protocol's close code 4009 from the app (uvicorn itself closes larger ones with 1009)."""
+        return 4 * int(LIMITS["max_message_bytes"])
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (None values are ignored: "not given")."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``LIVEDRAG_*`` variables, then ``overrides`` (e.g. parsed CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _parse(f.name, raw)
+            except ValueError as e:
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: {e}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+_INTS = {
+    "port",
+    "max_rooms",
+    "max_editors",
+    "max_viewers",
+    "max_connections",
+    "max_connections_per_ip",
+    "jpeg_quality",
+    "trajectory_frames",
+    "control_queue",
+    "frame_credits",
+    "torch_threads",
+}
+_FLOATS = {
+    "max_fps",
+    "tick_budget_s",
+    "send_timeout_s",
+    "hello_timeout_s",
+    "idle_timeout_s",
+    "rooms_per_minute",
+}
+
+
+def _parse(name: str, raw: str) -> Any:
+    if name in _INTS:
+        return int(raw)
+    if name in _FLOATS:
+        return float(raw)
+    if name == "origins":
+        return tuple(o for o in raw.split(",") if o.strip())
+    if name in ("data_dir", "web_dir"):
+        return Path(raw)
+    if name == "access_log":
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError("expected a boolean (1/0, true/false, yes/no, on/off)")
+        return raw.lower() in ("1", "true", "yes", "on")
+    if name == "log_level":
+        return raw.lower()
+    return raw
