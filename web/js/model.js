@@ -1,0 +1,272 @@
+// The client's copy of one room: the server-confirmed state, optimistic local edits on top, the
+// members and their cursors, and the drag's live status. DOM-free (node tests import it).
+//
+// Reconciliation (shared/protocol.md sections 3 and 6): every snapshot replaces everything; an
+// `op` replaces the state keys in its patch; a local edit is kept as "pending" and drawn on top
+// of the confirmed state until the server answers it (`op` with by == you and ref == its id, or
+// an `error` with that ref), so a refused edit simply disappears.
+
+import { PAINT_VALUE, paintCells } from "./protocol.js";
+
+/** Lifecycle of the drag as the UI shows it (the room's `status`). */
+export const DragStatus = Object.freeze({ IDLE: "idle", RUNNING: "running", STOPPING: "stopping" });
+
+const PENDING_TTL_MS = 10_000; // a pending edit the server never answered is dropped after this
+const CURSOR_IDLE_MS = 3_000; // others' cursors dim after this long without moving
+
+export class RoomModel {
+  constructor({ now = () => Date.now() } = {}) {
+    this.now = now;
+    this.listeners = new Set();
+    this.reset();
+  }
+
+  reset() {
+    this.joined = false;
+    this.you = null; // member id
+    this.role = null; // "editor" | "viewer"
+    this.name = "";
+    this.colour = "#888888";
+    this.roomId = null;
+    this.limits = {};
+    this.version = 0;
+    this.state = null; // confirmed room state (snapshot + ops)
+    this.members = new Map(); // id -> {id, name, colour, role}
+    this.spectators = 0;
+    this.cursors = new Map(); // id -> {pos, t}
+    this.pending = []; // [{id, msg, t}]
+    this.tracked = {}; // pair id -> handle from the newest frame of the running drag
+    this.frame = null; // {seq, drag, step, status, w, h, fps}
+    this.lastEnd = null; // {reason, message, drag, step} of the last finished drag
+    this.view = null; // memoised confirmed state + pending edits
+  }
+
+  /** Call fn(kind) after every change; kind is "state", "members", "cursors", "frame" or "status". */
+  subscribe(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  emit(kind) {
+    if (kind === "state") this.view = null;
+    for (const fn of this.listeners) fn(kind);
+  }
+
+  get isEditor() {
+    return this.role === "editor";
+  }
+
+  // --- server messages ----------------------------------------------------------------------
+
+  /** Apply one decoded server message. Returns the message's type. */
+  receive(m) {
+    switch (m.t) {
+      case "welcome":
+        this.you = m.you;
+        this.role = m.role;
+        this.name = m.name;
+        this.colour = m.colour;
+        this.roomId = m.room;
+        this.limits = m.limits || {};
+        break;
+      case "snapshot":
+        this.onSnapshot(m);
+        break;
+      case "op":
+        this.onOp(m);
+        break;
+      case "presence":
+        this.onPresence(m);
+        break;
+      case "frame":
+        this.onFrame(m);
+        break;
+      case "status":
+        if (m.status === DragStatus.IDLE) {
+          this.lastEnd = { reason: m.reason, message: m.message ?? null, drag: m.drag, step: m.step };
+        } else if (m.status === DragStatus.RUNNING) {
+          this.lastEnd = null;
+        }
+        this.emit("status");
+        break;
+      case "error":
+        if (m.ref != null) this.dropPending(m.ref);
+        break;
+      default:
+        break;
+    }
+    return m.t;
+  }
+
+  onSnapshot(m) {
+    this.joined = true;
+    this.version = m.version;
+    this.state = m.state;
+    this.members = new Map(m.members.map((mem) => [mem.id, mem]));
+    const me = this.members.get(this.you);
+    if (me) this.name = me.name;
+    this.spectators = m.spectators;
+    this.cursors = new Map();
+    this.pending = [];
+    this.tracked = {};
+    this.frame = null;
+    this.emit("state");
+    this.emit("members");
+    this.emit("cursors");
+  }
+
+  onOp(m) {
+    if (!this.state) return;
+    const before = this.state.pairs;
+    this.state = { ...this.state, ...m.patch };
+    this.version = m.v;
+    if (m.patch.pairs) this.untrackMoved(before, m.patch.pairs);
+    if (m.patch.status === DragStatus.RUNNING) this.tracked = {};
+    if (m.by === this.you && m.ref != null) this.dropPending(m.ref, false);
+    this.emit("state");
+  }
+
+  /** A handle moved by an edit while a drag runs: show the edit, not the older frame's handle. */
+  untrackMoved(before, after) {
+    const old = new Map((before || []).map((p) => [p.id, p]));
+    for (const p of after) {
+      const o = old.get(p.id);
+      if (!o || o.handle[0] !== p.handle[0] || o.handle[1] !== p.handle[1]) delete this.tracked[p.id];
+    }
+  }
+
+  onPresence(m) {
+    switch (m.ev) {
+      case "join":
+        this.members.set(m.member.id, m.member);
+        this.emit("members");
+        break;
+      case "leave":
+        this.members.delete(m.id);
+        this.cursors.delete(m.id);
+        this.emit("members");
+        this.emit("cursors");
+        break;
+      case "rename": {
+        const mem = this.members.get(m.id);
+        if (mem) this.members.set(m.id, { ...mem, name: m.name });
+        if (m.id === this.you) this.name = m.name;
+        this.emit("members");
+        break;
+      }
+      case "cursor":
+        if (m.pos == null) this.cursors.delete(m.id);
+        else this.cursors.set(m.id, { pos: m.pos, t: this.now() });
+        this.emit("cursors");
+        break;
+      case "spectators":
+        this.spectators = m.count;
+        this.emit("members");
+        break;
+      default:
+        break;
+    }
+  }
+
+  onFrame(m) {
+    this.frame = { seq: m.seq, drag: m.drag, step: m.step, status: m.status, w: m.w, h: m.h, fps: m.fps ?? null };
+    if (this.state && m.drag === this.state.drag && m.status !== DragStatus.IDLE) {
+      this.tracked = { ...m.handles };
+      this.emit("state");
+    }
+    this.emit("frame");
+  }
+
+  // --- local edits ----------------------------------------------------------------------------
+
+  /** Record a sent edit (with its message id) so it shows at once. */
+  addPending(id, m) {
+    this.expirePending();
+    this.pending.push({ id, msg: m, t: this.now() });
+    this.emit("state");
+  }
+
+  dropPending(id, emit = true) {
+    const n = this.pending.length;
+    this.pending = this.pending.filter((p) => p.id !== id);
+    if (emit && this.pending.length !== n) this.emit("state");
+  }
+
+  expirePending() {
+    const cutoff = this.now() - PENDING_TTL_MS;
+    if (this.pending.some((p) => p.t < cutoff)) {
+      this.pending = this.pending.filter((p) => p.t >= cutoff);
+      this.view = null;
+    }
+  }
+
+  /** The state to draw: confirmed state with pending edits applied, handles tracked by frames. */
+  display() {
+    if (!this.state) return null;
+    if (this.view) return this.view;
+    let s = this.state;
+    for (const p of this.pending) s = applyLocal(s, p.msg, this.you);
+    if (s.status !== DragStatus.IDLE && Object.keys(this.tracked).length) {
+      s = {
+        ...s,
+        pairs: s.pairs.map((p) => (this.tracked[p.id] ? { ...p, handle: this.tracked[p.id] } : p)),
+      };
+    }
+    this.view = s;
+    return s;
+  }
+
+  /** Others' cursors: [{id, name, colour, pos, idle}] (idle: no move for a few seconds). */
+  otherCursors() {
+    const t = this.now();
+    const out = [];
+    for (const [id, c] of this.cursors) {
+      if (id === this.you) continue;
+      const mem = this.members.get(id);
+      if (!mem) continue;
+      out.push({ id, name: mem.name, colour: mem.colour, pos: c.pos, idle: t - c.t > CURSOR_IDLE_MS });
+    }
+    return out;
+  }
+
+  memberColour(id) {
+    return this.members.get(id)?.colour ?? null;
+  }
+
+  get canUndo() {
+    const s = this.state;
+    return !!s && s.status === DragStatus.IDLE && s.history.index > 0;
+  }
+
+  get canRedo() {
+    const s = this.state;
+    return !!s && s.status === DragStatus.IDLE && s.history.index < s.history.size - 1;
+  }
+}
+
+/** The state after one local (not yet confirmed) edit, as the server would apply it. */
+export function applyLocal(s, m, you) {
+  switch (m.t) {
+    case "add_pair":
+      if (s.pairs.some((p) => p.id === m.pair)) return s;
+      return { ...s, pairs: [...s.pairs, { id: m.pair, handle: m.handle, target: m.target, owner: you }] };
+    case "move_point":
+      return { ...s, pairs: s.pairs.map((p) => (p.id === m.pair ? { ...p, [m.which]: m.pos } : p)) };
+    case "remove_pair":
+      return { ...s, pairs: s.pairs.filter((p) => p.id !== m.pair) };
+    case "clear_points":
+      return { ...s, pairs: [] };
+    case "paint_mask": {
+      if (!(m.mode in PAINT_VALUE)) return s;
+      const { w, h, cells } = s.mask;
+      const painted = paintCells(cells, w, h, s.image.w, s.image.h, m.mode, m.radius, m.points);
+      return { ...s, mask: { w, h, cells: painted } };
+    }
+    case "clear_mask":
+      return { ...s, mask: { ...s.mask, cells: new Uint8Array(s.mask.w * s.mask.h) } };
+    case "set_params":
+      return { ...s, params: { ...s.params, ...m.params } };
+    default:
+      return s;
+  }
+}

@@ -1,0 +1,804 @@
+// The room page: wires the connection, the room model, the frame pipeline, the stage and the
+// editor to the page's controls. One instance per page load.
+
+import { Connection, ConnState } from "./connection.js";
+import { Editor, Gesture, Tool } from "./editor.js";
+import { browserDecodeImage, FramePipeline, RateMeter } from "./frames.js";
+import { DragStatus, RoomModel } from "./model.js";
+import * as protocol from "./protocol.js";
+import { cleanName, errorText, LIMITS, msg, parseFragment, parseRoomPath, randomId, randomSeed, validateClient } from "./protocol.js";
+import { matchShortcut, SHORTCUTS } from "./shortcuts.js";
+import { Stage } from "./stage.js";
+import { throttle } from "./throttle.js";
+import { $, copyText, initials, NAME_KEY, RECENT_KEY, setText, store, toast, typingInField } from "./ui.js";
+
+const BANNER_AFTER_MS = 5000; // "reconnecting" only after this long offline
+const QUIET_ERRORS = new Set(["unknown_pair"]); // someone else removed it: not worth a message
+
+/** What to tell the user for a close code that ends the session (shared/protocol.md section 11). */
+const FATAL = {
+  bad_hello: ["Could not join", "The server did not accept this page's greeting. Reload the page to try again."],
+  bad_capability: ["This link is not valid", "The link is wrong, incomplete or has expired. Ask the person who shared it for a new one."],
+  version_mismatch: ["This page is out of date", "The server runs a different version of livedrag. Reload the page to get the current one."],
+  origin_forbidden: ["Not allowed from this address", "The server does not accept connections from this site. Open the room from the server's own address."],
+  room_not_found: ["Room not found", "There is no such room on this server: it may have been deleted, or the link is mistyped. Create a new room from the start page."],
+  too_large: ["Disconnected", "This page sent a message that was too large. Reload the page to continue."],
+  protocol_violation: ["Disconnected", "The server closed the connection after too many invalid messages. Reload the page to continue."],
+  room_closed: ["This room was closed", "The room was deleted on the server. Create a new room from the start page."],
+  replaced: ["Opened somewhere else", "This room was opened again with this page's session on another connection. Reload to continue here."],
+  closed: ["Disconnected", "The server refused the connection."],
+};
+
+const RETRY_TEXT = {
+  room_full: "This room is full.",
+  server_full: "The server is full.",
+  rate_limited: "Too many messages were sent.",
+  too_slow: "The connection fell behind.",
+  shutting_down: "The server is restarting.",
+};
+
+const END_TEXT = {
+  reached: (n) => `Reached the targets in ${n} step${n === 1 ? "" : "s"}.`,
+  max_steps: (n) => `Stopped at the step limit (${n} steps).`,
+  stopped: (n) => `Stopped after ${n} step${n === 1 ? "" : "s"}.`,
+  error: (n, m) => `The drag failed${m ? `: ${m}` : ""}.`,
+};
+
+class RoomApp {
+  constructor() {
+    this.room = parseRoomPath(location.pathname);
+    const caps = parseFragment(location.hash);
+    this.editCap = caps.edit;
+    this.viewCap = caps.view || (this.room && store.get(`livedrag.view.${this.room}`));
+    if (this.room && caps.view && caps.edit) store.set(`livedrag.view.${this.room}`, caps.view);
+    this.cap = caps.edit || caps.view;
+    this.clientId = randomId(16);
+    this.model = new RoomModel();
+    this.showMask = true;
+    this.renderQueued = false;
+    this.drawMeter = new RateMeter();
+    this.lastDrag = null;
+    this.els = {
+      stage: $("stage"),
+      wrap: $("canvas-wrap"),
+      image: $("image-canvas"),
+      overlay: $("overlay-canvas"),
+    };
+    this.stage = new Stage(this.els);
+    this.stage.onResize = () => this.requestRender();
+    this.editor = new Editor(this, this.els.overlay);
+    this.pipeline = new FramePipeline({
+      decodeImage: browserDecodeImage,
+      onReady: (bitmap, frame) => this.onFrameReady(bitmap, frame),
+      ack: (seq) => this.conn?.send(msg.ack(seq)),
+      onError: (e) => console.warn("livedrag: could not decode a frame", e),
+    });
+    this.sendCursor = throttle(
+      (pos) => {
+        if (this.conn?.joined && this.model.isEditor) this.conn.send(msg.cursor(pos));
+      },
+      1000 / LIMITS.cursor_hz,
+    );
+    this.model.subscribe((kind) => this.onModel(kind));
+  }
+
+  start() {
+    this.bindControls();
+    this.renderShortcuts();
+    if (!this.room || !this.cap) {
+      this.showFatal(
+        "This link is incomplete",
+        "A room link looks like /r/ROOM#edit=KEY or /r/ROOM#view=KEY. The part after # is missing or damaged: copy the whole link again.",
+      );
+      return;
+    }
+    setText($("room-name"), this.room);
+    document.title = `livedrag · ${this.room}`;
+    this.setLinks();
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    this.conn = new Connection({
+      url: `${scheme}//${location.host}/ws/${encodeURIComponent(this.room)}`,
+      cap: this.cap,
+      clientId: this.clientId,
+      getName: () => store.get(NAME_KEY, ""),
+      onMessage: (m) => this.onMessage(m),
+      onState: () => this.onConnState(),
+    });
+    this.conn.start();
+    setInterval(() => this.tick(), 500);
+    window.addEventListener("online", () => this.conn.retryNow());
+    window.addEventListener("pagehide", () => this.conn.stop());
+  }
+
+  // --- editing API used by the editor and the controls ---------------------------------------
+
+  canEdit() {
+    return !!(this.conn?.joined && this.model.isEditor && this.model.state);
+  }
+
+  /** Validate and send an edit; show it at once if it is optimistic. Returns its id or null. */
+  edit(m) {
+    if (!this.canEdit()) {
+      if (this.model.role === "viewer") toast("This is a view-only link: editing is off.");
+      else toast("Offline: edits are paused until the connection is back.", "error");
+      return null;
+    }
+    const img = this.model.state.image;
+    try {
+      validateClient(m, [img.w, img.h]);
+    } catch (e) {
+      toast(`Not sent: ${e.message}`, "error");
+      return null;
+    }
+    const id = this.conn.send(m);
+    if (id) this.model.addPending(id, m);
+    this.requestRender();
+    return id;
+  }
+
+  onChange() {
+    this.updateToolbar();
+    this.requestRender();
+  }
+
+  toast(text) {
+    toast(text);
+  }
+
+  // --- server messages --------------------------------------------------------------------------
+
+  onMessage(m) {
+    this.model.receive(m);
+    switch (m.t) {
+      case "welcome":
+        document.body.classList.toggle("viewer", m.role === "viewer");
+        document.body.classList.toggle("editor", m.role === "editor");
+        if (m.role === "viewer" && this.editor.isMaskTool) this.editor.setTool(Tool.POINTS);
+        if (m.limits?.cursor_hz) this.sendCursor.setInterval(1000 / m.limits.cursor_hz);
+        rememberRoom(this.room, this.editCap ? "edit" : "view", location.pathname + location.hash);
+        break;
+      case "snapshot":
+        this.pipeline.reset();
+        this.editor.cancel();
+        this.drawMeter.reset();
+        document.body.classList.remove("is-loading");
+        if (!this.stage.bitmap) setText($("placeholder-text"), "Waiting for the first frame…");
+        break;
+      case "frame":
+        this.pipeline.push(m);
+        break;
+      case "status":
+        if (m.status === DragStatus.IDLE && m.reason === "error") toast(END_TEXT.error(m.step, m.message), "error", 6000);
+        break;
+      case "error":
+        this.onError(m);
+        break;
+      default:
+        break;
+    }
+  }
+
+  onError(m) {
+    if (QUIET_ERRORS.has(m.code)) return;
+    const friendly = {
+      forbidden: "This is a view-only link: editing is off.",
+      rate_limited: "Slow down: too many edits at once.",
+      no_points: "Add a point pair first: press on a handle and release on its target.",
+      busy: "Wait for the drag to finish first.",
+      storage_failed: "The server could not save the room; the edit is kept in memory for now.",
+    }[m.code];
+    toast(friendly || m.message || errorText(m.code), "error", m.code === "storage_failed" ? 7000 : 3600);
+  }
+
+  onFrameReady(bitmap, frame) {
+    this.stage.setBitmap(bitmap);
+    $("placeholder").hidden = true;
+    if (frame.status === DragStatus.RUNNING) this.drawMeter.tick();
+    this.lastDrawnFps = frame.fps;
+    this.updateHud();
+  }
+
+  onModel(kind) {
+    if (kind === "state") {
+      const s = this.model.state;
+      if (s) this.stage.setImageSize(s.image.w, s.image.h);
+      if (this.editor.selected && !this.model.display()?.pairs.some((p) => p.id === this.editor.selected)) {
+        this.editor.selected = null;
+      }
+      this.updateToolbar();
+      this.updatePanel();
+      this.updateHud();
+      this.requestRender();
+    } else if (kind === "members") {
+      this.renderMembers();
+    } else if (kind === "cursors") {
+      this.requestRender();
+    } else if (kind === "frame" || kind === "status") {
+      this.updateHud();
+      this.updatePanel();
+      this.updateToolbar();
+    }
+  }
+
+  // --- connection state ----------------------------------------------------------------------
+
+  onConnState() {
+    const c = this.conn;
+    const offline = c.state !== ConnState.JOINED;
+    document.body.classList.toggle("offline", offline);
+    const conn = $("conn");
+    conn.dataset.state = c.state;
+    const label = {
+      connecting: "Connecting…",
+      joined: "Live",
+      waiting: "Offline",
+      failed: "Disconnected",
+      stopped: "Closed",
+    }[c.state];
+    setText($("conn-text"), label);
+    if (offline) {
+      this.editor.cancel();
+      this.sendCursor.cancel();
+    }
+    if (c.state === ConnState.FAILED) {
+      const [title, text] = FATAL[c.failure.name] || FATAL.closed;
+      this.showFatal(title, text, c.failure.name);
+    }
+    this.updateBanner();
+    this.updateToolbar();
+    this.updatePanel();
+  }
+
+  tick() {
+    this.updateBanner();
+    this.updateHud();
+    if (this.model.cursors.size) this.requestRender(); // idle cursors dim
+    this.model.expirePending();
+  }
+
+  updateBanner() {
+    const c = this.conn;
+    const banner = $("banner");
+    if (!c || c.state === ConnState.JOINED || c.state === ConnState.FAILED || c.offlineSince == null) {
+      banner.hidden = true;
+      return;
+    }
+    const offlineFor = Date.now() - c.offlineSince;
+    const cause = c.lastClose?.info?.name;
+    const loud = cause === "room_full" || cause === "server_full" || cause === "rate_limited";
+    if (offlineFor < BANNER_AFTER_MS && !loud) {
+      banner.hidden = true;
+      return;
+    }
+    const why = RETRY_TEXT[cause] || (this.model.joined ? "Connection lost." : "Cannot reach the server.");
+    let when = "Reconnecting…";
+    if (c.state === ConnState.WAITING && c.retryAt) {
+      const s = Math.max(0, Math.ceil((c.retryAt - Date.now()) / 1000));
+      when = s > 0 ? `Reconnecting in ${s} s…` : "Reconnecting…";
+    }
+    setText($("banner-text"), `${why} ${when}${this.model.isEditor ? " Edits are paused." : ""}`);
+    banner.classList.toggle("is-error", loud);
+    $("banner-retry").hidden = c.state !== ConnState.WAITING;
+    banner.hidden = false;
+  }
+
+  showFatal(title, text, name = null) {
+    setText($("fatal-title"), title);
+    setText($("fatal-text"), text);
+    $("fatal").dataset.reason = name || "";
+    $("fatal").hidden = false;
+    $("banner").hidden = true;
+    document.body.classList.remove("is-loading");
+  }
+
+  // --- rendering -----------------------------------------------------------------------------
+
+  requestRender() {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    requestAnimationFrame((t) => {
+      this.renderQueued = false;
+      const animating = this.stage.drawOverlay(this.scene(), t);
+      if (animating) this.requestRender();
+    });
+  }
+
+  scene() {
+    let state = this.model.display();
+    const ed = this.editor.scene();
+    if (state && ed.moving) {
+      const { pair, which, pos } = ed.moving;
+      state = { ...state, pairs: state.pairs.map((p) => (p.id === pair ? { ...p, [which]: pos } : p)) };
+    }
+    if (state && ed.brush && this.editor.stroke) {
+      // the stroke in progress shows before the server's mask comes back
+      const s = this.editor.stroke;
+      const unsent = s.points.slice(Math.max(0, s.sent - 1));
+      if (unsent.length) {
+        const cells = protocol.paintCells(state.mask.cells, state.mask.w, state.mask.h, state.image.w, state.image.h, s.mode, this.editor.brushRadius, unsent);
+        state = { ...state, mask: { ...state.mask, cells } };
+      }
+    }
+    return {
+      state,
+      showMask: this.showMask,
+      selected: ed.selected,
+      hover: ed.hover,
+      preview: ed.preview,
+      brush: ed.brush,
+      cursors: this.model.otherCursors(),
+      colourOf: (id) => this.model.memberColour(id),
+      myColour: this.model.colour,
+    };
+  }
+
+  updateHud() {
+    const s = this.model.state;
+    const f = this.model.frame;
+    const status = s?.status ?? DragStatus.IDLE;
+    const hs = $("hud-status");
+    hs.dataset.status = status;
+    setText($("hud-status-text"), { idle: "Idle", running: "Running", stopping: "Stopping" }[status] || status);
+    const step = status !== DragStatus.IDLE && f && f.drag === s.drag ? f.step : s?.step ?? 0;
+    setText($("hud-step"), String(step));
+    const rate = status === DragStatus.RUNNING ? this.drawMeter.rate : 0;
+    setText($("hud-fps"), rate > 0 ? rate.toFixed(rate < 10 ? 1 : 0) : "–");
+    if (s) setText($("hud-size"), `${s.image.w}×${s.image.h}`);
+    const hint = this.editor.hint();
+    setText($("hint"), hint || "");
+    $("hint").hidden = !hint;
+  }
+
+  updateToolbar() {
+    const s = this.model.state;
+    const can = this.canEdit();
+    const idle = s?.status === DragStatus.IDLE;
+    const running = s?.status === DragStatus.RUNNING;
+    document.body.classList.toggle("tool-mask", this.editor.isMaskTool);
+    for (const b of document.querySelectorAll(".tool[data-tool]")) {
+      b.setAttribute("aria-checked", String(b.dataset.tool === this.editor.tool));
+      b.disabled = !can;
+    }
+    const display = this.model.display();
+    const hasPairs = !!display?.pairs.length;
+    const hasMask = !!display?.mask.cells.some((v) => v);
+    $("pair-delete").disabled = !can || !this.editor.selected;
+    $("points-clear").disabled = !can || !hasPairs;
+    $("mask-clear").disabled = !can || !hasMask;
+    $("mask-toggle").disabled = false;
+    $("undo").disabled = !can || !this.model.canUndo;
+    $("redo").disabled = !can || !this.model.canRedo;
+    const run = $("run");
+    run.disabled = !can || s?.status === DragStatus.STOPPING;
+    run.classList.toggle("is-stop", !idle && !!s);
+    run.querySelector("use").setAttribute("href", idle || !s ? "#i-play" : "#i-stop");
+    setText($("run-label"), !s || idle ? "Start" : running ? "Stop" : "Stopping…");
+    const radius = $("brush-radius");
+    if (s) {
+      const max = Math.max(4, Math.round(Math.max(s.image.w, s.image.h) / 4));
+      if (Number(radius.max) !== max) radius.max = String(max);
+    }
+    setText($("brush-radius-out"), fmt(this.editor.brushRadius));
+    const dotPx = Math.max(4, Math.min(18, this.editor.brushRadius * this.stage.scale * 0.5));
+    $("brush-dot").style.width = $("brush-dot").style.height = `${dotPx}px`;
+    const mt = $("mask-toggle");
+    mt.setAttribute("aria-pressed", String(this.showMask));
+    mt.querySelector("use").setAttribute("href", this.showMask ? "#i-eye" : "#i-eye-off");
+    this.updateHud();
+  }
+
+  updatePanel() {
+    const s = this.model.state;
+    if (!s) return;
+    const can = this.canEdit();
+    const idle = s.status === DragStatus.IDLE;
+    for (const b of $("mode").querySelectorAll("button")) {
+      b.setAttribute("aria-checked", String(b.dataset.mode === s.params.mode));
+      b.disabled = !can;
+    }
+    for (const input of $("params").querySelectorAll("input[data-param]")) {
+      input.disabled = !can;
+      if (document.activeElement === input) continue; // do not overwrite what is being typed
+      const v = s.params[input.dataset.param];
+      input.value = v == null ? "" : String(v);
+      input.removeAttribute("aria-invalid");
+    }
+    const img = s.image;
+    const seedText = img.seed == null ? "uploaded" : `seed ${img.seed}`;
+    setText($("image-info"), `${img.model} · ${img.w}×${img.h} · ${seedText} · ψ ${fmt(img.truncation)}${img.latent ? " · edited" : ""}`);
+    if (document.activeElement !== $("truncation") && !this.truncationTouched) $("truncation").value = String(img.truncation);
+    for (const id of ["new-image", "random-image", "seed", "truncation"]) $(id).disabled = !can || !idle;
+    const end = this.model.lastEnd;
+    const result = $("drag-result");
+    if (end && END_TEXT[end.reason]) {
+      setText(result, END_TEXT[end.reason](end.step, end.message));
+      result.classList.toggle("is-error", end.reason === "error");
+    } else {
+      setText(result, "");
+    }
+    this.setDownloads();
+  }
+
+  renderMembers() {
+    const list = $("members");
+    const members = [...this.model.members.values()];
+    const you = this.model.you;
+    list.replaceChildren(
+      ...members.map((m) => {
+        const li = document.createElement("li");
+        li.className = "member";
+        li.dataset.id = m.id;
+        const sw = document.createElement("span");
+        sw.className = "swatch";
+        sw.style.background = m.colour;
+        const name = document.createElement("span");
+        name.className = "name";
+        name.textContent = m.name;
+        li.append(sw, name);
+        if (m.id === you) {
+          const tag = document.createElement("span");
+          tag.className = "you";
+          tag.textContent = "you";
+          const edit = document.createElement("button");
+          edit.type = "button";
+          edit.className = "edit-name";
+          edit.textContent = "Rename";
+          edit.title = "Change your name";
+          edit.addEventListener("click", () => this.editName(li, name));
+          name.addEventListener("dblclick", () => this.editName(li, name));
+          li.append(tag, edit);
+        }
+        return li;
+      }),
+    );
+    setText($("member-count"), String(members.length));
+    const n = this.model.spectators;
+    setText($("spectators-line"), n === 0 ? "No spectators" : `${n} spectator${n === 1 ? "" : "s"} watching`);
+    setText($("spectators-count-top"), String(n));
+    $("spectators-top").title = `${n} spectator${n === 1 ? "" : "s"} watching`;
+    const pile = $("facepile");
+    const shown = members.slice(0, 6);
+    pile.replaceChildren(
+      ...shown.map((m) => {
+        const f = document.createElement("span");
+        f.className = "face";
+        f.style.background = m.colour;
+        f.textContent = initials(m.name);
+        f.title = m.id === you ? `${m.name} (you)` : m.name;
+        return f;
+      }),
+    );
+    if (members.length > shown.length) {
+      const more = document.createElement("span");
+      more.className = "face more";
+      more.textContent = `+${members.length - shown.length}`;
+      pile.append(more);
+    }
+    this.requestRender();
+  }
+
+  editName(li, nameEl) {
+    if (li.querySelector("input")) return;
+    const input = document.createElement("input");
+    input.value = this.model.name;
+    input.maxLength = LIMITS.max_name_chars * 2;
+    input.setAttribute("aria-label", "Your name");
+    nameEl.replaceWith(input);
+    input.focus();
+    input.select();
+    let done = false;
+    const finish = (save) => {
+      if (done) return;
+      done = true;
+      const name = cleanName(input.value);
+      if (save && name && name !== this.model.name) {
+        store.set(NAME_KEY, name);
+        if (this.conn?.joined && this.model.isEditor) this.conn.send(msg.setName(name));
+      }
+      this.renderMembers();
+    };
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter") finish(true);
+      else if (e.key === "Escape") finish(false);
+      e.stopPropagation();
+    });
+    input.addEventListener("blur", () => finish(true));
+  }
+
+  renderShortcuts() {
+    const dl = $("shortcuts");
+    dl.replaceChildren(
+      ...SHORTCUTS.filter(([a]) => a !== "panel").flatMap(([, keys, text]) => {
+        const dt = document.createElement("dt");
+        for (const k of keys) {
+          const kbd = document.createElement("kbd");
+          kbd.textContent = k;
+          dt.append(kbd);
+        }
+        const dd = document.createElement("dd");
+        dd.textContent = text;
+        return [dt, dd];
+      }),
+    );
+  }
+
+  // --- links and downloads --------------------------------------------------------------------
+
+  setLinks() {
+    const base = `${location.origin}/r/${encodeURIComponent(this.room)}`;
+    const viewLink = this.viewCap ? `${base}#view=${this.viewCap}` : "";
+    const editLink = this.editCap ? `${base}#edit=${this.editCap}${this.viewCap ? `&view=${this.viewCap}` : ""}` : "";
+    $("edit-link").value = editLink;
+    $("view-link").value = viewLink;
+    $("share-edit-row").hidden = !this.editCap;
+    $("copy-view").disabled = !viewLink;
+    $("view-link").closest(".share-input").hidden = !viewLink;
+    $("view-link-missing").hidden = !!viewLink;
+  }
+
+  setDownloads() {
+    const s = this.model.state;
+    const base = `/api/rooms/${encodeURIComponent(this.room)}`;
+    const q = `?cap=${encodeURIComponent(this.cap)}`;
+    const tag = s ? `${this.room}-v${this.model.version}` : this.room;
+    const set = (id, path, name, enabled = true) => {
+      const a = $(id);
+      a.href = `${base}/${path}${q}`;
+      a.download = name;
+      a.setAttribute("aria-disabled", String(!enabled || !this.conn?.joined));
+    };
+    set("dl-png", "image.png", `${tag}.png`);
+    set("dl-gif", "trajectory.gif", `${this.room}-drag${s?.drag ?? 0}.gif`, (s?.drag ?? 0) > 0);
+    set("dl-latent", "latent.safetensors", `${tag}.safetensors`);
+  }
+
+  // --- controls -------------------------------------------------------------------------------
+
+  bindControls() {
+    for (const b of document.querySelectorAll(".tool[data-tool]")) {
+      b.addEventListener("click", () => this.editor.setTool(b.dataset.tool));
+    }
+    const radius = $("brush-radius");
+    radius.addEventListener("input", () => this.editor.setBrushRadius(Number(radius.value)));
+    this.editor.brushRadius = Number(radius.value);
+    $("mask-toggle").addEventListener("click", () => this.action("mask-toggle"));
+    $("mask-clear").addEventListener("click", () => this.action("mask-clear"));
+    $("pair-delete").addEventListener("click", () => this.action("delete"));
+    $("points-clear").addEventListener("click", () => this.action("points-clear"));
+    $("undo").addEventListener("click", () => this.action("undo"));
+    $("redo").addEventListener("click", () => this.action("redo"));
+    $("run").addEventListener("click", () => this.action("run"));
+    for (const b of $("mode").querySelectorAll("button")) {
+      b.addEventListener("click", () => this.setParam("mode", b.dataset.mode));
+    }
+    for (const input of $("params").querySelectorAll("input[data-param]")) {
+      input.addEventListener("change", () => this.onParamInput(input));
+      input.addEventListener("keydown", (e) => {
+        if (e.key === "Enter") input.blur();
+      });
+    }
+    $("new-image-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.newImage(false);
+    });
+    $("random-image").addEventListener("click", () => this.newImage(true));
+    $("truncation").addEventListener("input", () => (this.truncationTouched = true));
+    $("share-btn").addEventListener("click", (e) => {
+      e.stopPropagation();
+      this.togglePopover();
+    });
+    document.addEventListener("click", (e) => {
+      const pop = $("share-pop");
+      if (!pop.hidden && !pop.contains(e.target)) pop.hidden = true;
+    });
+    $("copy-edit").addEventListener("click", () => this.copy($("edit-link"), "Edit link copied"));
+    $("copy-view").addEventListener("click", () => this.copy($("view-link"), "View-only link copied"));
+    $("help-btn").addEventListener("click", () => this.toggleHelp(true));
+    $("help-close").addEventListener("click", () => this.toggleHelp(false));
+    $("help").addEventListener("click", (e) => {
+      if (e.target === $("help")) this.toggleHelp(false);
+    });
+    $("panel-btn").addEventListener("click", () => this.togglePanel());
+    $("panel-close").addEventListener("click", () => this.togglePanel(false));
+    $("banner-retry").addEventListener("click", () => this.conn?.retryNow());
+    $("fatal-reload").addEventListener("click", () => location.reload());
+    for (const a of document.querySelectorAll("a[download]")) {
+      a.addEventListener("click", (e) => {
+        if (a.getAttribute("aria-disabled") === "true") e.preventDefault();
+      });
+    }
+    document.addEventListener("keydown", (e) => this.onKey(e));
+  }
+
+  onKey(e) {
+    if (e.defaultPrevented || e.isComposing) return;
+    if (!$("help").hidden && (e.key === "Escape" || e.key === "?")) {
+      e.preventDefault();
+      this.toggleHelp(false);
+      return;
+    }
+    if (typingInField(e)) return;
+    const action = matchShortcut({
+      key: e.key,
+      shiftKey: e.shiftKey,
+      ctrlKey: e.ctrlKey,
+      metaKey: e.metaKey,
+      altKey: e.altKey,
+      narrow: window.matchMedia("(max-width: 900px)").matches,
+    });
+    if (!action) return;
+    if (action === "cancel" && !$("share-pop").hidden) {
+      $("share-pop").hidden = true;
+      return;
+    }
+    e.preventDefault();
+    this.action(action);
+  }
+
+  /** One user action, from a button or a shortcut. */
+  action(name) {
+    const s = this.model.state;
+    switch (name) {
+      case "run":
+        if (!s) return;
+        if (s.status === DragStatus.IDLE) this.edit(msg.start());
+        else if (s.status === DragStatus.RUNNING) this.edit(msg.stop());
+        break;
+      case "undo":
+        if (this.model.canUndo) this.edit(msg.undo());
+        else if (s?.status !== DragStatus.IDLE) toast("Undo is available once the drag has finished.");
+        break;
+      case "redo":
+        if (this.model.canRedo) this.edit(msg.redo());
+        break;
+      case "delete":
+        this.editor.removeSelected();
+        break;
+      case "cancel":
+        this.editor.cancel();
+        break;
+      case "tool-points":
+        this.editor.setTool(Tool.POINTS);
+        break;
+      case "tool-flexible":
+      case "tool-fixed":
+      case "tool-erase":
+        if (this.model.isEditor) this.editor.setTool(name.slice(5));
+        break;
+      case "brush-smaller":
+      case "brush-larger": {
+        const r = this.editor.brushRadius;
+        const next = name === "brush-larger" ? r * 1.25 : r / 1.25;
+        const max = Number($("brush-radius").max);
+        this.editor.setBrushRadius(Math.round(Math.max(1, Math.min(max, next)) * 2) / 2);
+        $("brush-radius").value = String(this.editor.brushRadius);
+        break;
+      }
+      case "mask-toggle":
+        this.showMask = !this.showMask;
+        this.onChange();
+        break;
+      case "mask-clear":
+        if (this.model.display()?.mask.cells.some((v) => v)) this.edit(msg.clearMask());
+        break;
+      case "points-clear":
+        if (this.model.display()?.pairs.length) this.edit(msg.clearPoints());
+        break;
+      case "random-image":
+        this.newImage(true);
+        break;
+      case "mode":
+        if (s) this.setParam("mode", s.params.mode === "optimize" ? "predict" : "optimize");
+        break;
+      case "panel":
+        this.togglePanel();
+        break;
+      case "help":
+        this.toggleHelp($("help").hidden);
+        break;
+      default:
+        break;
+    }
+  }
+
+  setParam(key, value) {
+    if (!this.model.state || this.model.state.params[key] === value) return;
+    this.edit(msg.setParams({ [key]: value }));
+  }
+
+  onParamInput(input) {
+    const key = input.dataset.param;
+    const raw = input.value.trim();
+    const nullable = ["r1", "r2", "stop_dist"].includes(key);
+    let value;
+    if (raw === "") {
+      if (!nullable) {
+        input.setAttribute("aria-invalid", "true");
+        toast(`${labelOf(input)} needs a value`, "error");
+        return;
+      }
+      value = null;
+    } else {
+      value = Number(raw);
+    }
+    try {
+      validateClient(msg.setParams({ [key]: value }));
+    } catch (e) {
+      input.setAttribute("aria-invalid", "true");
+      const f = protocol.paramSpec(key);
+      toast(`${labelOf(input)} must be between ${f.min} and ${f.max}${f.type === "int" ? " (a whole number)" : ""}`, "error");
+      return;
+    }
+    input.removeAttribute("aria-invalid");
+    this.setParam(key, value);
+  }
+
+  newImage(random) {
+    const seedInput = $("seed");
+    let seed;
+    if (random || seedInput.value.trim() === "") {
+      seed = randomSeed();
+      if (!random) seedInput.placeholder = "random";
+    } else {
+      seed = Number(seedInput.value);
+      if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+        seedInput.setAttribute("aria-invalid", "true");
+        toast("The seed is a whole number from 0 to 4294967295", "error");
+        return;
+      }
+    }
+    seedInput.removeAttribute("aria-invalid");
+    const t = Number($("truncation").value);
+    const truncation = Number.isFinite(t) && t >= 0 && t <= 2 ? t : undefined;
+    if (this.edit(msg.newImage(seed, truncation)) != null) {
+      this.truncationTouched = false;
+      if (random) toast(`New image from seed ${seed}`);
+    }
+  }
+
+  async copy(input, done) {
+    if (!input.value) return;
+    toast((await copyText(input.value, input)) ? done : "Copy failed: select the link and copy it by hand", "ok");
+  }
+
+  togglePopover() {
+    const pop = $("share-pop");
+    pop.hidden = !pop.hidden;
+  }
+
+  toggleHelp(show) {
+    $("help").hidden = !show;
+    if (show) $("help-close").focus();
+  }
+
+  togglePanel(open = !document.body.classList.contains("panel-open")) {
+    document.body.classList.toggle("panel-open", open);
+    $("panel-btn").setAttribute("aria-expanded", String(open));
+  }
+}
+
+/** Keep the last few rooms this browser opened for the start page's list. */
+function rememberRoom(room, role, link) {
+  let list = [];
+  try {
+    list = JSON.parse(store.get(RECENT_KEY, "[]"));
+    if (!Array.isArray(list)) list = [];
+  } catch {
+    list = [];
+  }
+  list = list.filter((r) => r && r.room !== room);
+  list.unshift({ room, role, link, t: Date.now() });
+  store.set(RECENT_KEY, JSON.stringify(list.slice(0, 8)));
+}
+
+function fmt(v) {
+  return Number.isInteger(v) ? String(v) : String(Math.round(v * 100) / 100);
+}
+
+function labelOf(input) {
+  return input.closest("label")?.querySelector("span")?.firstChild?.textContent?.trim() || input.dataset.param;
+}
+
+const app = new RoomApp();
+window.livedrag = { app, model: app.model, protocol, get conn() { return app.conn; }, Gesture };
+app.start();
