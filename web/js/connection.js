@@ -85,6 +85,7 @@ export class Connection {
     this.pingIntervalS = LIMITS.ping_interval_s;
     this.retryTimer = null;
     this.pingTimer = null;
+    this.debug = !!opts.debug; // log every message but frames, acks and cursors to the console
   }
 
   /** Open the connection (and keep it open). */
@@ -126,6 +127,7 @@ export class Connection {
       this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
       m = withId(m, id);
     }
+    if (this.debug && m.t !== "ack" && m.t !== "cursor") console.debug("livedrag >", JSON.stringify(m));
     try {
       this.ws.send(encode(m));
     } catch {
@@ -164,6 +166,9 @@ export class Connection {
       } catch (e) {
         console.warn("livedrag: undecodable message from the server", e);
         return;
+      }
+      if (this.debug && m.t !== "frame" && !(m.t === "presence" && m.ev === "cursor")) {
+        console.debug("livedrag <", JSON.stringify(m, (k, v) => (v instanceof Uint8Array ? `<${v.length} bytes>` : v)));
       }
       if (m.t === "welcome") this.onWelcome(m);
       this.onMessage(m);

@@ -57,12 +57,13 @@ class RoomApp {
     this.showMask = true;
     this.renderQueued = false;
     this.drawMeter = new RateMeter();
-    this.lastDrag = null;
+    this.errors = [];
     this.els = {
       stage: $("stage"),
       wrap: $("canvas-wrap"),
       image: $("image-canvas"),
       overlay: $("overlay-canvas"),
+      hud: $("hud"),
     };
     this.stage = new Stage(this.els);
     this.stage.onResize = () => this.requestRender();
@@ -103,6 +104,7 @@ class RoomApp {
       getName: () => store.get(NAME_KEY, ""),
       onMessage: (m) => this.onMessage(m),
       onState: () => this.onConnState(),
+      debug: store.get("livedrag.debug") === "1",
     });
     this.conn.start();
     setInterval(() => this.tick(), 500);
@@ -179,6 +181,8 @@ class RoomApp {
   }
 
   onError(m) {
+    this.errors.push(m); // the newest few, for debugging and the browser tests
+    if (this.errors.length > 20) this.errors.shift();
     if (QUIET_ERRORS.has(m.code)) return;
     const friendly = {
       forbidden: "This is a view-only link: editing is off.",

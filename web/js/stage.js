@@ -51,10 +51,16 @@ export class Stage {
     const W = this.imageW || 1;
     const H = this.imageH || 1;
     const box = this.els.stage.getBoundingClientRect();
-    const pad = box.width < 520 ? 10 : 28;
+    const pad = box.width < 520 ? 8 : 20;
     const availW = Math.max(64, box.width - 2 * pad);
-    const availH = Math.max(64, box.height - 2 * pad - (box.width < 520 ? 30 : 40)); // room for the HUD
-    const scale = Math.min(availW / W, availH / H);
+    let availH = Math.max(64, box.height - 2 * pad);
+    let scale = Math.min(availW / W, availH / H);
+    // keep the bottom-left status pill off the image when the image would reach under it
+    const hud = this.els.hud?.getBoundingClientRect();
+    if (hud && (box.width - W * scale) / 2 < hud.width + 16) {
+      availH = Math.max(64, box.height - 2 * Math.max(pad, hud.height + 14));
+      scale = Math.min(availW / W, availH / H);
+    }
     const cssW = Math.max(32, Math.floor(W * scale));
     const cssH = Math.max(32, Math.floor(H * scale));
     const dpr = Math.max(1, Math.min(3, window.devicePixelRatio || 1));

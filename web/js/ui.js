@@ -86,6 +86,6 @@ export function typingInField(e) {
 
 export function initials(name) {
   const parts = String(name || "?").trim().split(/\s+/).filter(Boolean);
-  const s = parts.length > 1 ? parts[0][0] + parts[1][0] : (parts[0] || "?").slice(0, 2);
-  return [...s].slice(0, 2).join("");
+  const first = (w) => [...w][0] || "";
+  return parts.length > 1 ? first(parts[0]) + first(parts[1]) : first(parts[0] || "?");
 }
