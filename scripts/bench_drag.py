@@ -1,0 +1,221 @@
+#!/usr/bin/env python
+"""SynthFaces landmark manipulation: the analogue of DragGAN's face-landmark table (DESIGN.md section 4).
+
+For each pair i of random generated faces (seeds --seed + 2i and --seed + 2i + 1, truncation
+--trunc), detect landmarks on both with the shipped SynthFaces detector, then drag 1, 5 or all
+landmarks of face A onto the same landmarks of face B (1 = nose tip, 5 = pupils, nose tip and
+mouth corners: ``LANDMARK_GROUPS["one" | "five" | "all"]``), re-detect on the result, and report
+
+  * MD: mean over points of the distance (px) between re-detected landmarks and targets, averaged
+    over pairs; MD / no-edit MD (the no-edit row is face A itself);
+  * fidelity: an FID-style score between the edited images and the initial images, on the
+    project's landmark-detector features (server/synthfaces/fid.py), NOT Inception FID; it is
+    only comparable with itself (same detector, image size and number of pairs);
+  * median and p90 seconds per edit (one edit at a time, from the first step to the finishing
+    step, the final frame included), median steps per edit, share of edits that reached the
+    stop distance; the device.
+
+Methods: none, optimize (DragGAN, ``DragSession``), predict (``PredictSession`` with the
+predictor's trained options), predict_noreg (regularizer off), single_shot (one prediction over
+the whole distance, UserControllableLT-style). Same seeds, same device, same stop rule
+(DragGAN's: 1 px up to 5 handles, 2 px otherwise).
+
+    .venv/bin/python scripts/bench_drag.py --pairs 200 --json out/bench_drag.json
+    .venv/bin/python scripts/bench_drag.py --pairs 20 --points 1 5 --methods none predict   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+METHODS = ("none", "optimize", "predict", "predict_noreg", "single_shot")
+POINT_SETS = {"1": "one", "5": "five", "all": "all"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pairs", type=int, default=200, help="face pairs (default 200)")
+    p.add_argument("--points", nargs="+", choices=tuple(POINT_SETS), default=["1", "5", "all"])
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--seed", type=int, default=0, help="pair i uses seeds seed + 2i and seed + 2i + 1")
+    p.add_argument("--trunc", type=float, default=0.7, help="truncation psi (default 0.7)")
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--checkpoint", default=None, help="generator (default: embedded SynthFaces model)")
+    p.add_argument("--predictor", default=None, help="predictor file (default: the shipped one)")
+    p.add_argument("--allow-other-weights", action="store_true", help="use a predictor of another snapshot")
+    p.add_argument("--detector", default=None, help="landmark detector (default: the shipped one)")
+    p.add_argument("--max-steps", type=int, default=200, help="optimize: step budget (default 200)")
+    p.add_argument("--lr", type=float, default=2e-3, help="optimize: Adam step size (default 2e-3)")
+    p.add_argument("--predict-max-steps", type=int, default=None, help="predict: step budget (default: 40)")
+    p.add_argument(
+        "--substep", type=float, default=None, help="predict: sub-step px (default: trained value)"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def make_session(method: str, G, w, handles, targets, args, model):
+    from server.engine.drag import DragOptions, DragSession
+    from server.engine.predict_session import PredictOptions, PredictSession
+
+    if method == "optimize":
+        return DragSession(G, w, handles, targets, options=DragOptions(lr=args.lr, max_steps=args.max_steps))
+    changes: dict = {}
+    if args.predict_max_steps is not None:
+        changes["max_steps"] = args.predict_max_steps
+    if args.substep is not None:
+        changes["substep"] = args.substep
+    if method == "predict_noreg":
+        changes["reg_alpha"] = 0.0
+    if method == "single_shot":
+        changes["single_shot"] = True
+    options = PredictOptions.recommended(model, **changes)
+    return PredictSession(G, w, handles, targets, options=options, model=model)
+
+
+def run_edit(method: str, G, w, handles, targets, args, model) -> tuple[np.ndarray, float, int, bool]:
+    """One edit alone: (final frame uint8 [H, W, 3], seconds, steps, reached)."""
+    if G.mapping.w_avg.is_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    s = make_session(method, G, w, handles, targets, args, model)
+    r = None
+    while not s.done:
+        r = s.step()
+    seconds = time.perf_counter() - t0
+    return r.frame, seconds, r.step, r.reason == "reached"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from server.cli.common import pick_device, progress
+    from server.engine.checkpoint import load_generator
+    from server.engine.generator import to_uint8
+    from server.synthfaces import LANDMARK_GROUPS
+    from server.synthfaces.detector import load_detector
+    from server.synthfaces.fid import frechet_distance
+
+    device = pick_device(args.device)
+    G = load_generator(args.checkpoint, device=device)
+    detector = load_detector(args.detector, device=device)
+    model = None
+    if any(m.startswith(("predict", "single")) for m in args.methods):
+        from server.engine.predictor_io import PredictorError, load_predictor
+
+        try:
+            model = load_predictor(args.predictor, G=G, allow_other_weights=args.allow_other_weights)
+        except PredictorError as e:
+            raise SystemExit(f"{e}\n(run only --methods none optimize without a predictor)") from None
+    res = G.img_resolution
+
+    # faces and their landmarks (detector pixels: pixel (i, j) covers [i, i+1))
+    n = args.pairs
+    with torch.no_grad():
+        ws = torch.cat([G.ws_from_seed(args.seed + i, truncation_psi=args.trunc) for i in range(2 * n)])
+        imgs = np.concatenate([to_uint8(G.synthesis(ws[i : i + 64])[0]) for i in range(0, 2 * n, 64)])
+    lms = detector.detect(imgs)
+    img_a, lm_a, lm_b = imgs[0::2], lms[0::2], lms[1::2]
+    ws_a = ws[0::2]
+    feats_a = detector.features(img_a)
+
+    rows: list[dict] = []
+    total = len(args.points) * len([m for m in args.methods if m != "none"]) * n
+    bar = progress(total=total, desc="edits", disable=True if args.no_progress else None)
+    for pts in args.points:
+        idx = LANDMARK_GROUPS[POINT_SETS[pts]]
+        handles = np.clip(lm_a[:, idx] - 0.5, 0, res - 1)  # session pixels: centres on integers
+        targets = np.clip(lm_b[:, idx] - 0.5, 0, res - 1)
+        targets_det = targets + 0.5
+        md_none = np.linalg.norm(lm_a[:, idx] - targets_det, axis=-1).mean(axis=1)  # [n]
+        for method in args.methods:
+            if method == "none":
+                finals, secs, steps, reached = img_a, [0.0] * n, [0] * n, [False] * n
+            else:
+                finals, secs, steps, reached = [], [], [], []
+                for i in range(n):
+                    f, s, k, ok = run_edit(method, G, ws_a[i : i + 1], handles[i], targets[i], args, model)
+                    finals.append(f)
+                    secs.append(s)
+                    steps.append(k)
+                    reached.append(ok)
+                    bar.update(1)
+                    bar.set_postfix(points=pts, method=method)
+                finals = np.stack(finals)
+            det = detector.detect(finals)[:, idx]
+            md = np.linalg.norm(det - targets_det, axis=-1).mean(axis=1)  # [n]
+            fid = 0.0 if method == "none" else frechet_distance(detector.features(finals), feats_a)
+            rows.append(
+                {
+                    "points": pts,
+                    "n_points": len(idx),
+                    "method": method,
+                    "md": float(md.mean()),
+                    "md_no_edit": float(md_none.mean()),
+                    "md_ratio": float(md.mean() / max(md_none.mean(), 1e-9)),
+                    "fid_detector": fid,
+                    "seconds_median": float(statistics.median(secs)),
+                    "seconds_p90": float(np.percentile(secs, 90)),
+                    "steps_median": float(statistics.median(steps)),
+                    "reached": float(np.mean(reached)),
+                    "md_per_pair": [round(float(v), 3) for v in md],
+                }
+            )
+    bar.close()
+
+    header = (
+        f"{'points':>6} {'method':<14} {'MD px':>7} {'/no-edit':>8} {'FID*':>8} "
+        f"{'s med':>7} {'s p90':>7} {'steps':>6} {'reached':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['points']:>6} {r['method']:<14} {r['md']:7.2f} {r['md_ratio']:8.2f} "
+            f"{r['fid_detector']:8.3f} {r['seconds_median']:7.3f} {r['seconds_p90']:7.3f} "
+            f"{r['steps_median']:6.0f} {100 * r['reached']:6.0f}%"
+        )
+    print(
+        f"{n} pairs, {res} px, device {device}; MD in image pixels; FID* = FID-style score on the SynthFaces "
+        "landmark detector's features (not Inception), edited vs initial images"
+    )
+    if args.json is not None:
+        report = {
+            "protocol": "synthfaces-landmarks-v1",
+            "pairs": n,
+            "seed": args.seed,
+            "trunc": args.trunc,
+            "resolution": res,
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "checkpoint": args.checkpoint or "embedded",
+            "predictor": (args.predictor or "shipped") if model is not None else None,
+            "predictor_training": model.training if model is not None else None,
+            "fid_note": "FID-style score on the SynthFaces landmark detector's features, not Inception",
+            "rows": rows,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

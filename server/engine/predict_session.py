@@ -1,0 +1,501 @@
+"""Predictor mode (Auto DragGAN, Cai et al., ACM MM 2024) as a step-at-a-time ``EditSession``.
+
+Each ``step()`` is one autoregressive sub-step, with no optimisation:
+
+1. one forward pass of the synthesis network at the current latent w_t, with the tracking
+   features (DragGAN's block) and the predictor's feature blocks;
+2. point tracking of every handle on this pass's features (``tracking.track_points``, the
+   optimiser's tracking: templates f_i = F0(p_i), search square of half-size r2);
+3. stop check: every handle within the stop distance -> done ("reached"); the last step of the
+   budget only tracks ("max_steps");
+4. the Latent Predictor maps (w_t, features, handles, targets, sub-step) to the first rows of
+   w_{t+1}, where each handle still outside the stop distance is asked to move
+   ``min(substep, remaining)`` px straight toward its target; the Latent Regularizer then removes
+   the part of that step that leaves the generator's W distribution (``regularize_step``);
+5. with a mask set, ``mask_iters`` damped Polyak steps on DragGAN's fixed-region term
+   L1(F * M, F0 * M) at w_{t+1} (one extra forward and backward pass each): the predictor knows
+   nothing of masks, so the fixed region is pulled back after each predicted step.
+
+As in ``DragSession``, the frame returned is the image of step 1 and the handles are those
+tracked in it; ``latent()`` after a finishing step is the latent of its frame.
+``single_shot=True`` is the UserControllableLT-style baseline: one prediction over the whole
+distance, then one step that only tracks and renders. ``predict_step_batch`` advances several
+sessions with one synthesis pass and one predictor pass per (generator, predictor) group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .drag import DTYPES, _check_latent, _check_mask, _check_points, _frames, _match_points, _to_points
+from .generator import Generator
+from .predictor_io import PredictorBundle, load_predictor
+from .session import Point, StepResult, StopReason
+from .tracking import features_at, mask_loss, resize_features, track_points
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Settings of one predictor-mode drag (radii and stop rule as ``DragOptions``)."""
+
+    substep: float = 2.0  # pixels each handle is asked to move per step (the last one is shorter)
+    single_shot: bool = False  # one prediction over the whole distance, then a final tracking step
+    reg_alpha: float | None = None  # regularizer strength; None = the trained default, 0 = off
+    max_steps: int = 40  # step budget since the points last changed (the last step only tracks)
+    stop_distance: float | None = None  # pixels; None = DragGAN's rule (1 px up to 5 handles, else 2)
+    r2: float = 12.0  # point-tracking search half-size at 512 px
+    r2_min: int = 3  # lower bound on the scaled r2, pixels
+    mask_step: float = 0.5  # fraction of a Polyak step on the fixed-region term per iteration (0 = off)
+    mask_iters: int = 1  # mask-correction iterations per sub-step (each one forward + backward)
+    feature_blocks: tuple[int, ...] | None = None  # tracking blocks; None = G.default_feature_block()
+    noise_mode: str = "const"  # "const" or "none"
+    dtype: str = "float32"  # synthesis dtype (the predictor runs in float32)
+
+    def __post_init__(self) -> None:
+        for name in ("substep", "r2"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        if self.reg_alpha is not None and not (
+            isinstance(self.reg_alpha, (int, float)) and 0.0 <= self.reg_alpha <= 1.0
+        ):
+            raise ValueError(f"reg_alpha must be None or in [0, 1], got {self.reg_alpha!r}")
+        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
+        if self.stop_distance is not None and not (
+            math.isfinite(self.stop_distance) and self.stop_distance >= 0
+        ):
+            raise ValueError(
+                f"stop_distance must be None or a finite number >= 0, got {self.stop_distance!r}"
+            )
+        if self.r2_min < 1:
+            raise ValueError("r2_min must be >= 1 pixel")
+        if not (isinstance(self.mask_step, (int, float)) and 0.0 <= self.mask_step <= 1.0):
+            raise ValueError(f"mask_step must be in [0, 1], got {self.mask_step!r}")
+        if not (isinstance(self.mask_iters, int) and self.mask_iters >= 0):
+            raise ValueError(f"mask_iters must be an integer >= 0, got {self.mask_iters!r}")
+        if self.feature_blocks is not None:
+            blocks = tuple(int(b) for b in self.feature_blocks)
+            if not blocks:
+                raise ValueError("feature_blocks must name at least one block (or be None for the default)")
+            object.__setattr__(self, "feature_blocks", blocks)
+        if self.noise_mode not in ("const", "none"):
+            raise ValueError(f"noise_mode must be 'const' or 'none', got {self.noise_mode!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+
+    @classmethod
+    def recommended(cls, model: PredictorBundle, **changes: Any) -> PredictOptions:
+        """The options the predictor was trained for (its file's ``defaults``), then ``changes``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        base = {k: v for k, v in model.defaults.items() if k in known}
+        if "feature_blocks" in base and base["feature_blocks"] is not None:
+            base["feature_blocks"] = tuple(base["feature_blocks"])
+        return cls(**{**base, **changes})
+
+    def radius(self, resolution: int) -> int:
+        """The tracking search half-size in pixels at ``resolution`` (as ``DragOptions.radii``)."""
+        return max(self.r2_min, round(self.r2 * resolution / 512))
+
+    def stop_distance_for(self, resolution: int, n_handles: int) -> float:
+        if self.stop_distance is not None:
+            return float(self.stop_distance)
+        return (1.0 if n_handles <= 5 else 2.0) * max(1.0, resolution / 512)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Every option except the forward-pass ones may change mid-session.
+LIVE_OPTIONS = frozenset(
+    {
+        "substep",
+        "single_shot",
+        "reg_alpha",
+        "max_steps",
+        "stop_distance",
+        "r2",
+        "r2_min",
+        "mask_step",
+        "mask_iters",
+    }
+)
+
+
+class PredictSession:
+    """One drag edit advanced one predicted sub-step at a time (implements ``EditSession``).
+
+    ``G`` is the generator, ``model`` the predictor bundle trained for it (``load_predictor``);
+    the other arguments are ``DragSession``'s and are validated the same way. ``options=None``
+    uses the options the predictor was trained with. Not thread-safe: one worker owns a session.
+    """
+
+    def __init__(
+        self,
+        G: Generator,
+        w_plus_start: torch.Tensor,
+        handles: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
+        targets: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
+        mask: np.ndarray | torch.Tensor | None = None,
+        options: PredictOptions | None = None,
+        *,
+        model: PredictorBundle,
+    ) -> None:
+        self.G = G
+        self.model = model
+        self.options = options if options is not None else PredictOptions.recommended(model)
+        self.size = (int(G.img_resolution), int(G.img_resolution))  # (H, W)
+        self.device = G.mapping.w_avg.device
+        pcfg = model.predictor.cfg
+        if (pcfg.w_dim, pcfg.num_ws, pcfg.img_resolution) != (G.w_dim, G.num_ws, G.img_resolution):
+            raise ValueError(
+                f"the predictor was built for W+ [{pcfg.num_ws}, {pcfg.w_dim}] at {pcfg.img_resolution} px, "
+                f"this generator has [{G.num_ws}, {G.w_dim}] at {G.img_resolution} px"
+            )
+        blocks = self.options.feature_blocks or (G.default_feature_block(),)
+        unknown = sorted(set(blocks) - set(G.synthesis.block_resolutions))
+        if unknown:
+            raise ValueError(
+                f"feature_blocks {unknown} not among this generator's blocks {G.synthesis.block_resolutions}"
+            )
+        self.track_blocks: tuple[int, ...] = tuple(blocks)
+        self.n_rows = pcfg.n_rows
+        self._w = _check_latent(w_plus_start, G).to(self.device, torch.float32).detach().clone()
+        self._handles = torch.empty(0, 2)
+        self._targets = torch.empty(0, 2)
+        self._d0 = torch.empty(0)  # [K] distance to target when the points were set (for progress)
+        self._templates: torch.Tensor | None = None
+        self._missing: list[bool] = []
+        self._feat0: list[torch.Tensor] | None = None  # start features (tracking blocks, native size)
+        self._feat0_full: torch.Tensor | None = None
+        self._fixed: torch.Tensor | None = None  # bool [H, W], True = kept fixed
+        self._step = 0
+        self._since_change = 0
+        self._done = False
+        self._reason: StopReason | None = None
+        self._last: StepResult | None = None
+        self._version = 0
+        self._frame_version = -1
+        self._frame: np.ndarray | None = None
+        self.set_points(handles, targets)
+        self.set_mask(mask)
+
+    @classmethod
+    def from_seed(
+        cls,
+        G: Generator,
+        seed: int,
+        handles,
+        targets,
+        mask=None,
+        options: PredictOptions | None = None,
+        truncation_psi: float = 0.7,
+        *,
+        model: PredictorBundle,
+    ) -> PredictSession:
+        with torch.no_grad():
+            ws = G.ws_from_seed(seed, truncation_psi=truncation_psi)
+        return cls(G, ws, handles, targets, mask=mask, options=options, model=model)
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def handles(self) -> list[Point]:
+        return _to_points(self._handles)
+
+    @property
+    def targets(self) -> list[Point]:
+        return _to_points(self._targets)
+
+    @property
+    def step_index(self) -> int:
+        return self._step
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def reason(self) -> StopReason | None:
+        return self._reason
+
+    @property
+    def stop_distance(self) -> float:
+        return self.options.stop_distance_for(self.size[0], len(self._handles))
+
+    def latent(self) -> torch.Tensor:
+        """Current W+ latent [1, num_ws, w_dim], detached, float32, on the CPU."""
+        return self._w.detach().cpu().clone()
+
+    def _forward_blocks(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.track_blocks) | set(self.model.predictor.cfg.feature_blocks)))
+
+    def _forward_key(self) -> tuple:
+        return (
+            id(self.G),
+            id(self.model.predictor),
+            self.track_blocks,
+            self.options.noise_mode,
+            self.options.dtype,
+        )
+
+    # -- editing between steps -------------------------------------------------------------------
+    def set_points(
+        self,
+        handles: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
+        targets: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
+        keep: Sequence[int | None] | None = None,
+    ) -> None:
+        """Replace handles and targets (rules of ``DragSession.set_points``); the budget restarts."""
+        h = _check_points(handles, "handles", self.size)
+        t = _check_points(targets, "targets", self.size)
+        if len(h) != len(t):
+            raise ValueError(f"handles and targets must pair up: got {len(h)} handles and {len(t)} targets")
+        if keep is None:
+            keep = _match_points(h, self._handles.cpu()) if self._templates is not None else [None] * len(h)
+        elif len(keep) != len(h):
+            raise ValueError(f"keep must have one entry per handle ({len(h)}), got {len(keep)}")
+        missing = []
+        templates = None
+        if self._templates is not None:
+            templates = torch.zeros(len(h), self._templates.shape[1], device=self.device)
+        for i, j in enumerate(keep):
+            if j is not None and not (0 <= j < len(self._handles)):
+                raise ValueError(
+                    f"keep[{i}] = {j} is not the index of a current handle (0..{len(self._handles) - 1})"
+                )
+            usable = j is not None and templates is not None and not self._missing[j]
+            if usable:
+                templates[i] = self._templates[j]
+            missing.append(not usable)
+        self._handles = h.to(self.device)
+        self._targets = t.to(self.device)
+        self._d0 = (self._targets - self._handles).norm(dim=1)
+        self._templates = templates
+        self._missing = missing
+        self._since_change = 0
+        self._done = False
+        self._reason = None
+
+    def set_mask(self, mask: np.ndarray | torch.Tensor | None) -> None:
+        """Set the flexible area (bool [H, W], True = may move) or clear it with None."""
+        if mask is None:
+            self._fixed = None
+            self._feat0_full = None
+            return
+        self._fixed = (~_check_mask(mask, self.size)).to(self.device)
+
+    def set_options(self, **changes: Any) -> None:
+        """Change live options (``LIVE_OPTIONS``); ``done`` is cleared so the stop rule is re-checked."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(PredictOptions)})
+        if unknown:
+            raise ValueError(f"unknown predict options: {unknown}")
+        fixed = sorted(k for k in changes if k not in LIVE_OPTIONS and changes[k] != getattr(self.options, k))
+        if fixed:
+            raise ValueError(f"options {fixed} cannot change during a session; start a new one")
+        self.options = dataclasses.replace(self.options, **changes)
+        self._done = False
+        self._reason = None
+
+    # -- stepping -------------------------------------------------------------------------------
+    def step(self) -> StepResult:
+        """One predicted sub-step (forward, track, predict, regularize)."""
+        return predict_step_batch([self])[0]
+
+    @torch.no_grad()
+    def render(self) -> np.ndarray:
+        """The current latent's image, uint8 [H, W, 3], without stepping (cached until it changes)."""
+        if self._frame is None or self._frame_version != self._version:
+            img, _ = self.G.synthesis(
+                self._w, noise_mode=self.options.noise_mode, dtype=DTYPES[self.options.dtype]
+            )
+            self._frame = _frames(img)[0]
+            self._frame_version = self._version
+        return self._frame
+
+    def _repeat(self) -> StepResult:
+        assert self._last is not None
+        return dataclasses.replace(self._last, seconds=0.0)
+
+    def _prepare(self, feat: torch.Tensor, native: list[torch.Tensor]) -> None:
+        """Start features at the first step; templates for handles that have none yet."""
+        if self._feat0 is None:
+            self._feat0 = [f.detach().clone() for f in native]
+        if any(self._missing):
+            got = features_at(feat, self._handles)  # [K, C]
+            if self._templates is None:
+                self._templates = got.clone()
+            else:
+                miss = torch.tensor(self._missing, device=self.device)
+                self._templates = torch.where(miss[:, None], got, self._templates)
+            self._missing = [False] * len(self._missing)
+
+    def _substep(self) -> torch.Tensor:
+        """Requested move of each handle in this step, [K, 2]: toward the target, at most
+        ``substep`` px (the whole way in single-shot mode), zero within the stop distance."""
+        rem = self._targets - self._handles
+        dist = rem.norm(dim=1, keepdim=True)
+        if self.options.single_shot:
+            step = rem
+        else:
+            step = rem * (self.options.substep / dist.clamp(min=1e-6)).clamp(max=1.0)
+        return step * (dist > self.stop_distance + 1e-6)
+
+    def _progress(self) -> torch.Tensor:
+        dist = (self._targets - self._handles).norm(dim=1)
+        frac = 1.0 - dist / self._d0.clamp(min=1e-6)
+        return torch.where(self._d0 > 1e-6, frac, torch.ones_like(frac)).clamp(0.0, 1.0)
+
+    def _mask_correction(self, w: torch.Tensor) -> torch.Tensor:
+        """``mask_iters`` damped Polyak steps on the fixed-region term at ``w`` [1, num_ws, D]:
+        w <- w - mask_step * L / |grad L|^2 * grad L (the step that would zero L if it were linear)."""
+        o = self.options
+        if self._fixed is None or o.mask_step == 0 or o.mask_iters == 0:
+            return w
+        if self._feat0_full is None:
+            self._feat0_full = resize_features(self._feat0, self.size)
+        head, tail = w[:, : self.n_rows].detach().clone(), w[:, self.n_rows :]
+        for _ in range(o.mask_iters):
+            head.requires_grad_(True)
+            with torch.enable_grad():
+                _, feats = self.G.synthesis(
+                    torch.cat([head, tail], dim=1),
+                    noise_mode=o.noise_mode,
+                    feature_blocks=self.track_blocks,
+                    dtype=DTYPES[o.dtype],
+                )
+                feat = resize_features([feats[b] for b in self.track_blocks], self.size)
+                loss = mask_loss(feat, self._feat0_full, self._fixed)
+                (g,) = torch.autograd.grad(loss, head)
+            head = head.detach() - o.mask_step * loss.detach() / (g.square().sum() + 1e-12) * g
+        return torch.cat([head, tail], dim=1)
+
+
+def predict_step_batch(sessions: Sequence[PredictSession]) -> list[StepResult]:
+    """Advance several sessions by one sub-step each: one synthesis pass and one predictor pass per
+    group of sessions sharing a generator, a predictor and forward settings. Sessions already done
+    return their last result again. Each result's ``seconds`` is its group's wall time."""
+    if len({id(s) for s in sessions}) != len(sessions):
+        raise ValueError("a session appears twice in the batch")
+    results: list[StepResult | None] = [None] * len(sessions)
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(sessions):
+        if s.done:
+            results[i] = s._repeat()
+        else:
+            groups.setdefault(s._forward_key(), []).append(i)
+    for idx in groups.values():
+        for i, r in zip(idx, _step_group([sessions[i] for i in idx]), strict=True):
+            results[i] = r
+    return results  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def _step_group(sessions: list[PredictSession]) -> list[StepResult]:
+    t0 = time.perf_counter()
+    s0 = sessions[0]
+    G, model = s0.G, s0.model
+    pblocks = model.predictor.cfg.feature_blocks
+    ws = torch.cat([s._w for s in sessions])  # [B, num_ws, D]
+    img, feats = G.synthesis(
+        ws,
+        noise_mode=s0.options.noise_mode,
+        feature_blocks=s0._forward_blocks(),
+        dtype=DTYPES[s0.options.dtype],
+    )
+    feat = resize_features([feats[b] for b in s0.track_blocks], s0.size)  # [B, C, H, W] float32
+    for i, s in enumerate(sessions):
+        f = feat[i : i + 1]
+        s._prepare(f, [feats[b][i : i + 1] for b in s0.track_blocks])
+        s._handles = track_points(f, s._templates, s._handles, s.options.radius(s.size[0]))
+    host = torch.cat([torch.cat([s._handles.reshape(-1), s._targets.reshape(-1)]) for s in sessions]).cpu()
+    reached, last, off = [], [], 0
+    for s in sessions:
+        k = len(s._handles)
+        hs, ts = host[off : off + 2 * k].reshape(k, 2), host[off + 2 * k : off + 4 * k].reshape(k, 2)
+        off += 4 * k
+        reached.append(bool(((hs - ts).norm(dim=1) <= s.stop_distance + 1e-6).all()))
+        last.append(
+            s._since_change + 1 >= s.options.max_steps or (s.options.single_shot and s._since_change >= 1)
+        )
+    update = [i for i in range(len(sessions)) if not (reached[i] or last[i])]
+    if update:
+        ups = [sessions[i] for i in update]
+        kmax = max(len(s._handles) for s in ups)
+        u, dev = len(ups), s0.device
+        handles = torch.zeros(u, kmax, 2, device=dev)
+        targets, substep = torch.zeros_like(handles), torch.zeros_like(handles)
+        progress = torch.zeros(u, kmax, device=dev)
+        valid = torch.zeros(u, kmax, dtype=torch.bool, device=dev)
+        for j, s in enumerate(ups):
+            k = len(s._handles)
+            handles[j, :k], targets[j, :k] = s._handles, s._targets
+            substep[j, :k], progress[j, :k], valid[j, :k] = s._substep(), s._progress(), True
+        rows = ws[update, : s0.n_rows]
+        pfeats = [feats[b][update] for b in pblocks]
+        new = model.predictor(rows, pfeats, handles, targets, substep, progress, valid)
+        alphas = [
+            model.regularizer.cfg.alpha if s.options.reg_alpha is None else s.options.reg_alpha for s in ups
+        ]
+        if any(a > 0 for a in alphas):
+            a = torch.tensor(alphas, device=dev, dtype=new.dtype)[:, None, None]
+            new = model.regularizer.regularize_step(rows, new, a)
+        for j, s in enumerate(ups):
+            w = torch.cat([new[j : j + 1], s._w[:, s.n_rows :]], dim=1)
+            s._w = s._mask_correction(w)
+            s._version += 1
+    frames = _frames(img)
+    frame_versions = [s._version - (1 if i in update else 0) for i, s in enumerate(sessions)]
+    off = 0
+    for i, s in enumerate(sessions):
+        k = len(s._handles)
+        hs, ts = host[off : off + 2 * k].reshape(k, 2), host[off + 2 * k : off + 4 * k].reshape(k, 2)
+        off += 4 * k
+        s._step += 1
+        s._since_change += 1
+        if reached[i]:
+            s._done, s._reason = True, "reached"
+        elif last[i]:
+            s._done, s._reason = True, "max_steps"
+        s._frame, s._frame_version = frames[i], frame_versions[i]
+        s._last = StepResult(
+            frame=frames[i],
+            handles=_to_points(hs),
+            targets=_to_points(ts),
+            step=s._step,
+            done=s._done,
+            reason=s._reason,
+            loss=0.0,
+            seconds=0.0,
+        )
+    seconds = time.perf_counter() - t0
+    for s in sessions:
+        s._last = dataclasses.replace(s._last, seconds=seconds)
+    return [s._last for s in sessions]
+
+
+def make_predict_session(
+    G: Generator,
+    w_plus_start: torch.Tensor,
+    handles,
+    targets,
+    mask=None,
+    *,
+    path: str | Path | None = None,
+    model: PredictorBundle | None = None,
+    **changes: Any,
+) -> PredictSession:
+    """A ``PredictSession`` with the predictor file at ``path`` (None: the shipped one) or ``model``,
+    its recommended options updated by ``changes`` (e.g. ``max_steps=100``)."""
+    if model is None:
+        model = load_predictor(path, G=G)
+    options = PredictOptions.recommended(model, **changes)
+    return PredictSession(G, w_plus_start, handles, targets, mask=mask, options=options, model=model)

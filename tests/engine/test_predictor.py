@@ -1,0 +1,511 @@
+"""Latent Predictor, Regularizer, predictor files, predictor-mode sessions and the training scripts."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from server.engine.checkpoint import default_checkpoint_path, save_generator
+from server.engine.generator import Generator, to_uint8
+from server.engine.predict_session import PredictOptions, PredictSession, predict_step_batch
+from server.engine.predictor import LatentPredictor, PredictorConfig, latent_stats
+from server.engine.predictor_io import (
+    GeneratorIdentity,
+    PredictorBundle,
+    PredictorError,
+    PredictorMismatchError,
+    PredictorNotFoundError,
+    default_predictor_path,
+    load_predictor,
+    save_predictor,
+)
+from server.engine.regularizer import LatentRegularizer, RegularizerConfig, perturb_latents
+from server.engine.session import EditSession, StepResult
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These small networks run fastest on one thread (and leave the other core to the rest)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def small_bundle(G: Generator, moving: bool = False, seed: int = 0) -> PredictorBundle:
+    """A tiny random predictor for ``G``; ``moving`` gives it a non-zero output layer."""
+    torch.manual_seed(seed)
+    pcfg = PredictorConfig.for_generator(G, d_model=32, n_heads=2, enc_layers=1, dec_layers=1, grid=2)
+    P = LatentPredictor(pcfg)
+    R = LatentRegularizer(RegularizerConfig(w_dim=G.w_dim, n_rows=pcfg.n_rows, hidden=32, blocks=1))
+    mean, std = latent_stats(G, n=256)
+    for m in (P, R):
+        m.w_avg.copy_(mean)
+        m.w_std.copy_(std)
+    if moving:
+        torch.nn.init.normal_(P.head.weight, std=0.3)
+        torch.nn.init.normal_(R.head.weight, std=0.05)
+    return PredictorBundle(P, R, GeneratorIdentity.of(G), defaults={"substep": 2.0}).eval()
+
+
+def predictor_inputs(cfg: PredictorConfig, b: int, k: int, gen: torch.Generator) -> tuple:
+    rows = torch.randn(b, cfg.n_rows, cfg.w_dim, generator=gen)
+    chans = {16: 32, 32: 16}
+    feats = [torch.randn(b, chans[r], r, r, generator=gen) for r in cfg.feature_blocks]
+    res = cfg.img_resolution
+    handles = torch.rand(b, k, 2, generator=gen) * (res - 1)
+    targets = torch.rand(b, k, 2, generator=gen) * (res - 1)
+    substep = (targets - handles).clamp(-2, 2)
+    progress = torch.rand(b, k, generator=gen)
+    return rows, feats, handles, targets, substep, progress
+
+
+# -- networks ----------------------------------------------------------------------------------------
+
+
+def test_predictor_shapes_padding_and_identity_at_init(tiny_G: Generator) -> None:
+    """Output is [B, n_rows, w_dim]; zero-initialised head = identity; padded points are ignored."""
+    cfg = PredictorConfig.for_generator(tiny_G, d_model=32, n_heads=2, enc_layers=1, dec_layers=1)
+    assert cfg.feature_blocks == (16, 32) and cfg.feature_channels == 48 and cfg.n_rows == 6
+    P = LatentPredictor(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    rows, feats, h, t, s, p = predictor_inputs(cfg, 3, 4, gen)
+    out = P(rows, feats, h, t, s, p)
+    assert out.shape == (3, 6, 32) and torch.equal(out, rows)
+    torch.nn.init.normal_(P.head.weight, std=0.1)
+    valid = torch.tensor([[True, True, False, False]] * 3)
+    a = P(rows, feats, h, t, s, p, valid)
+    h2, t2 = h.clone(), t.clone()
+    h2[:, 2:] = 5.0
+    t2[:, 2:] = 9.0
+    b = P(rows, feats, h2, t2, s, p, valid)
+    assert not torch.equal(a, rows) and torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(a[:, :, :], P(rows, feats, h[:, :2], t[:, :2], s[:, :2], p[:, :2]), atol=1e-5)
+    with pytest.raises(ValueError, match="rows"):
+        P(rows[:, :3], feats, h, t, s, p)
+    for bad in ({"n_rows": 0}, {"d_model": 30, "n_heads": 4}, {"feature_blocks": ()}):
+        with pytest.raises(ValueError):
+            PredictorConfig(**bad)
+
+
+def test_predictor_without_grid_tokens(tiny_G: Generator) -> None:
+    cfg = PredictorConfig.for_generator(tiny_G, d_model=16, n_heads=2, enc_layers=1, dec_layers=1, grid=0)
+    P = LatentPredictor(cfg)
+    out = P(*predictor_inputs(cfg, 2, 1, torch.Generator().manual_seed(1)))
+    assert out.shape == (2, 6, 32) and torch.isfinite(out).all()
+
+
+def test_regularizer_shapes_identity_and_zero_step(tiny_G: Generator) -> None:
+    """R is the identity at init; regularize_step of a zero step is exact for any weights."""
+    R = LatentRegularizer(RegularizerConfig(w_dim=32, n_rows=6, hidden=16, blocks=2))
+    w = torch.randn(4, 6, 32)
+    assert torch.allclose(R(w), w, atol=1e-6)
+    torch.nn.init.normal_(R.head.weight, std=0.2)
+    assert not torch.allclose(R(w), w, atol=1e-3)
+    assert torch.equal(R.regularize_step(w, w, 0.7), w)
+    step = w + 0.1 * torch.randn_like(w)
+    assert torch.equal(R.regularize_step(w, step, 0.0), step)
+    assert not torch.equal(R.regularize_step(w, step, 0.5), step)
+    with pytest.raises(ValueError, match="rows"):
+        R(torch.randn(4, 5, 32))
+    with pytest.raises(ValueError, match="alpha"):
+        RegularizerConfig(alpha=1.5)
+
+
+def test_training_learns_a_linear_drag_rule() -> None:
+    """200 Adam steps on w_{t+1} = w_t + A (sum of sub-steps) bring the loss below 1/5 of its start."""
+    shape = dict(w_dim=16, num_ws=4, n_rows=2, img_resolution=32, feature_blocks=(8,), feature_channels=4)
+    cfg = PredictorConfig(**shape, d_model=32, n_heads=2, enc_layers=1, dec_layers=1, grid=0)
+    torch.manual_seed(0)
+    P = LatentPredictor(cfg)
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(2, cfg.n_rows * cfg.w_dim, generator=gen) * 0.5
+    opt = torch.optim.Adam(P.parameters(), lr=3e-3)
+
+    def batch(g: torch.Generator):
+        b, k = 32, 2
+        rows = torch.randn(b, cfg.n_rows, cfg.w_dim, generator=g)
+        feats = [torch.randn(b, 4, 8, 8, generator=g)]
+        h = torch.rand(b, k, 2, generator=g) * 31
+        t = torch.rand(b, k, 2, generator=g) * 31
+        s = torch.randn(b, k, 2, generator=g) * 2
+        p = torch.rand(b, k, generator=g)
+        target = rows + (s.sum(1) @ A).reshape(b, cfg.n_rows, cfg.w_dim)
+        return (rows, feats, h, t, s, p), target
+
+    val = batch(torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        start = (P(*val[0]) - val[1]).square().mean().item()
+    for _ in range(200):
+        x, y = batch(gen)
+        loss = (P(*x) - y).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        end = (P(*val[0]) - val[1]).square().mean().item()
+    assert end < 0.2 * start, (start, end)
+
+
+def test_regularizer_learns_to_denoise(tiny_G: Generator) -> None:
+    """After 150 steps of stage 1 on the tiny generator's mapping, R(perturbed) is closer to the
+    clean latents than the perturbed latents are (held-out batch)."""
+    tp = load_script("train_predictor")
+    torch.manual_seed(0)
+    R = LatentRegularizer(RegularizerConfig(w_dim=32, n_rows=6, hidden=64, blocks=2))
+    mean, std = latent_stats(tiny_G, n=2048)
+    R.w_avg.copy_(mean)
+    R.w_std.copy_(std)
+    opt = torch.optim.Adam(R.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        loss, _ = tp.denoise_loss(R, tiny_G, 64, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    g = torch.Generator().manual_seed(999)
+    clean = tp.clean_rows(tiny_G, 256, 6, g)
+    noisy = perturb_latents(clean, std, g)
+    with torch.no_grad():
+        after = ((R(noisy) - clean) / std).square().mean().item()
+    before = ((noisy - clean) / std).square().mean().item()
+    assert after < 0.8 * before, (before, after)
+
+
+# -- sessions ----------------------------------------------------------------------------------------
+
+
+def test_step_result_and_interface(tiny_G: Generator) -> None:
+    """One step: the frame of the pre-step latent, tracked handles, counters; the latent moves."""
+    model = small_bundle(tiny_G, moving=True)
+    s = PredictSession.from_seed(tiny_G, 0, [(10, 12)], [(18, 12)], model=model)
+    assert isinstance(s, EditSession)
+    assert s.options.substep == 2.0  # the bundle's recommended options
+    w0 = s.latent()
+    r = s.step()
+    assert isinstance(r, StepResult)
+    assert np.array_equal(r.frame, to_uint8(tiny_G.synthesis(w0)[0])[0])
+    assert r.step == 1 and s.step_index == 1 and not r.done and r.reason is None
+    assert r.targets == [(18.0, 12.0)] and len(r.handles) == 1 and r.seconds > 0
+    w1 = s.latent()
+    assert w1.shape == (1, 8, 32) and w1.device.type == "cpu"
+    assert torch.equal(w1[:, 6:], w0[:, 6:]) and not torch.equal(w1[:, :6], w0[:, :6])
+    assert np.array_equal(s.render(), to_uint8(tiny_G.synthesis(w1)[0])[0])
+
+
+def test_identity_predictor_stops_at_max_steps(tiny_G: Generator) -> None:
+    """An untrained predictor never moves: the session ends at its budget with the start latent."""
+    model = small_bundle(tiny_G)
+    s = PredictSession.from_seed(
+        tiny_G, 1, [(5, 5)], [(25, 25)], options=PredictOptions(max_steps=4), model=model
+    )
+    w0 = s.latent()
+    results = [s.step() for _ in range(4)]
+    assert [r.done for r in results] == [False, False, False, True]
+    assert results[-1].reason == "max_steps" and torch.equal(s.latent(), w0)
+    again = s.step()
+    assert again.step == 4 and again.done and again.seconds == 0.0
+
+
+def test_reached_at_once_does_not_update(tiny_G: Generator) -> None:
+    model = small_bundle(tiny_G, moving=True)
+    s = PredictSession.from_seed(tiny_G, 0, [(10, 10), (20, 5)], [(10.5, 10), (20, 5)], model=model)
+    w0 = s.latent()
+    r = s.step()
+    assert r.done and r.reason == "reached" and torch.equal(s.latent(), w0)
+
+
+def test_single_shot_finishes_after_one_prediction(tiny_G: Generator) -> None:
+    """Single-shot: one prediction over the whole distance, then one tracking step."""
+    model = small_bundle(tiny_G, moving=True)
+    s = PredictSession.from_seed(
+        tiny_G, 2, [(8, 8)], [(24, 20)], options=PredictOptions(single_shot=True), model=model
+    )
+    assert s._substep().norm().item() == pytest.approx(20.0)
+    r1, r2 = s.step(), s.step()
+    assert not r1.done and r2.done and r2.reason in ("max_steps", "reached") and r2.step == 2
+    assert np.array_equal(to_uint8(tiny_G.synthesis(s.latent())[0])[0], r2.frame)
+
+
+def test_substep_is_clipped_and_zero_within_stop_distance(tiny_G: Generator) -> None:
+    model = small_bundle(tiny_G)
+    handles, targets = [(4, 4), (10, 10), (20, 20)], [(4, 14), (11, 10), (21.5, 20)]
+    s = PredictSession.from_seed(
+        tiny_G, 0, handles, targets, options=PredictOptions(substep=3.0), model=model
+    )
+    sub = s._substep()
+    assert torch.allclose(sub[0], torch.tensor([0.0, 3.0]))
+    assert torch.equal(sub[1], torch.zeros(2))  # within the 1 px stop distance
+    assert torch.allclose(sub[2], torch.tensor([1.5, 0.0]))  # the last bit is shorter than a sub-step
+
+
+def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
+    """predict_step_batch gives each session what stepping it alone gives (float noise aside)."""
+    model = small_bundle(tiny_G, moving=True)
+
+    def make() -> list[PredictSession]:
+        return [
+            PredictSession.from_seed(tiny_G, 0, [(10, 12)], [(18, 12)], model=model),
+            PredictSession.from_seed(
+                tiny_G, 1, [(20, 20), (5, 5), (9, 9)], [(20, 10), (9, 5), (9, 12)], model=model
+            ),
+            PredictSession.from_seed(tiny_G, 2, [(3, 28)], [(3.5, 28)], model=model),  # done at once
+            PredictSession.from_seed(
+                tiny_G,
+                3,
+                [(8, 8)],
+                [(20, 20)],
+                options=PredictOptions(max_steps=3, reg_alpha=0.0),
+                model=model,
+            ),
+        ]
+
+    batched, alone = make(), make()
+    for _ in range(5):
+        rb = predict_step_batch(batched)
+        ra = [s.step() for s in alone]
+        for x, y in zip(rb, ra, strict=True):
+            assert (x.done, x.reason, x.step) == (y.done, y.reason, y.step)
+            assert np.allclose(x.handles, y.handles)
+            assert np.abs(x.frame.astype(int) - y.frame).max() <= 1
+    for x, y in zip(batched, alone, strict=True):
+        assert torch.allclose(x.latent(), y.latent(), atol=1e-4)
+    assert batched[2].reason == "reached" and batched[3].reason == "max_steps"
+    with pytest.raises(ValueError, match="twice"):
+        predict_step_batch([batched[0], batched[0]])
+
+
+def test_points_and_options_change_mid_drag(tiny_G: Generator) -> None:
+    model = small_bundle(tiny_G, moving=True)
+    opts = PredictOptions(max_steps=2)
+    s = PredictSession.from_seed(
+        tiny_G, 0, [(10, 12), (20, 20)], [(16, 12), (20, 26)], options=opts, model=model
+    )
+    s.step()
+    s.step()
+    assert s.done and s.reason == "max_steps"
+    templates = s._templates.clone()
+    s.set_points(s.handles, [(14, 14), (22, 26)])
+    assert not s.done and torch.equal(s._templates, templates)
+    assert s.step().step == 3
+    s.set_options(substep=4.0, max_steps=10, reg_alpha=0.0)
+    assert s.options.substep == 4.0 and not s.done
+    with pytest.raises(ValueError, match="cannot change"):
+        s.set_options(dtype="bfloat16")
+    with pytest.raises(ValueError, match="unknown"):
+        s.set_options(speed=3)
+    with pytest.raises(ValueError, match="substep"):
+        s.set_options(substep=-1)
+
+
+@pytest.mark.parametrize(
+    "handles,targets,match",
+    [
+        ([], [], "empty"),
+        ([(1, 1), (2, 2)], [(3, 3)], "pair up"),
+        ([(32, 1)], [(3, 3)], r"handles\[0\].*outside the 32x32 image"),
+        ([(1, 1)], [(3, -0.5)], r"targets\[0\].*outside"),
+        ([(1, 1), (float("nan"), 2)], [(3, 3), (4, 4)], r"handles\[1\].*not finite"),
+        ([(1, 2, 3)], [(3, 3)], "pairs"),
+    ],
+)
+def test_bad_points_raise_like_drag_sessions(tiny_G: Generator, handles, targets, match: str) -> None:
+    model = small_bundle(tiny_G)
+    ws = tiny_G.ws_from_seed(0)
+    with pytest.raises(ValueError, match=match):
+        PredictSession(tiny_G, ws, handles, targets, model=model)
+    s = PredictSession(tiny_G, ws, [(1, 1)], [(2, 2)], model=model)
+    with pytest.raises(ValueError, match=match):
+        s.set_points(handles, targets)
+
+
+def test_bad_latents_masks_and_options_raise(tiny_G: Generator) -> None:
+    model = small_bundle(tiny_G)
+    with pytest.raises(ValueError, match="NaN"):
+        PredictSession(tiny_G, torch.full((1, 8, 32), float("nan")), [(1, 1)], [(2, 2)], model=model)
+    with pytest.raises(ValueError, match="shape"):
+        PredictSession(tiny_G, torch.zeros(1, 32), [(1, 1)], [(2, 2)], model=model)
+    with pytest.raises(ValueError, match="bool"):
+        PredictSession.from_seed(tiny_G, 0, [(1, 1)], [(2, 2)], mask=np.ones((32, 32), np.uint8), model=model)
+    for bad in (
+        {"substep": 0},
+        {"max_steps": 0},
+        {"reg_alpha": 2.0},
+        {"noise_mode": "random"},
+        {"mask_step": 2},
+    ):
+        with pytest.raises(ValueError):
+            PredictOptions(**bad)
+    other = Generator(tiny_config(16))
+    with pytest.raises(ValueError, match="built for"):
+        PredictSession.from_seed(other, 0, [(1, 1)], [(2, 2)], model=model)
+
+
+def test_mask_keeps_the_fixed_region(tiny_G: Generator) -> None:
+    """With a flexible area on the left, features on the fixed right side change at most 3/4 as much
+    as without a mask (random predictor, 5 sub-steps, two mask-correction steps each)."""
+    from tests.engine.test_drag import features
+
+    model = small_bundle(tiny_G)
+    torch.nn.init.normal_(model.predictor.head.weight, std=0.02)
+    flexible = np.zeros((32, 32), dtype=bool)
+    flexible[:, :20] = True
+    for seed in (0, 1):
+        change = {}
+        for name, mask in (("none", None), ("mask", flexible)):
+            opts = PredictOptions(max_steps=6, mask_step=0.5, mask_iters=2)
+            s = PredictSession.from_seed(
+                tiny_G, seed, [(8, 12)], [(16, 12)], mask=mask, options=opts, model=model
+            )
+            w0 = s.latent()
+            for _ in range(5):
+                s.step()
+            d = (features(tiny_G, s.latent()) - features(tiny_G, w0)).abs().mean(dim=1)[0]
+            change[name] = d[:, 20:].mean().item()
+        assert change["mask"] < 0.75 * change["none"], (seed, change)
+
+
+# -- files -------------------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip_and_refusals(tmp_path: Path, tiny_G: Generator) -> None:
+    model = small_bundle(tiny_G, moving=True)
+    path = save_predictor(model, tmp_path / "p.safetensors")
+    got = load_predictor(path, G=tiny_G)
+    assert got.predictor.cfg == model.predictor.cfg and got.regularizer.cfg == model.regularizer.cfg
+    assert got.identity == GeneratorIdentity.of(tiny_G) and got.defaults == {"substep": 2.0}
+    x = predictor_inputs(model.predictor.cfg, 2, 3, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(got.predictor(*x), model.predictor(*x), atol=2e-2, rtol=1e-2)  # fp16 weights
+    exact = load_predictor(save_predictor(model, tmp_path / "p32.safetensors", half=False), G=tiny_G)
+    with torch.no_grad():
+        assert torch.equal(exact.predictor(*x), model.predictor(*x))
+
+    torch.manual_seed(5)
+    other_weights = Generator(tiny_config()).eval()
+    with pytest.raises(PredictorMismatchError, match="other weights"):
+        load_predictor(path, G=other_weights)
+    assert load_predictor(path, G=other_weights, allow_other_weights=True).identity == model.identity
+    with pytest.raises(PredictorMismatchError, match="architecture"):
+        load_predictor(path, G=Generator(tiny_config(16)))
+    with pytest.raises(PredictorNotFoundError, match="not found"):
+        load_predictor(tmp_path / "missing.safetensors")
+    gen_file = save_generator(tiny_G, tmp_path / "g.safetensors")
+    with pytest.raises(PredictorError, match="not a livedrag predictor"):
+        load_predictor(gen_file)
+
+
+def test_cli_drag_with_predict_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`livedrag drag --method predict` uses the default predictor file."""
+    import server.engine.predictor_io as pio
+    from server.cli import main
+
+    torch.manual_seed(0)
+    G = Generator(tiny_config()).eval().requires_grad_(False)
+    ckpt = save_generator(G, tmp_path / "tiny.safetensors")
+    G = __import__("server.engine.checkpoint", fromlist=["load_generator"]).load_generator(ckpt)
+    pred = save_predictor(small_bundle(G, moving=True), tmp_path / "pred.safetensors")
+    monkeypatch.setattr(pio, "default_predictor_path", lambda: pred)
+    out = tmp_path / "r.png"
+    args = ["drag", "--seed", "0", "--point", "8,8:14,10", "--method", "predict", "--steps", "5"]
+    assert main([*args, "--checkpoint", str(ckpt), "--out", str(out), "--device", "cpu"]) == 0
+    assert out.is_file()
+
+
+# -- scripts -----------------------------------------------------------------------------------------
+
+
+def test_trajectories_training_and_export_end_to_end(tmp_path: Path) -> None:
+    """make_trajectories (resumable) -> stage 1 -> stage 2 -> export -> a working PredictSession."""
+    torch.manual_seed(0)
+    G = Generator(tiny_config()).eval().requires_grad_(False)
+    ckpt = str(save_generator(G, tmp_path / "g.safetensors"))
+    mt, tp = load_script("make_trajectories"), load_script("train_predictor")
+    traj = tmp_path / "traj"
+    common = [
+        "--checkpoint",
+        ckpt,
+        "--out",
+        str(traj),
+        "--per-shard",
+        "3",
+        "--batch",
+        "3",
+        "--max-steps",
+        "6",
+    ]
+    assert mt.main([*common, "--shards", "1", "--no-detector", "--no-progress"]) == 0
+    first = (traj / "shard_00000.safetensors").stat().st_mtime_ns
+    assert mt.main([*common, "--shards", "2", "--no-detector", "--no-progress"]) == 0
+    assert (traj / "shard_00000.safetensors").stat().st_mtime_ns == first  # finished shards are skipped
+    from server.engine.checkpoint import load_generator
+
+    G = load_generator(ckpt)
+    data = mt.read_shards(sorted(traj.glob("shard_*.safetensors")), GeneratorIdentity.of(G))
+    assert len(data["n_points"]) == 6 and data["dw"].shape[1:] == (6, 32)
+    assert int(data["offsets"][-1]) == len(data["dw"]) == len(data["handles"])
+
+    run = tmp_path / "run"
+    base = [
+        "--checkpoint",
+        ckpt,
+        "--out",
+        str(run),
+        "--no-progress",
+        "--eval-every",
+        "5",
+        "--ckpt-every",
+        "5",
+    ]
+    assert tp.main([*base, "--stage", "1", "--iters", "10", "--batch", "16", "--reg-hidden", "16"]) == 0
+    small = ["--d-model", "16", "--heads", "2", "--enc-layers", "1", "--dec-layers", "1", "--grid", "2"]
+    stage2 = [*base, "--stage", "2", "--traj", str(traj), "--batch", "4", "--feat-batch", "2", *small]
+    assert tp.main([*stage2, "--iters", "4"]) == 0
+    assert tp.main([*stage2, "--iters", "6"]) == 0  # resumes at 4
+    out = tmp_path / "pred.safetensors"
+    assert tp.main(["--checkpoint", ckpt, "--out", str(run), "--export", str(out)]) == 0
+    model = load_predictor(out, G=G)
+    assert model.training["stage2_iters"] == 6 and model.defaults["substep"] == 1.0
+    s = PredictSession.from_seed(G, 0, [(10, 10)], [(16, 10)], model=model)
+    assert s.step().step == 1
+
+
+# -- the shipped predictor ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not default_predictor_path().is_file() or default_checkpoint_path() is None,
+    reason="shipped predictor (server/assets/synthfaces_predictor.safetensors) or generator not built yet",
+)
+def test_shipped_predictor_moves_handles_toward_targets() -> None:
+    """The shipped predictor loads for the embedded generator, and a short drag brings handles closer."""
+    from server.engine.checkpoint import load_generator
+
+    G = load_generator()
+    model = load_predictor(G=G)
+    res = G.img_resolution
+    closer = 0
+    for seed in (0, 1, 2):
+        h, t = (0.4 * res, 0.5 * res), (0.4 * res + res / 10, 0.5 * res)
+        opts = PredictOptions.recommended(model, max_steps=12)
+        s = PredictSession.from_seed(G, seed, [h], [t], options=opts, model=model)
+        while not s.done:
+            r = s.step()
+        d0 = np.hypot(t[0] - h[0], t[1] - h[1])
+        d1 = np.hypot(t[0] - r.handles[0][0], t[1] - r.handles[0][1])
+        closer += int(d1 < 0.6 * d0)
+    assert closer >= 2
