@@ -58,12 +58,12 @@ class RoomApp {
     this.renderQueued = false;
     this.drawMeter = new RateMeter();
     this.errors = [];
+    this.modes = null; // engine modes the server offers (from /api/info)
     this.els = {
-      stage: $("stage"),
+      stage: $("canvas-area"),
       wrap: $("canvas-wrap"),
       image: $("image-canvas"),
       overlay: $("overlay-canvas"),
-      hud: $("hud"),
     };
     this.stage = new Stage(this.els);
     this.stage.onResize = () => this.requestRender();
@@ -107,9 +107,23 @@ class RoomApp {
       debug: store.get("livedrag.debug") === "1",
     });
     this.conn.start();
+    this.loadInfo();
     setInterval(() => this.tick(), 500);
     window.addEventListener("online", () => this.conn.retryNow());
     window.addEventListener("pagehide", () => this.conn.stop());
+  }
+
+  /** The server's model and modes (/api/info): modes it lacks are offered disabled. */
+  async loadInfo() {
+    try {
+      const r = await fetch("/api/info", { headers: { Accept: "application/json" } });
+      if (!r.ok) return;
+      const info = await r.json();
+      if (Array.isArray(info.modes)) this.modes = info.modes;
+      this.updatePanel();
+    } catch {
+      /* the websocket reports connection problems */
+    }
   }
 
   // --- editing API used by the editor and the controls ---------------------------------------
@@ -397,8 +411,11 @@ class RoomApp {
     const can = this.canEdit();
     const idle = s.status === DragStatus.IDLE;
     for (const b of $("mode").querySelectorAll("button")) {
+      const available = !this.modes || this.modes.includes(b.dataset.mode);
       b.setAttribute("aria-checked", String(b.dataset.mode === s.params.mode));
-      b.disabled = !can;
+      b.disabled = !can || !available;
+      b.classList.toggle("is-unavailable", !available);
+      if (!available) b.title = "Not available on this server (no trained predictor)";
     }
     for (const input of $("params").querySelectorAll("input[data-param]")) {
       input.disabled = !can;
@@ -409,7 +426,8 @@ class RoomApp {
     }
     const img = s.image;
     const seedText = img.seed == null ? "uploaded" : `seed ${img.seed}`;
-    setText($("image-info"), `${img.model} · ${img.w}×${img.h} · ${seedText} · ψ ${fmt(img.truncation)}${img.latent ? " · edited" : ""}`);
+    setText($("image-model"), img.model);
+    setText($("image-details"), `${img.w}×${img.h} · ${seedText} · ψ ${fmt(img.truncation)}${img.latent ? " · edited" : ""}`);
     if (document.activeElement !== $("truncation") && !this.truncationTouched) $("truncation").value = String(img.truncation);
     for (const id of ["new-image", "random-image", "seed", "truncation"]) $(id).disabled = !can || !idle;
     const end = this.model.lastEnd;

@@ -51,16 +51,10 @@ export class Stage {
     const W = this.imageW || 1;
     const H = this.imageH || 1;
     const box = this.els.stage.getBoundingClientRect();
-    const pad = box.width < 520 ? 8 : 20;
-    const availW = Math.max(64, box.width - 2 * pad);
-    let availH = Math.max(64, box.height - 2 * pad);
-    let scale = Math.min(availW / W, availH / H);
-    // keep the bottom-left status pill off the image when the image would reach under it
-    const hud = this.els.hud?.getBoundingClientRect();
-    if (hud && (box.width - W * scale) / 2 < hud.width + 16) {
-      availH = Math.max(64, box.height - 2 * Math.max(pad, hud.height + 14));
-      scale = Math.min(availW / W, availH / H);
-    }
+    const pad = box.width < 520 ? 6 : 16;
+    const availW = Math.max(32, box.width - 2 * pad);
+    const availH = Math.max(32, box.height - 2 * pad);
+    const scale = Math.min(availW / W, availH / H);
     const cssW = Math.max(32, Math.floor(W * scale));
     const cssH = Math.max(32, Math.floor(H * scale));
     const dpr = Math.max(1, Math.min(3, window.devicePixelRatio || 1));
@@ -140,7 +134,8 @@ export class Stage {
     }
     if (!this.maskCanvas) return;
     ctx.save();
-    ctx.imageSmoothingEnabled = false;
+    ctx.imageSmoothingEnabled = true; // soft edges: the grid is coarse next to the image
+    ctx.imageSmoothingQuality = "high";
     ctx.drawImage(this.maskCanvas, 0, 0, this.cssW, this.cssH);
     ctx.restore();
   }

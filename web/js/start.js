@@ -9,8 +9,9 @@ async function showServerInfo() {
     const r = await fetch("/api/info", { headers: { Accept: "application/json" } });
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     const info = await r.json();
-    const res = info.resolution ?? (info.w && info.h ? `${info.w}×${info.h}` : null);
-    const parts = [info.model && `model ${info.model}`, res && `${res} px`, info.device && `on ${info.device}`];
+    const res = Number.isInteger(info.resolution) ? `${info.resolution}×${info.resolution} px` : null;
+    const modes = Array.isArray(info.modes) && info.modes.length ? `modes: ${info.modes.join(", ")}` : null;
+    const parts = [info.model && `model ${info.model}`, res, modes];
     foot.textContent = parts.filter(Boolean).join(" · ") || "Server ready";
     const v = info.protocol ?? info.protocol_version;
     if (v != null && v !== PROTOCOL_VERSION) {
