@@ -20,7 +20,15 @@ def test_start_page_creates_a_room_and_opens_its_edit_link(server, open_page):
     assert js(page, "livedrag.model.state.image.seed") == 7
     page.wait_for_selector("#placeholder", state="hidden")
     assert page.locator("#edit-link").input_value().startswith(server.url + "/r/")
-    assert "#view=" in page.locator("#view-link").input_value()
+    view_link = page.locator("#view-link").input_value()
+    assert "#view=" in view_link
+
+    # the start page also opens a pasted link (here: the view-only one)
+    start = open_page(server.url + "/", join=False)
+    start.fill("#link", view_link)
+    start.click("#open-form button[type=submit]")
+    wait_joined(start)
+    assert js(start, "livedrag.model.role") == "viewer"
 
 
 def test_two_editors_see_each_others_points_names_and_cursors(server, open_page):
@@ -59,6 +67,14 @@ def test_two_editors_see_each_others_points_names_and_cursors(server, open_page)
     # Grace's cursor (with her name) is in Ada's view
     grace.mouse.move(*canvas_point(grace, 0.2, 0.9), steps=3)
     ada.wait_for_function("livedrag.model.otherCursors().some(c => c.name === 'Grace')")
+
+    # Grace renames herself; Ada's list follows and Grace's browser remembers the name
+    grace.locator("#members .member .edit-name").click()
+    grace.keyboard.press("Control+A")
+    grace.keyboard.type("Grace H.")
+    grace.keyboard.press("Enter")
+    ada.wait_for_function("[...livedrag.model.members.values()].some(m => m.name === 'Grace H.')")
+    assert js(grace, "localStorage.getItem('livedrag.name')") == "Grace H."
 
     # select + Delete removes a pair for everyone
     ada.mouse.click(*canvas_point(ada, 0.7, 0.8))  # Grace's handle
@@ -106,6 +122,18 @@ def test_a_drag_streams_frames_to_every_tab(server, open_page):
     assert grace.locator("#undo").is_enabled()
     grace.keyboard.press("z")
     ada.wait_for_function("livedrag.model.state.history.index === 0")
+
+    # downloads: the committed PNG, the latent and the last drag's GIF, authorised by the link's key
+    downloads = {"#dl-png": "image/png", "#dl-latent": "application/octet-stream", "#dl-gif": "image/gif"}
+    for sel, kind in downloads.items():
+        href = ada.locator(sel).get_attribute("href")
+        status, ctype, size = ada.evaluate(
+            "async (u) => { const r = await fetch(u); const b = await r.arrayBuffer();"
+            " return [r.status, r.headers.get('content-type'), b.byteLength]; }",
+            href,
+        )
+        assert (status, ctype) == (200, kind), (sel, status, ctype)
+        assert size > 0
 
 
 def test_mask_painting_reaches_the_other_tab(server, open_page):

@@ -342,7 +342,7 @@ export class Editor {
   /** The hint line for the current gesture (null: none). */
   hint() {
     if (!this.app.canEdit()) return null;
-    if (this.gesture === Gesture.AWAIT_TARGET) return "Now click where the handle should go · Esc cancels";
+    if (this.gesture === Gesture.AWAIT_TARGET) return "Now click or tap where the handle should go · Esc cancels";
     if (this.gesture === Gesture.PLACING && this.preview?.target) return "Release on the target";
     if (this.gesture === Gesture.PAINTING) {
       return this.tool === Tool.FLEXIBLE ? "Painting the area that may move" : this.tool === Tool.FIXED ? "Painting a fixed area" : "Erasing the mask";

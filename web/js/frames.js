@@ -51,12 +51,13 @@ export class FramePipeline {
     this.current = null; // bitmap on screen
     this.generation = 0; // bumped by reset(): late decodes of an old connection are dropped
     this.skipped = 0;
+    this.paused = false; // hidden tab: hold the newest frame, decode and ack nothing
   }
 
   /** A `frame` message arrived. */
   push(frame) {
     if (frame.seq <= this.lastSeq) return;
-    if (this.busy) {
+    if (this.busy || this.paused) {
       if (this.waiting) this.skipped += 1;
       this.waiting = frame;
       return;
@@ -84,7 +85,19 @@ export class FramePipeline {
       this.ack(frame.seq);
     }
     this.busy = false;
-    if (gen !== this.generation) return;
+    if (gen !== this.generation || this.paused) return;
+    const next = this.waiting;
+    this.waiting = null;
+    if (next && next.seq > this.lastSeq) this.run(next);
+  }
+
+  /**
+   * Pause while the page is hidden: frames are not decoded or acknowledged, so the server keeps
+   * only the newest one for this tab (its credits are spent) instead of streaming to nobody.
+   */
+  setPaused(paused) {
+    this.paused = paused;
+    if (paused || this.busy) return;
     const next = this.waiting;
     this.waiting = null;
     if (next && next.seq > this.lastSeq) this.run(next);

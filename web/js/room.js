@@ -111,6 +111,12 @@ class RoomApp {
     setInterval(() => this.tick(), 500);
     window.addEventListener("online", () => this.conn.retryNow());
     window.addEventListener("pagehide", () => this.conn.stop());
+    window.addEventListener("pageshow", (e) => {
+      if (e.persisted) this.conn.start(); // back from the back-forward cache
+    });
+    const visibility = () => this.pipeline.setPaused(document.hidden);
+    document.addEventListener("visibilitychange", visibility);
+    visibility();
   }
 
   /** The server's model and modes (/api/info): modes it lacks are offered disabled. */
@@ -356,7 +362,9 @@ class RoomApp {
     const status = s?.status ?? DragStatus.IDLE;
     const hs = $("hud-status");
     hs.dataset.status = status;
-    setText($("hud-status-text"), { idle: "Idle", running: "Running", stopping: "Stopping" }[status] || status);
+    const starting = status === DragStatus.RUNNING && !(f && f.drag === s.drag && f.status !== DragStatus.IDLE);
+    const label = starting ? "Starting…" : { idle: "Idle", running: "Running", stopping: "Stopping" }[status];
+    setText($("hud-status-text"), label || status);
     const step = status !== DragStatus.IDLE && f && f.drag === s.drag ? f.step : s?.step ?? 0;
     setText($("hud-step"), String(step));
     const rate = status === DragStatus.RUNNING ? this.drawMeter.rate : 0;

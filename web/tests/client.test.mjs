@@ -458,3 +458,20 @@ test("shortcuts: one table, matched without clashing with typing or browser comb
   assert.equal(new Set(actions).size, actions.length);
   for (const [, keys, text] of SHORTCUTS) assert.ok(keys.length && text.length);
 });
+
+test("frames: a paused (hidden) pipeline holds the newest frame and acks nothing until shown", async () => {
+  const acks = [];
+  const pipeline = new FramePipeline({
+    decodeImage: async (bytes) => ({ id: bytes[0], close() {} }),
+    onReady: () => {},
+    ack: (seq) => acks.push(seq),
+  });
+  pipeline.setPaused(true);
+  pipeline.push({ seq: 1, jpeg: new Uint8Array([1]) });
+  pipeline.push({ seq: 2, jpeg: new Uint8Array([2]) });
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(acks, []);
+  pipeline.setPaused(false);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(acks, [2]);
+});
