@@ -83,6 +83,20 @@ export class Editor {
     this.app.onChange();
   }
 
+  /** Drop the gesture without sending anything (offline, or a snapshot replaced the room). */
+  abort() {
+    this.endLongPress();
+    this.sendMove.cancel();
+    this.sendPaint.cancel();
+    this.moving = null;
+    this.stroke = null;
+    this.down = null;
+    this.preview = null;
+    this.gesture = Gesture.IDLE;
+    document.body.classList.remove("moving-point");
+    this.app.onChange();
+  }
+
   // --- geometry ------------------------------------------------------------------------------
 
   local(e) {

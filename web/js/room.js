@@ -181,7 +181,7 @@ class RoomApp {
         break;
       case "snapshot":
         this.pipeline.reset();
-        this.editor.cancel();
+        this.editor.abort();
         this.drawMeter.reset();
         document.body.classList.remove("is-loading");
         if (!this.stage.bitmap) setText($("placeholder-text"), "Waiting for the first frame…");
@@ -261,7 +261,7 @@ class RoomApp {
     }[c.state];
     setText($("conn-text"), label);
     if (offline) {
-      this.editor.cancel();
+      this.editor.abort();
       this.sendCursor.cancel();
     }
     if (c.state === ConnState.FAILED) {
@@ -450,6 +450,11 @@ class RoomApp {
   }
 
   renderMembers() {
+    if (this.editingName) {
+      this.membersDirty = true; // redraw when the name field closes
+      return;
+    }
+    this.membersDirty = false;
     const list = $("members");
     const members = [...this.model.members.values()];
     const you = this.model.you;
@@ -516,10 +521,12 @@ class RoomApp {
     nameEl.replaceWith(input);
     input.focus();
     input.select();
+    this.editingName = true;
     let done = false;
     const finish = (save) => {
       if (done) return;
       done = true;
+      this.editingName = false;
       const name = cleanName(input.value);
       if (save && name && name !== this.model.name) {
         store.set(NAME_KEY, name);
@@ -620,6 +627,11 @@ class RoomApp {
     document.addEventListener("click", (e) => {
       const pop = $("share-pop");
       if (!pop.hidden && !pop.contains(e.target)) pop.hidden = true;
+      const panelOpen = document.body.classList.contains("panel-open");
+      if (panelOpen && !$("panel").contains(e.target) && !$("panel-btn").contains(e.target)) this.togglePanel(false);
+      // a mouse click leaves no focus on toolbar buttons, so Space keeps meaning start/stop
+      const button = e.target.closest?.(".toolbar button, .segmented button");
+      if (button && e.detail > 0) button.blur();
     });
     $("copy-edit").addEventListener("click", () => this.copy($("edit-link"), "Edit link copied"));
     $("copy-view").addEventListener("click", () => this.copy($("view-link"), "View-only link copied"));
@@ -648,6 +660,8 @@ class RoomApp {
       return;
     }
     if (typingInField(e)) return;
+    const native = e.target.closest?.("button, a, summary");
+    if (native && (e.key === " " || e.key === "Enter")) return; // keyboard activation of a focused control
     const action = matchShortcut({
       key: e.key,
       shiftKey: e.shiftKey,
