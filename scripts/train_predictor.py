@@ -151,20 +151,25 @@ class Pairs:
         self.p_single = p_single
         self.n_rows = self.dw.shape[1]
 
-    def pick(self, rng: np.random.Generator) -> tuple[int, int, int]:
-        """(trajectory, t, k) for one pair."""
-        i = int(rng.choice(self.ids))
-        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
-        n = b - a
-        kp = int(self.n_points[i])
-        if rng.random() < self.p_single:
-            return i, 0, n - 1
-        t = int(rng.integers(0, n - 1))
-        h = self.handles[a + t : b, :kp].numpy()  # [n - t, kp, 2]
-        disp = np.linalg.norm(h[1:] - h[0], axis=-1).max(axis=1)  # [n - t - 1]
-        want = self.substep * rng.uniform(0.5, 1.5)
-        hit = np.nonzero(disp >= want)[0]
-        k = int(hit[0]) + 1 if len(hit) else n - 1 - t
+    def pick(self, rng: np.random.Generator, tries: int = 10) -> tuple[int, int, int]:
+        """(trajectory, t, k) for one pair; pairs in which no handle moved 0.5 px are drawn again
+        (the teacher changed the latent without moving the points: no sub-step to learn)."""
+        for _ in range(tries):
+            i = int(rng.choice(self.ids))
+            a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+            n = b - a
+            kp = int(self.n_points[i])
+            single = rng.random() < self.p_single
+            t = 0 if single else int(rng.integers(0, n - 1))
+            h = self.handles[a + t : b, :kp].numpy()  # [n - t, kp, 2]
+            disp = np.linalg.norm(h[1:] - h[0], axis=-1).max(axis=1)  # [n - t - 1]
+            if single:
+                k = n - 1
+            else:
+                hit = np.nonzero(disp >= self.substep * rng.uniform(0.5, 1.5))[0]
+                k = int(hit[0]) + 1 if len(hit) else n - 1 - t
+            if disp[k - 1] >= 0.5:
+                break
         return i, t, k
 
     def batch(self, n: int, rng: np.random.Generator, device: torch.device) -> dict[str, torch.Tensor]:
