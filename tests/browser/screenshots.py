@@ -76,6 +76,7 @@ def run(out: Path, checkpoint: str | None, readme: bool) -> None:
                 browser = launch_chromium(pw)
                 _room_views(browser, srv, room, out, readme)
                 _other_views(browser, srv, out)
+                _offline_view(browser, srv, room, out)
                 browser.close()
         finally:
             srv.stop()
@@ -146,6 +147,13 @@ def _other_views(browser: Any, srv: LiveServer, out: Path) -> None:
     p.goto(srv.url + "/")
     time.sleep(0.3)
     shoot(p, out / "phone-start.png")
+
+
+def _offline_view(browser: Any, srv: LiveServer, room: dict[str, Any], out: Path) -> None:
+    page = new_page(browser, srv.url + edit_path(room), "Ada", DESKTOP)
+    srv.stop()
+    page.wait_for_selector("#banner:not([hidden])", timeout=15_000)
+    shoot(page, out / "room-offline.png")
 
 
 def main() -> None:
