@@ -35,6 +35,9 @@ const RETRY_TEXT = {
   rate_limited: "Too many messages were sent.",
   too_slow: "The connection fell behind.",
   shutting_down: "The server is restarting.",
+  hello_timeout: "The server did not hear from this page in time.",
+  idle_timeout: "The connection was idle for too long.",
+  internal_error: "The server hit an internal error.",
 };
 
 const END_TEXT = {
