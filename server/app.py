@@ -279,8 +279,6 @@ async def create_room(request: Request) -> Response:
         return _error(403, "origin not allowed")
     if state.closing:
         return _error(503, "server is shutting down")
-    if not state.allow_create(_client_ip(request)):
-        return _error(429, "too many rooms created from this address; wait a minute")
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
         return _error(413, f"body larger than {MAX_BODY} bytes")
@@ -291,6 +289,8 @@ async def create_room(request: Request) -> Response:
         seed, truncation = _parse_create(body)
     except ValueError as e:
         return _error(400, str(e))
+    if not state.allow_create(_client_ip(request)):
+        return _error(429, "too many rooms created from this address; wait a minute")
     res = state.G.img_resolution
     image = ImageInfo(state.model, res, res, seed=seed, truncation=truncation)
     try:
