@@ -308,7 +308,23 @@ class Worker:
 
     def start(self) -> None:
         if self._task is None:
+            self._executor.submit(self._warm_up)  # runs before the first tick's work
             self._task = asyncio.get_running_loop().create_task(self._run(), name="livedrag worker")
+
+    def _warm_up(self) -> None:
+        """One throw-away step per mode: the first optimiser pulls in seconds of lazy imports
+        (torch._dynamo), which should not land on the first person's drag."""
+        t0 = time.perf_counter()
+        res = self.resolution
+        for mode in self.modes.values():
+            try:
+                with torch.no_grad():
+                    ws = self.G.ws_from_seed(0)
+                spec = SessionSpec("", self.G, ws, [(res / 4, res / 4)], [(res / 2, res / 2)], None, Params())
+                mode.step_many([mode.create(spec)])
+            except Exception as e:  # a broken mode shows up in the first real drag, with its message
+                log.warning("warm-up of mode %s failed: %s", mode.name, e)
+        log.debug("engine warm-up took %.2f s", time.perf_counter() - t0)
 
     def wake(self) -> None:
         """Something may have changed (a message, a join): look for work now."""
