@@ -196,15 +196,17 @@ def test_view_only_link_shows_everything_and_cannot_edit(server, open_page):
 def test_bad_links_get_clear_messages(server, open_page):
     """A wrong key (4001), an unknown room (4004) and a link without a key each explain themselves."""
     room = server.create_room(seed=5)
-    page = open_page(server.url + f"/r/{room['room']}#edit=not-the-key", join=False)
-    page.wait_for_selector("#fatal:not([hidden])")
-    assert page.locator("#fatal-title").inner_text() == "This link is not valid"
-    page = open_page(server.url + "/r/NoSuchRoom123#edit=whatever", join=False)
-    page.wait_for_selector("#fatal:not([hidden])")
-    assert page.locator("#fatal-title").inner_text() == "Room not found"
     page = open_page(server.url + f"/r/{room['room']}", join=False)
     page.wait_for_selector("#fatal:not([hidden])")
     assert page.locator("#fatal-title").inner_text() == "This link is incomplete"
+    for url, title in (
+        ("/r/NoSuchRoom123#edit=whatever", "Room not found"),
+        (f"/r/{room['room']}#edit=not-the-key", "This link is not valid"),
+    ):
+        page.goto(server.url + url)
+        page.wait_for_selector("#fatal:not([hidden])")
+        assert page.locator("#fatal-title").inner_text() == title
+        assert js(page, "livedrag.conn.state") == "failed"  # no retrying
 
 
 def test_help_overlay_lists_the_shortcuts(server, open_page):
