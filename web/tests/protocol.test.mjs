@@ -32,6 +32,7 @@ import {
   VIEWER_MAY_SEND,
   withId,
 } from "../js/protocol.js";
+import { SPEC } from "../js/spec.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const GOLDEN = `${ROOT}shared/golden`;
@@ -48,6 +49,13 @@ function goldens(dir) {
       return { name, json, bytes };
     });
 }
+
+test("web/js/spec.js is shared/protocol.json (run node web/tools/sync_spec.mjs after a contract change)", () => {
+  const contract = JSON.parse(readFileSync(`${ROOT}shared/protocol.json`, "utf8"));
+  delete contract.$comment;
+  assert.deepEqual(JSON.parse(JSON.stringify(SPEC)), contract);
+  assert.equal(PROTOCOL_VERSION, contract.protocol_version);
+});
 
 const C2S = goldens("c2s");
 const S2C = goldens("s2c");

@@ -1,7 +1,7 @@
 // Writes web/js/spec.js from shared/protocol.json, the machine-readable protocol contract, so the
 // browser (which is served only web/) validates with the same table as the server.
-// Run after the contract changes:  node web/tools/sync_spec.mjs   (web/tests/spec.test.mjs fails
-// while the two differ).
+// Run after the contract changes:  node web/tools/sync_spec.mjs   (web/tests/protocol.test.mjs
+// fails while the two differ).
 import { readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
