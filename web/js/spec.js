@@ -486,7 +486,7 @@ export const SPEC = Object.freeze({
      "type": "str",
      "required": false,
      "pattern": "^[A-Za-z0-9_-]{8,64}$",
-     "doc": "random per tab; keeps member id on reconnect"
+     "doc": "random per page load; keeps the member id on reconnect"
     }
    }
   },
