@@ -1,4 +1,4 @@
-"""Helpers for the browser tests and the screenshot script: a tiny generator checkpoint, a real
+"""Support code for the browser tests and the screenshot script: a tiny generator checkpoint, a real
 ``livedrag serve`` subprocess on a loopback port (restartable on the same port and data dir), and
 Debian's Chromium driven by Playwright."""
 

@@ -1,4 +1,4 @@
-// Small DOM helpers shared by the pages: element lookup, toasts, clipboard, local storage.
+// Small DOM utilities shared by the pages: element lookup, toasts, clipboard, local storage.
 
 export const $ = (id) => document.getElementById(id);
 
