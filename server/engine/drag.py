@@ -1,0 +1,541 @@
+"""DragGAN's optimisation mode as a step-at-a-time session (Pan et al., SIGGRAPH 2023).
+
+One ``DragSession`` is one edit: a start latent, handle/target points, an optional mask. Each
+``step()`` runs exactly one iteration of the official loop (notes/draggan.md section 1):
+
+1. one forward pass of the synthesis network with the chosen features (first ``n_opt_rows``
+   W+ rows optimised, the rest held at their start values);
+2. point tracking (no grad) of every handle on this pass's features;
+3. stop check: every handle within the stop distance of its target -> done, no update;
+4. motion supervision (+ lambda * mask term when a mask is set), one Adam step.
+
+The frame returned is the image of step 1's forward pass and the handles are those tracked in
+it, so frame and points always agree. When a session is done its ``latent()`` is the latent of
+its last frame (the finishing step never updates). ``step_batch`` advances several sessions that
+share a generator with a single forward/backward pass; each keeps its own Adam state.
+
+Mask semantics: ``mask`` is bool [H, W] with True = flexible (may move), like the flexible-area
+brush of DragGAN's GUIs; everything outside it is kept fixed by the mask term
+lambda * L1(F * M, F0 * M), M = ~mask, F0 = the features at the start of the session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .generator import Generator, to_uint8
+from .session import Point, StepResult, StopReason
+from .tracking import (
+    FeatureField,
+    features_at,
+    mask_loss,
+    motion_supervision_loss,
+    resize_features,
+    track_points,
+)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class DragOptions:
+    """Settings of one drag. Radii are given at 512 px and scaled like the official code.
+
+    ``r1``/``r2`` become ``round(r * res / 512)`` pixels (Python rounding, as DragGAN), then
+    are raised to at least ``r1_min``/``r2_min``: at 64-128 px the official scaling would give
+    r1 = 0-1 px (a motion-supervision patch of one pixel or none) and r2 = 2-3 px, so the
+    defaults keep r1 >= 2 px (a 3x3 patch) and r2 >= 3 px. At 256 px and up nothing changes.
+
+    ``stop_distance=None`` uses the paper's rule: done when every handle is within 1 px of its
+    target for up to 5 handles, 2 px otherwise, scaled by res/512 above 512 px (so 2 / 4 px at
+    1024 px) and never below 1 px (the official code's max(2, 2 * res / 512) is coarser).
+    Handles within 1 px get no motion supervision, so a stop distance under 1 px can only end
+    at ``max_steps``.
+
+    ``max_steps`` counts steps since the points last changed; the last of them only tracks
+    (no update), so a session that stops has ``latent()`` equal to its last frame's latent.
+    """
+
+    space: str = "w+"  # "w+": optimise rows 0..n_opt_rows-1 independently; "w": one shared row offset
+    lr: float = 2e-3  # Adam step size (paper: 2e-3 FFHQ, cats, cars; 1e-3 otherwise)
+    lambda_mask: float = 20.0  # weight of the fixed-region term (not scaled with resolution)
+    r1: float = 3.0  # motion-supervision radius at 512 px
+    r2: float = 12.0  # point-tracking search half-size at 512 px
+    r1_min: int = 2  # lower bound on the scaled r1, pixels
+    r2_min: int = 3  # lower bound on the scaled r2, pixels
+    max_steps: int = 200  # step budget since the points last changed
+    stop_distance: float | None = None  # pixels; None = paper rule (see class docstring)
+    n_opt_rows: int = 6  # number of leading W+ rows optimised (clipped to num_ws)
+    feature_blocks: tuple[int, ...] | None = None  # synthesis blocks read; None = G.default_feature_block()
+    noise_mode: str = "const"  # "const" or "none" (random noise would make tracking meaningless)
+    dtype: str = "float32"  # synthesis dtype: float32, float16 or bfloat16 (features are tracked in fp32)
+
+    def __post_init__(self) -> None:
+        if self.space not in ("w", "w+"):
+            raise ValueError(f"space must be 'w' or 'w+', got {self.space!r}")
+        for name in ("lr", "r1", "r2"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        if not (
+            isinstance(self.lambda_mask, (int, float))
+            and math.isfinite(self.lambda_mask)
+            and self.lambda_mask >= 0
+        ):
+            raise ValueError(f"lambda_mask must be a finite number >= 0, got {self.lambda_mask!r}")
+        if self.r1_min < 1 or self.r2_min < 1:
+            raise ValueError("r1_min and r2_min must be >= 1 pixel")
+        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
+        if self.stop_distance is not None and not (
+            math.isfinite(self.stop_distance) and self.stop_distance >= 0
+        ):
+            raise ValueError(
+                f"stop_distance must be None or a finite number >= 0, got {self.stop_distance!r}"
+            )
+        if not (isinstance(self.n_opt_rows, int) and self.n_opt_rows >= 1):
+            raise ValueError(f"n_opt_rows must be an integer >= 1, got {self.n_opt_rows!r}")
+        if self.feature_blocks is not None:
+            blocks = tuple(int(b) for b in self.feature_blocks)
+            if not blocks:
+                raise ValueError("feature_blocks must name at least one block (or be None for the default)")
+            object.__setattr__(self, "feature_blocks", blocks)
+        if self.noise_mode not in ("const", "none"):
+            raise ValueError(f"noise_mode must be 'const' or 'none', got {self.noise_mode!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+
+    def radii(self, resolution: int) -> tuple[int, int]:
+        """(r1, r2) in pixels at ``resolution``: round(r * res / 512), then the minimums."""
+        s = resolution / 512
+        return max(self.r1_min, round(self.r1 * s)), max(self.r2_min, round(self.r2 * s))
+
+    def stop_distance_for(self, resolution: int, n_handles: int) -> float:
+        """The stop distance in pixels for ``n_handles`` handles at ``resolution``."""
+        if self.stop_distance is not None:
+            return float(self.stop_distance)
+        return (1.0 if n_handles <= 5 else 2.0) * max(1.0, resolution / 512)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Options a running session may change; the others shape the optimiser or the features.
+LIVE_OPTIONS = frozenset({"lr", "lambda_mask", "r1", "r2", "r1_min", "r2_min", "max_steps", "stop_distance"})
+
+
+class DragSession:
+    """One DragGAN edit advanced one optimisation step at a time (implements ``EditSession``).
+
+    ``G`` is a ``Generator`` (its device is used); ``w_plus_start`` is [1, num_ws, w_dim];
+    ``handles`` and ``targets`` are sequences of (x, y) pixels; ``mask`` is bool [H, W] with
+    True = flexible (may move) or None. Not thread-safe: one worker owns a session.
+    """
+
+    def __init__(
+        self,
+        G: Generator,
+        w_plus_start: torch.Tensor,
+        handles: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
+        targets: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
+        mask: np.ndarray | torch.Tensor | None = None,
+        options: DragOptions | None = None,
+    ) -> None:
+        self.G = G
+        self.options = options if options is not None else DragOptions()
+        self.size = (int(G.img_resolution), int(G.img_resolution))  # (H, W)
+        self.device = G.mapping.w_avg.device
+        blocks = self.options.feature_blocks or (G.default_feature_block(),)
+        unknown = sorted(set(blocks) - set(G.synthesis.block_resolutions))
+        if unknown:
+            raise ValueError(
+                f"feature_blocks {unknown} not among this generator's blocks {G.synthesis.block_resolutions}"
+            )
+        self.feature_blocks: tuple[int, ...] = tuple(blocks)
+        self._w0 = _check_latent(w_plus_start, G).to(self.device, torch.float32).detach().clone()
+        self._n_opt = min(self.options.n_opt_rows, G.num_ws)
+        rows = 1 if self.options.space == "w" else self._n_opt
+        # Optimise an offset added to the first n rows: for a W latent and space "w" this is the
+        # official "one row repeated" parametrisation (Adam is shift-invariant), and a W+ start
+        # latent is not flattened to its row 0 at the first step.
+        self._delta = torch.zeros(1, rows, G.w_dim, device=self.device, requires_grad=True)
+        self._opt = torch.optim.Adam([self._delta], lr=self.options.lr)
+        self._handles = torch.empty(0, 2)
+        self._targets = torch.empty(0, 2)
+        self._templates: torch.Tensor | None = None  # [K, C], fixed f_i per handle
+        self._missing: list[bool] = []  # handles whose template is taken at the next forward pass
+        self._feat0: list[torch.Tensor] | None = None  # start features at native block resolution
+        self._feat0_full: torch.Tensor | None = None  # resized F0, cached while a mask is set
+        self._fixed: torch.Tensor | None = None  # bool [H, W], True = kept fixed
+        self._step = 0
+        self._since_change = 0
+        self._done = False
+        self._reason: StopReason | None = None
+        self._last: StepResult | None = None
+        self._version = 0  # bumped by every optimiser update
+        self._frame_version = -1  # latent version of ``_frame``
+        self._frame: np.ndarray | None = None
+        self.set_points(handles, targets)
+        self.set_mask(mask)
+
+    @classmethod
+    def from_seed(
+        cls,
+        G: Generator,
+        seed: int,
+        handles,
+        targets,
+        mask=None,
+        options: DragOptions | None = None,
+        truncation_psi: float = 0.7,
+    ) -> DragSession:
+        """Start from the image a seed names (z from a CPU RNG, truncation applied once)."""
+        with torch.no_grad():
+            ws = G.ws_from_seed(seed, truncation_psi=truncation_psi)
+        return cls(G, ws, handles, targets, mask=mask, options=options)
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def handles(self) -> list[Point]:
+        return _to_points(self._handles)
+
+    @property
+    def targets(self) -> list[Point]:
+        return _to_points(self._targets)
+
+    @property
+    def step_index(self) -> int:
+        return self._step
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def reason(self) -> StopReason | None:
+        return self._reason
+
+    @property
+    def radii(self) -> tuple[int, int]:
+        return self.options.radii(self.size[0])
+
+    @property
+    def stop_distance(self) -> float:
+        return self.options.stop_distance_for(self.size[0], len(self._handles))
+
+    def latent(self) -> torch.Tensor:
+        """Current W+ latent [1, num_ws, w_dim], detached, float32, on the CPU."""
+        with torch.no_grad():
+            return self._ws().detach().cpu()
+
+    def _ws(self) -> torch.Tensor:
+        """W+ for the forward pass, with the gradient path to the optimised offset. [1, num_ws, w_dim]"""
+        head = self._w0[:, : self._n_opt] + self._delta
+        return torch.cat([head, self._w0[:, self._n_opt :]], dim=1)
+
+    def _forward_key(self) -> tuple:
+        return (id(self.G), self.feature_blocks, self.options.noise_mode, self.options.dtype)
+
+    # -- editing between steps -------------------------------------------------------------------
+    def set_points(
+        self,
+        handles: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
+        targets: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
+        keep: Sequence[int | None] | None = None,
+    ) -> None:
+        """Replace handles and targets; the step budget restarts and ``done`` is cleared.
+
+        A handle keeps the feature template of a current handle when ``keep[i]`` names that
+        handle's index, or, with ``keep=None``, when it lies within 0.5 px of a current
+        (tracked) handle position: moving only targets keeps every template. Other handles are
+        new: their template is read from the features of the next forward pass at their
+        position, i.e. from the image they are placed on (at the first step that is F0).
+        """
+        h = _check_points(handles, "handles", self.size)
+        t = _check_points(targets, "targets", self.size)
+        if len(h) != len(t):
+            raise ValueError(f"handles and targets must pair up: got {len(h)} handles and {len(t)} targets")
+        if keep is None:
+            keep = _match_points(h, self._handles.cpu()) if self._templates is not None else [None] * len(h)
+        elif len(keep) != len(h):
+            raise ValueError(f"keep must have one entry per handle ({len(h)}), got {len(keep)}")
+        missing = []
+        templates = None
+        if self._templates is not None:
+            templates = torch.zeros(len(h), self._templates.shape[1], device=self.device)
+        for i, j in enumerate(keep):
+            if j is not None and not (0 <= j < len(self._handles)):
+                raise ValueError(
+                    f"keep[{i}] = {j} is not the index of a current handle (0..{len(self._handles) - 1})"
+                )
+            usable = j is not None and templates is not None and not self._missing[j]
+            if usable:
+                templates[i] = self._templates[j]
+            missing.append(not usable)
+        self._handles = h.to(self.device)
+        self._targets = t.to(self.device)
+        self._templates = templates
+        self._missing = missing
+        self._since_change = 0
+        self._done = False
+        self._reason = None
+
+    def set_mask(self, mask: np.ndarray | torch.Tensor | None) -> None:
+        """Set the flexible area (bool [H, W], True = may move) or clear it with None."""
+        if mask is None:
+            self._fixed = None
+            self._feat0_full = None
+            return
+        self._fixed = (~_check_mask(mask, self.size)).to(self.device)
+
+    def set_options(self, **changes: Any) -> None:
+        """Change live options (``LIVE_OPTIONS``: lr, lambda_mask, radii, budget, stop distance).
+
+        Adam's state is kept (a new lr applies from the next step). ``done`` is cleared so the
+        next step re-checks the stop rule with the new settings.
+        """
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(DragOptions)})
+        if unknown:
+            raise ValueError(f"unknown drag options: {unknown}")
+        fixed = sorted(k for k in changes if k not in LIVE_OPTIONS and changes[k] != getattr(self.options, k))
+        if fixed:
+            raise ValueError(f"options {fixed} cannot change during a session; start a new one")
+        self.options = dataclasses.replace(self.options, **changes)
+        for group in self._opt.param_groups:
+            group["lr"] = self.options.lr
+        self._done = False
+        self._reason = None
+
+    # -- stepping -------------------------------------------------------------------------------
+    def step(self) -> StepResult:
+        """One DragGAN iteration (forward, track, supervise, Adam step)."""
+        return step_batch([self])[0]
+
+    @torch.no_grad()
+    def render(self) -> np.ndarray:
+        """The current latent's image, uint8 [H, W, 3], without stepping (cached until it changes)."""
+        if self._frame is None or self._frame_version != self._version:
+            img, _ = self.G.synthesis(
+                self._ws(), noise_mode=self.options.noise_mode, dtype=DTYPES[self.options.dtype]
+            )
+            self._frame = _frames(img)[0]
+            self._frame_version = self._version
+        return self._frame
+
+    def _repeat(self) -> StepResult:
+        assert self._last is not None
+        return dataclasses.replace(self._last, seconds=0.0)
+
+    def _prepare(self, field: FeatureField) -> None:
+        """First use of this pass's features: F0 at the first step, templates for new handles."""
+        if self._feat0 is None:
+            self._feat0 = [m.detach().clone() for m in field.maps]  # clone: do not pin the batch's storage
+        if any(self._missing):
+            got = features_at(field.detach(), self._handles)  # [K, C]
+            if self._templates is None:
+                self._templates = got.clone()
+            else:
+                miss = torch.tensor(self._missing, device=self.device)
+                self._templates = torch.where(miss[:, None], got, self._templates)
+            self._missing = [False] * len(self._missing)
+
+    def _objective(self, field: FeatureField) -> torch.Tensor:
+        """Track the handles on this pass's features, then return this session's loss."""
+        r1, r2 = self.radii
+        self._handles = track_points(field, self._templates, self._handles, r2)
+        loss = motion_supervision_loss(field, self._handles, self._targets, r1)
+        if self._fixed is not None and self.options.lambda_mask > 0:
+            if self._feat0_full is None:
+                self._feat0_full = resize_features(self._feat0, self.size)
+            loss = loss + self.options.lambda_mask * mask_loss(field, self._feat0_full, self._fixed)
+        return loss
+
+
+def step_batch(sessions: Sequence[DragSession]) -> list[StepResult]:
+    """Advance several sessions by one step each, one forward and one backward pass per generator.
+
+    Sessions sharing a generator (and feature blocks, noise mode and dtype) are stacked into
+    one batch; the summed loss gives each session the gradient it would get alone (the
+    generator has no cross-sample interaction), and each session's own Adam steps. Results
+    match stepping each session alone up to floating-point noise. Sessions already done
+    return their last result again. Each result's ``seconds`` is its batch's wall time.
+    """
+    if len({id(s) for s in sessions}) != len(sessions):
+        raise ValueError("a session appears twice in the batch")
+    results: list[StepResult | None] = [None] * len(sessions)
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(sessions):
+        if s.done:
+            results[i] = s._repeat()
+        else:
+            groups.setdefault(s._forward_key(), []).append(i)
+    for idx in groups.values():
+        for i, r in zip(idx, _step_group([sessions[i] for i in idx]), strict=True):
+            results[i] = r
+    return results  # type: ignore[return-value]
+
+
+def _step_group(sessions: list[DragSession]) -> list[StepResult]:
+    t0 = time.perf_counter()
+    s0 = sessions[0]
+    G, blocks = s0.G, s0.feature_blocks
+    ws = torch.cat([s._ws() for s in sessions])  # [B, num_ws, w_dim]
+    img, feats = G.synthesis(
+        ws, noise_mode=s0.options.noise_mode, feature_blocks=blocks, dtype=DTYPES[s0.options.dtype]
+    )
+    losses = []
+    for i, s in enumerate(sessions):
+        field = FeatureField([feats[b][i : i + 1] for b in blocks], s.size)  # this image's F
+        s._prepare(field)
+        losses.append(s._objective(field))
+    # The last step of a budget only tracks; the others compute gradients now and decide after
+    # the single read-back below whether to apply them (a handle that reached its target does not).
+    last = [s._since_change + 1 >= s.options.max_steps for s in sessions]
+    update = [i for i, s in enumerate(sessions) if not last[i]]
+    grads: dict[int, torch.Tensor] = {}
+    if update:
+        total = torch.stack([losses[i] for i in update]).sum()
+        got = torch.autograd.grad(total, [sessions[i]._delta for i in update])
+        grads = dict(zip(update, got, strict=True))
+    # One device -> host transfer for all numbers, one for the frames.
+    host = torch.cat(
+        [torch.stack(losses).detach().float()]
+        + [torch.cat([s._handles.reshape(-1), s._targets.reshape(-1)]) for s in sessions]
+    ).cpu()
+    frames = _frames(img)
+    off = len(sessions)
+    for i, s in enumerate(sessions):
+        k = len(s._handles)
+        hs = host[off : off + 2 * k].reshape(k, 2)
+        ts = host[off + 2 * k : off + 4 * k].reshape(k, 2)
+        off += 4 * k
+        reached = bool(((hs - ts).norm(dim=1) <= s.stop_distance + 1e-6).all())
+        s._step += 1
+        s._since_change += 1
+        frame_version = s._version
+        if reached:
+            s._done, s._reason = True, "reached"
+        elif last[i]:
+            s._done, s._reason = True, "max_steps"
+        else:
+            s._delta.grad = grads[i]
+            s._opt.step()
+            s._delta.grad = None
+            s._version += 1
+        s._frame, s._frame_version = frames[i], frame_version
+        s._last = StepResult(
+            frame=frames[i],
+            handles=_to_points(hs),
+            targets=_to_points(ts),
+            step=s._step,
+            done=s._done,
+            reason=s._reason,
+            loss=float(host[i]),
+            seconds=0.0,
+        )
+    seconds = time.perf_counter() - t0
+    for s in sessions:
+        s._last = dataclasses.replace(s._last, seconds=seconds)
+    return [s._last for s in sessions]
+
+
+# -- validation and conversion helpers -------------------------------------------------------------
+
+
+def _check_latent(w: torch.Tensor, G: Generator) -> torch.Tensor:
+    if not isinstance(w, torch.Tensor):
+        raise ValueError(f"w_plus_start must be a torch.Tensor, got {type(w).__name__}")
+    want = (1, G.num_ws, G.w_dim)
+    if tuple(w.shape) != want:
+        raise ValueError(f"w_plus_start must have shape {list(want)} (one W+ latent), got {list(w.shape)}")
+    if not w.is_floating_point():
+        raise ValueError(f"w_plus_start must be a floating-point tensor, got {w.dtype}")
+    if not torch.isfinite(w).all():
+        raise ValueError("w_plus_start contains NaN or infinite values")
+    return w
+
+
+def _check_points(points, name: str, size: tuple[int, int]) -> torch.Tensor:
+    """(x, y) points -> float32 [K, 2] on the CPU; K >= 1, finite, inside the image."""
+    if isinstance(points, torch.Tensor):
+        points = points.detach().cpu().numpy()
+    try:
+        a = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a list of (x, y) pairs of numbers: {e}") from None
+    if a.size == 0:
+        raise ValueError(f"{name} is empty: give at least one (x, y) point")
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"{name} must be a list of (x, y) pairs, got an array of shape {list(a.shape)}")
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name}[{i}] = {tuple(a[i])} is not finite")
+    h, w = size
+    out = (a[:, 0] < 0) | (a[:, 0] > w - 1) | (a[:, 1] < 0) | (a[:, 1] > h - 1)
+    if out.any():
+        i = int(np.argmax(out))
+        raise ValueError(
+            f"{name}[{i}] = ({a[i, 0]:g}, {a[i, 1]:g}) is outside the {w}x{h} image "
+            f"(x in [0, {w - 1}], y in [0, {h - 1}])"
+        )
+    return torch.from_numpy(a.astype(np.float32))
+
+
+def _check_mask(mask, size: tuple[int, int]) -> torch.Tensor:
+    if isinstance(mask, np.ndarray):
+        if mask.dtype != np.bool_:
+            raise ValueError(
+                f"mask must be a bool array (True = flexible area), got dtype {mask.dtype}; use mask > 0"
+            )
+        t = torch.from_numpy(mask.copy())
+    elif isinstance(mask, torch.Tensor):
+        if mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask must be a bool tensor (True = flexible area), got dtype {mask.dtype}; use mask > 0"
+            )
+        t = mask.detach()
+    else:
+        raise ValueError(f"mask must be a numpy array or torch tensor of bools, got {type(mask).__name__}")
+    if tuple(t.shape) != tuple(size):
+        raise ValueError(f"mask must have the image's shape [H, W] = {list(size)}, got {list(t.shape)}")
+    return t
+
+
+def _match_points(new: torch.Tensor, old: torch.Tensor, tol: float = 0.5) -> list[int | None]:
+    """For each new point, the index of an unused old point within ``tol`` px (nearest first)."""
+    keep: list[int | None] = []
+    used: set[int] = set()
+    for p in new:
+        best = None
+        if len(old):
+            d = (old - p).norm(dim=1)
+            for j in torch.argsort(d).tolist():
+                if d[j] > tol:
+                    break
+                if j not in used:
+                    best = j
+                    used.add(j)
+                    break
+        keep.append(best)
+    return keep
+
+
+def _to_points(t: torch.Tensor) -> list[Point]:
+    return [(float(x), float(y)) for x, y in t.detach().cpu().tolist()]
+
+
+def _frames(img: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, 3] (grey images repeated to RGB)."""
+    a = to_uint8(img)
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return a[..., :3]
