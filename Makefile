@@ -10,8 +10,10 @@ PORT ?= 8000
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 export MALLOC_TOP_PAD_ ?= 1073741824
+# OpenMP threads that spin while waiting make PyTorch 15-40x slower on a busy machine
+export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv serve test lint bench clean
+.PHONY: venv serve test lint clean
 
 $(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh $(VENV)

@@ -8,6 +8,7 @@ PY="$VENV/bin/python"
 export MALLOC_MMAP_MAX_=${MALLOC_MMAP_MAX_:-0}
 export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-68719476736}
 export MALLOC_TOP_PAD_=${MALLOC_TOP_PAD_:-1073741824}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 status=0
 
 echo "== python tests (pytest) =="
