@@ -74,12 +74,14 @@ from server.engine.checkpoint import load_generator
 from server.engine.generator import Generator
 from server.fanout import Hub, Sender, SenderLimits, with_timeout
 from server.ids import token_matches
+from server.limits import RoomLimits
 from server.manager import RoomManager, RoomsFull
+from server.members import JoinRefused
 from server.outgoing import Disconnect, Outgoing
 from server.protocol import PROTOCOL_VERSION, ProtocolError, close_spec, decode_hello, error_message
 from server.protocol_spec import LIMITS
 from server.ratelimit import TokenBucket
-from server.room import JoinRefused, Room, RoomLimits
+from server.room import Room
 from server.state import ImageInfo
 from server.store import Store, StoreError
 from server.worker import EngineMode, Worker, trajectory_gif

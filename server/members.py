@@ -130,7 +130,10 @@ class Presence:
         known = self._known.get(client_id)
         old = self.members.get(known[0]) if known else None
         if old is not None:  # the same page reconnecting before its old connection was noticed dead
-            out += self._drop(old)
+            dropped = self._drop(old)
+            for o in dropped:  # the member's new connection must not hear its own leave
+                o.exclude = old.id
+            out += dropped
         cap = self.limits.max_editors if role == "editor" else self.limits.max_viewers
         count = len(self.editors) if role == "editor" else self.spectators
         if count >= cap:

@@ -68,11 +68,12 @@ from server.engine.media import decode_image, draw_points, encode_jpeg, encode_p
 from server.engine.session import EditSession, Point, StepResult
 from server.fanout import Hub
 from server.ids import latent_key
+from server.jobs import EngineJob, FrameResult, JobKind
 from server.manager import RoomManager
 from server.mask import MaskGrid
 from server.outgoing import Outgoing
 from server.protocol import error_message
-from server.room import EngineJob, FrameResult, JobKind, Room
+from server.room import Room
 from server.state import ImageInfo, Params, Status
 from server.store import StoreError
 

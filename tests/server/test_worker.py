@@ -18,10 +18,11 @@ from server.engine.generator import Generator
 from server.engine.media import decode_image
 from server.engine.session import StepResult
 from server.fanout import Hub
+from server.limits import RoomLimits
 from server.manager import RoomManager
 from server.outgoing import Outgoing
 from server.protocol import PROTOCOL_VERSION, decode_hello, encode
-from server.room import Room, RoomLimits
+from server.room import Room
 from server.state import ImageInfo, Status
 from server.store import Store, StoreError
 from server.worker import EngineMode, SessionSpec, Worker, _create_drag, latent_from_bytes, trajectory_gif
