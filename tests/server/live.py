@@ -4,6 +4,7 @@ uvicorn server on an ephemeral loopback port, and a websockets client that speak
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import warnings
@@ -15,6 +16,7 @@ import anyio
 import msgpack
 import torch
 from starlette.exceptions import StarletteDeprecationWarning
+from websockets.exceptions import ConnectionClosed
 
 from server.app import Server, create_app, uvicorn_config
 from server.config import Settings
@@ -184,7 +186,8 @@ class Client:
         elif t == "frame":
             self.frames.append(m)
             if self.ack:
-                await self.conn.send(encode({"t": "ack", "seq": m["seq"]}))
+                with contextlib.suppress(ConnectionClosed):  # closing: later messages are still read
+                    await self.conn.send(encode({"t": "ack", "seq": m["seq"]}))
         return m
 
     async def next(self, t: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:

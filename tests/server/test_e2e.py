@@ -1,0 +1,176 @@
+"""End to end over real sockets: uvicorn on a loopback port, clients from the websockets library."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+import torch
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from server.protocol_spec import LIMITS
+from tests.server.live import Client, LiveServer, hello, make_settings
+
+pytestmark = pytest.mark.slow
+
+STALL_BOUND = 0.75  # a stalled client may cost the others at most 25% of their frame rate
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a small shared machine, more threads only wait for each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def create_room(server: LiveServer, **body) -> dict:
+    r = httpx.post(server.http + "/api/rooms", json=body, timeout=10)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def join(server: LiveServer, room: dict, role: str = "editor", name: str = "Ada", **kw) -> Client:
+    cap = room["edit_token" if role == "editor" else "view_token"]
+    kw.setdefault("max_queue", 1024)
+    return await Client.join(f"{server.ws}/ws/{room['room']}", cap, name, **kw)
+
+
+async def settle_frames(clients: list[Client], t: str = "status", **match) -> None:
+    await asyncio.gather(*(c.next(t, timeout=30, **match) for c in clients))
+
+
+async def test_two_editors_and_a_spectator_see_the_same_room(tmp_path):
+    """Ops reach everyone in the same order; frames and the final state are identical everywhere."""
+    with LiveServer(make_settings(tmp_path, max_fps=30)) as server:
+        room = create_room(server, seed=11)
+        ada, bob = await join(server, room, name="Ada"), await join(server, room, name="Bob")
+        eve = await join(server, room, "viewer", "Eve")
+        everyone = [ada, bob, eve]
+        await ada.send({"t": "add_pair", "pair": "p1", "handle": [8.0, 8.0], "target": [20.0, 14.0]})
+        await bob.send({"t": "move_point", "pair": "p1", "which": "target", "pos": [22.0, 16.0]})
+        await ada.send({"t": "set_params", "params": {"max_steps": 8}})
+        await bob.send({"t": "start"})
+        await settle_frames(everyone, "status", status="idle")
+        ops = [[(m["v"], m["op"], m["by"]) for m in c.messages if m["t"] == "op"] for c in everyone]
+        assert ops[0] == ops[1] == ops[2] and [o[1] for o in ops[0]][-1] == "finish"
+        assert ada.state == bob.state == eve.state
+        assert ada.state["pairs"][0]["target"] == [22.0, 16.0] and ada.state["history"]["size"] == 2
+        by_seq = [{f["seq"]: f for f in c.frames} for c in everyone]
+        common = set(by_seq[0]) & set(by_seq[1]) & set(by_seq[2])
+        assert len(common) >= 3
+        for seq in common:
+            a, b, e = (frames[seq] for frames in by_seq)
+            assert a["jpeg"] == b["jpeg"] == e["jpeg"] and a["handles"] == b["handles"] == e["handles"]
+        last = max(by_seq[0])
+        assert by_seq[0][last]["step"] == 8
+        for c in everyone:
+            await c.close()
+
+
+async def test_a_late_joiner_gets_the_snapshot_and_latest_frame_at_once(tmp_path):
+    """Someone joining mid-drag gets welcome, snapshot and the newest frame without waiting a tick."""
+    with LiveServer(make_settings(tmp_path, max_fps=5)) as server:
+        room = create_room(server)
+        ada = await join(server, room)
+        await ada.send({"t": "add_pair", "pair": "p1", "handle": [8.0, 8.0], "target": [20.0, 14.0]})
+        await ada.send({"t": "start"})
+        await ada.next("frame", step=2)
+        t0 = time.monotonic()
+        late = await join(server, room, "viewer", "Late")
+        frame = await late.next("frame", timeout=5)
+        assert time.monotonic() - t0 < 0.15 + 0.2  # 5 fps: a tick is 200 ms away; this is the stored frame
+        assert late.state["status"] == "running" and late.state["pairs"] == ada.state["pairs"]
+        assert frame["drag"] == 1 and frame["step"] >= 2
+        await ada.close()
+        await late.close()
+
+
+async def count_frames(client: Client, seconds: float) -> int:
+    n = len(client.frames)
+    await client.drain(seconds)
+    return len(client.frames) - n
+
+
+async def test_a_client_that_stops_reading_does_not_slow_the_others(tmp_path):
+    """A spectator that never reads nor acks costs a healthy one less than 25% of its frame rate."""
+    with LiveServer(make_settings(tmp_path, max_fps=15)) as server:
+        room = create_room(server)
+        ada = await join(server, room)
+        await ada.send({"t": "add_pair", "pair": "p1", "handle": [8.0, 8.0], "target": [24.0, 24.0]})
+        await ada.send({"t": "set_params", "params": {"max_steps": 10000, "stop_dist": 0.1}})
+        await ada.send({"t": "start"})
+        await ada.next("frame", step=2)
+        alone = await count_frames(ada, 2.0)
+        url = f"{server.ws}/ws/{room['room']}"  # the stalled client reads nothing after its hello
+        stalled = await connect(url, proxy=None, compression=None, max_queue=1, close_timeout=0.5)
+        await stalled.send(hello(room["view_token"], "Stuck"))
+        for i in range(40):  # control traffic the stalled client also has to take
+            await ada.send({"t": "move_point", "pair": "p1", "which": "target", "pos": [24.0, 20.0 + i % 4]})
+        shared = await count_frames(ada, 2.0)
+        assert alone >= 10, alone
+        assert shared >= STALL_BOUND * alone, (alone, shared)
+        await ada.send({"t": "stop"})
+        await ada.next("status", status="idle")
+        stalled.transport.abort()
+        await ada.close()
+
+
+async def test_refusals_over_real_sockets(tmp_path):
+    """A viewer's edit gets forbidden; a foreign Origin gets HTTP 403; an oversize message closes 4009."""
+    with LiveServer(make_settings(tmp_path)) as server:
+        room = create_room(server)
+        eve = await join(server, room, "viewer", "Eve")
+        ref = await eve.send({"t": "clear_points"})
+        err = await eve.next("error")
+        assert (err["code"], err["ref"]) == ("forbidden", ref)
+        with pytest.raises(InvalidStatus) as e:
+            await connect(f"{server.ws}/ws/{room['room']}", proxy=None, origin="http://evil.example")
+        assert e.value.response.status_code == 403
+        ada = await join(server, room, origin=f"http://127.0.0.1:{server.port}")
+        await ada.conn.send(b"\x90" * (int(LIMITS["max_message_bytes"]) + 1))
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ada.recv(timeout=10)
+        assert ada.conn.close_code == 4009
+        await eve.close()
+
+
+async def test_rooms_survive_a_restart_and_running_drags_are_committed(tmp_path):
+    """Stopping the server commits the running drag and closes with 4012; a new server has it all."""
+    settings = make_settings(tmp_path, max_fps=20)
+    with LiveServer(settings) as server:
+        room = create_room(server, seed=5)
+        ada = await join(server, room)
+        await ada.send({"t": "add_pair", "pair": "p1", "handle": [8.0, 8.0], "target": [24.0, 20.0]})
+        await ada.send({"t": "set_params", "params": {"max_steps": 10000, "lr": 0.01}})
+        await ada.send({"t": "start"})
+        await ada.next("frame", step=3)
+        await asyncio.to_thread(server.stop)  # our loop keeps reading while the server drains
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ada.recv(timeout=20)
+        assert ada.conn.close_code == 4012
+        status = [m for m in ada.messages if m["t"] == "status"][-1]
+        assert (status["status"], status["reason"]) == ("idle", "stopped")
+        before = ada.state
+        assert before["history"] == {"index": 1, "size": 2} and before["image"]["latent"]
+
+    with LiveServer(settings) as server:
+        back = await join(server, room)
+        assert back.state["image"] == before["image"] and back.state["pairs"] == before["pairs"]
+        assert back.state["history"] == before["history"] and back.state["status"] == "idle"
+        assert back.version == ada.version
+        await back.next("frame")  # rendered from the stored latent
+        await back.send({"t": "undo"})
+        op = await back.next("op", op="undo")
+        assert op["patch"]["image"]["latent"] is None and op["patch"]["pairs"][0]["handle"] == [8.0, 8.0]
+        lat = httpx.get(
+            f"{server.http}/api/rooms/{room['room']}/latent.safetensors", params={"cap": room["view_token"]}
+        )
+        assert lat.status_code == 200
+        await back.close()
