@@ -404,6 +404,7 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(
         {
             "ok": not state.closing,
+            "warm": state.worker.warm,
             "model": state.model,
             "resolution": state.G.img_resolution,
             "device": str(state.device),

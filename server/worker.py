@@ -300,6 +300,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self.warm = False  # the warm-up step has run (healthz reports it)
 
     @property
     def available_modes(self) -> list[str]:
@@ -325,6 +326,7 @@ class Worker:
                 mode.step_many([mode.create(spec)])
             except Exception as e:  # a broken mode shows up in the first real drag, with its message
                 log.warning("warm-up of mode %s failed: %s", mode.name, e)
+        self.warm = True
         log.debug("engine warm-up took %.2f s", time.perf_counter() - t0)
 
     def wake(self) -> None:

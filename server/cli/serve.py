@@ -85,8 +85,10 @@ def cpu_count() -> int:
 
 
 def default_torch_threads(cores: int) -> int:
-    """All cores on small machines (the event loop needs little), one left for the loop otherwise."""
-    return cores if cores <= 2 else cores - 1
+    """One core is left to the event loop (fan-out, JPEG bytes to every client). On small or shared
+    machines more intra-op threads than free cores make each step wait for descheduled threads:
+    on 2 loaded cores, 2 threads made a 64 px step 20-40x slower than 1 (docs/bench_server.md)."""
+    return max(1, cores - 1)
 
 
 def tune_malloc() -> bool:
