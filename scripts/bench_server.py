@@ -440,9 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server up: model {info['model']} ({info['resolution']} px), modes {info['modes']}")
             rows = []
             for sc in scenarios:
-                print(
-                    f"running {sc.name}: {sc.rooms} room(s), {sc.editors} editors, {sc.spectators} spectators ..."
-                )
+                who = f"{sc.rooms} room(s), {sc.editors} editors, {sc.spectators} spectators"
+                print(f"running {sc.name}: {who} ...")
                 rows.append(asyncio.run(run_scenario(server, sc, args.seconds, info["resolution"])))
         finally:
             server.stop()
