@@ -304,11 +304,16 @@ async def run_scenario(server: ServerProcess, sc: Scenario, seconds: float, res:
     for room in rooms:  # measure only inside the window
         for c in room.clients:
             c.stats.echo_ms.clear()
-    cpu0, t0 = server.cpu.cpu_seconds(), time.perf_counter()
-    bench0 = time.process_time()
-    await asyncio.sleep(seconds)
-    t1, cpu1 = time.perf_counter(), server.cpu.cpu_seconds()
-    bench1 = time.process_time()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        eng0 = (await http.get("/healthz")).json()["engine"]
+        cpu0, t0 = server.cpu.cpu_seconds(), time.perf_counter()
+        bench0 = time.process_time()
+        await asyncio.sleep(seconds)
+        t1, cpu1 = time.perf_counter(), server.cpu.cpu_seconds()
+        bench1 = time.process_time()
+        eng1 = (await http.get("/healthz")).json()["engine"]
+    steps, ticks = eng1["steps"] - eng0["steps"], eng1["ticks"] - eng0["ticks"]
+    engine_cpu = eng1["cpu_s"] - eng0["cpu_s"]
     rss = server.cpu.rss_mb()
     stop.set()
     await asyncio.gather(*drivers)
@@ -344,6 +349,11 @@ async def run_scenario(server: ServerProcess, sc: Scenario, seconds: float, res:
         "start_to_frame_ms_p50": _r(pct(starts, 0.5)),
         "start_samples": len(starts),
         "server_cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+        "engine_cpu_percent": round(100 * engine_cpu / (t1 - t0), 1),
+        "loop_cpu_percent": round(100 * (cpu1 - cpu0 - engine_cpu) / (t1 - t0), 1),
+        "engine_cpu_ms_per_step": round(1000 * engine_cpu / steps, 2) if steps else None,
+        "engine_cpu_ms_per_tick": round(1000 * engine_cpu / ticks, 2) if ticks else None,
+        "steps_per_tick": round(steps / ticks, 2) if ticks else None,
         "server_rss_mb": round(rss, 1),
         "bench_clients_cpu_percent": round(100 * (bench1 - bench0) / (t1 - t0), 1),
     }
@@ -385,7 +395,7 @@ def machine() -> dict[str, Any]:
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (
         f"{'scenario':<15}{'R/E/S':>10}{'room fps':>12}{'client fps min/mean':>21}{'spect share':>12}"
-        f"{'echo p50/p95 ms':>17}{'start->frame':>14}{'srv CPU%':>10}{'RSS MB':>8}"
+        f"{'echo p50/p95 ms':>17}{'start->frame':>14}{'CPU% eng/loop':>15}{'eng ms/tick':>12}{'RSS MB':>8}"
     )
     print(head)
     print("-" * len(head))
@@ -399,7 +409,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             + f"{share:>12}"
             + f"{r['echo_ms_p50'] or 0:>9.1f} / {r['echo_ms_p95'] or 0:<5.1f}"
             + f"{r['start_to_frame_ms_p50'] or 0:>12.1f}ms"
-            + f"{r['server_cpu_percent']:>10.0f}{r['server_rss_mb']:>8.0f}"
+            + f"{r['engine_cpu_percent']:>9.0f} / {r['loop_cpu_percent']:<4.0f}"
+            + f"{r['engine_cpu_ms_per_tick'] or 0:>12.1f}{r['server_rss_mb']:>8.0f}"
         )
         for v in verdicts(r):
             print(f"{'':<15}{v}")

@@ -412,8 +412,14 @@ async def healthz(request: Request) -> Response:
             "running": sum(r.status.value != "idle" for r in rooms),
             "connections": state.connections,
             "uptime_s": round(time.time() - state.started, 1),
-            "ticks": state.worker.stats.ticks,
-            "steps": state.worker.stats.steps,
+            "engine": {
+                "ticks": state.worker.stats.ticks,
+                "steps": state.worker.stats.steps,
+                "renders": state.worker.stats.renders,
+                "errors": state.worker.stats.errors,
+                "busy_s": round(state.worker.stats.busy_s, 3),
+                "cpu_s": round(state.worker.stats.cpu_s, 3),
+            },
         },
         headers={"cache-control": "no-store"},
     )

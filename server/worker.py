@@ -259,7 +259,8 @@ class WorkerStats:
     steps: int = 0
     renders: int = 0
     errors: int = 0
-    busy_s: float = 0.0  # time spent computing in the thread
+    busy_s: float = 0.0  # wall time spent computing in the engine thread
+    cpu_s: float = 0.0  # CPU time of the engine thread while computing (its own, not the process's)
 
 
 class Worker:
@@ -491,7 +492,7 @@ class Worker:
     # --- engine thread ---------------------------------------------------------------------------
 
     def _compute(self, jobs: list[EngineJob], live: frozenset[str] | None = None) -> list[Outcome]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         if live is not None:  # forget rooms that no longer exist
             for gone in set(self._rooms) - live:
                 self._rooms.pop(gone, None)
@@ -504,6 +505,7 @@ class Worker:
         outcomes += self._render_all([j for j in jobs if j.kind is JobKind.RENDER])
         outcomes += self._step_all([j for j in jobs if j.kind is JobKind.STEP])
         self.stats.busy_s += time.perf_counter() - t0
+        self.stats.cpu_s += time.thread_time() - c0
         return outcomes
 
     def _guard(self, job: EngineJob, fn: Callable[[EngineJob], Outcome]) -> Outcome:
