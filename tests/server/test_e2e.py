@@ -74,16 +74,16 @@ async def test_two_editors_and_a_spectator_see_the_same_room(tmp_path):
 
 async def test_a_late_joiner_gets_the_snapshot_and_latest_frame_at_once(tmp_path):
     """Someone joining mid-drag gets welcome, snapshot and the newest frame without waiting a tick."""
-    with LiveServer(make_settings(tmp_path, max_fps=5)) as server:
+    with LiveServer(make_settings(tmp_path, max_fps=2)) as server:  # ticks 500 ms apart
         room = create_room(server)
         ada = await join(server, room)
         await ada.send({"t": "add_pair", "pair": "p1", "handle": [8.0, 8.0], "target": [20.0, 14.0]})
         await ada.send({"t": "start"})
         await ada.next("frame", step=2)
+        late = await join(server, room, "viewer", "Late")  # returns once the snapshot is in
         t0 = time.monotonic()
-        late = await join(server, room, "viewer", "Late")
         frame = await late.next("frame", timeout=5)
-        assert time.monotonic() - t0 < 0.15 + 0.2  # 5 fps: a tick is 200 ms away; this is the stored frame
+        assert time.monotonic() - t0 < 0.25  # the stored frame, sent with the snapshot
         assert late.state["status"] == "running" and late.state["pairs"] == ada.state["pairs"]
         assert frame["drag"] == 1 and frame["step"] >= 2
         await ada.close()
@@ -97,7 +97,8 @@ async def count_frames(client: Client, seconds: float) -> int:
 
 
 async def test_a_client_that_stops_reading_does_not_slow_the_others(tmp_path):
-    """A spectator that never reads nor acks costs a healthy one less than 25% of its frame rate."""
+    """A spectator that never reads nor acks costs a healthy client less than 25% of its frame rate
+    (windows before, during and after the stall, so that the machine's own load drifts out)."""
     with LiveServer(make_settings(tmp_path, max_fps=15)) as server:
         room = create_room(server)
         ada = await join(server, room)
@@ -105,18 +106,22 @@ async def test_a_client_that_stops_reading_does_not_slow_the_others(tmp_path):
         await ada.send({"t": "set_params", "params": {"max_steps": 10000, "stop_dist": 0.1}})
         await ada.send({"t": "start"})
         await ada.next("frame", step=2)
-        alone = await count_frames(ada, 2.0)
+        before = await count_frames(ada, 2.0)
         url = f"{server.ws}/ws/{room['room']}"  # the stalled client reads nothing after its hello
         stalled = await connect(url, proxy=None, compression=None, max_queue=1, close_timeout=0.5)
         await stalled.send(hello(room["view_token"], "Stuck"))
+        seq0 = ada.frames[-1]["seq"]
         for i in range(40):  # control traffic the stalled client also has to take
             await ada.send({"t": "move_point", "pair": "p1", "which": "target", "pos": [24.0, 20.0 + i % 4]})
-        shared = await count_frames(ada, 2.0)
-        assert alone >= 10, alone
-        assert shared >= STALL_BOUND * alone, (alone, shared)
+        during = await count_frames(ada, 2.0)
+        produced = ada.frames[-1]["seq"] - seq0
+        stalled.transport.abort()
+        after = await count_frames(ada, 2.0)
+        assert min(before, after) >= 5, (before, after)
+        assert during >= STALL_BOUND * min(before, after), (before, during, after)
+        assert during >= 0.9 * produced - 2  # the healthy client got (nearly) every frame made
         await ada.send({"t": "stop"})
         await ada.next("status", status="idle")
-        stalled.transport.abort()
         await ada.close()
 
 
