@@ -389,7 +389,12 @@ def machine() -> dict[str, Any]:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
-    return {"cpu": model, "cores": cores, "python": platform.python_version(), "load_avg": os.getloadavg()}
+    return {
+        "cpu": model,
+        "cores": cores,
+        "python": platform.python_version(),
+        "load_avg_after": os.getloadavg(),
+    }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -438,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = [PRESETS[n] for n in (args.scenario or PRESETS)]
     from server.engine.checkpoint import default_checkpoint_path
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="livedrag-bench-") as tmp:
         work = Path(tmp)
         checkpoint, model_note = args.checkpoint, None
@@ -459,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(rows)
     result = {
-        "machine": machine(),
+        "machine": {**machine(), "load_avg_before": load_before},
         "model": info["model"],
         "resolution": info["resolution"],
         "model_note": model_note,

@@ -54,7 +54,7 @@ class Settings:
     max_connections: int = 1024  # websocket connections per server (close 4006 server_full beyond)
     max_connections_per_ip: int = 256  # websocket connections per client address
     max_fps: float = 30.0  # tick rate cap: at most this many steps (frames) per room per second
-    tick_budget_s: float = 0.1  # estimated compute time one tick may take before rooms wait a turn
+    tick_budget_s: float = 0.25  # estimated compute time one tick may take before rooms wait a turn
     jpeg_quality: int = 85  # frame JPEG quality (1..100)
     trajectory_frames: int = 120  # frames kept per room for trajectory.gif (decimated beyond)
     send_timeout_s: float = 10.0  # one websocket send may block this long before close 4011

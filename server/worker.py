@@ -274,7 +274,7 @@ class Worker:
         *,
         model_name: str,
         max_fps: float = 30.0,
-        tick_budget_s: float = 0.1,
+        tick_budget_s: float = 0.25,
         jpeg_quality: int = 85,
         trajectory_frames: int = 120,
         modes: dict[str, EngineMode] | None = None,
