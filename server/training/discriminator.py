@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from server.engine.generator import LRELU_GAIN, FullyConnectedLayer, bias_act, setup_filter
+from server.engine.generator import LRELU_GAIN, FullyConnectedLayer, setup_filter
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class DiscriminatorConfig:
     img_channels: int = 3
     channel_base: int = 2048  # channels at resolution r = min(channel_base // r, channel_max)
     channel_max: int = 128
-    conv_clamp: float | None = 256.0  # clamp conv outputs to +-this (None = off)
+    conv_clamp: float | None = None  # clamp conv outputs to +-this (NVIDIA: 256 with fp16 layers; None = off)
     mbstd_group_size: int = 4  # minibatch-std group size (clipped to the batch)
     mbstd_num_channels: int = 1  # minibatch-std feature channels
 
@@ -79,18 +79,23 @@ class Conv2dLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = self.weight * self.weight_gain
-        w = w.to(x.dtype)
-        k = w.shape[-1]
+        # lrelu(z) * g == lrelu(z * g) for g > 0: fold both gains into the weight and the bias, so the
+        # layer is one convolution (bias fused) plus one in-place activation (CPU time is mostly memory).
+        g = self.act_gain * gain
+        w = (self.weight * (self.weight_gain * g)).to(x.dtype)
+        b = (self.bias * g).to(x.dtype) if self.bias is not None else None
         if self.down == 1:
-            x = F.conv2d(x, w, padding=self.padding)
-        elif k == 1:  # filter + subsample first (fewer channels), then the 1x1 conv
-            x = F.conv2d(downsample2d(x, self.resample_filter, padding=1, stride=2), w)
+            x = F.conv2d(x, w, b, padding=self.padding)
+        elif w.shape[-1] == 1:  # filter + subsample first (fewer channels), then the 1x1 conv
+            x = F.conv2d(downsample2d(x, self.resample_filter, padding=1, stride=2), w, b)
         else:  # filter at full resolution, then the strided conv (NVIDIA conv2d_resample, down=2)
             x = downsample2d(x, self.resample_filter, padding=self.padding + 1, stride=1)
-            x = F.conv2d(x, w, stride=2)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+            x = F.conv2d(x, w, b, stride=2)
+        if self.activation == "lrelu":
+            x = F.leaky_relu(x, 0.2, inplace=True)
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp * gain, self.conv_clamp * gain)
+        return x
 
 
 class DiscriminatorBlock(nn.Module):

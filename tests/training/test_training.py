@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from server.engine.checkpoint import load_generator, read_metadata
-from server.engine.generator import setup_filter, upfirdn2d
+from server.engine.generator import bias_act, setup_filter, upfirdn2d
 from server.training.data import ImageDataset, RenderedDataset, render_synthfaces, smooth_random_images
 from server.training.discriminator import Conv2dLayer, Discriminator, DiscriminatorConfig
 from server.training.loop import TrainConfig, Trainer, lazy_adam_params
@@ -92,6 +92,18 @@ def test_downsampling_conv_matches_nvidia_upfirdn2d(k: int) -> None:
     out = layer(x)
     assert out.shape == (2, 5, 8, 8)
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_conv_layer_folds_gains_like_bias_act() -> None:
+    """Gains folded into weight and bias give NVIDIA's bias_act(conv, b, lrelu, sqrt(2) * gain, clamp)."""
+    torch.manual_seed(0)
+    layer = Conv2dLayer(4, 6, 3, activation="lrelu", conv_clamp=0.5)
+    layer.bias.data.normal_()
+    x = torch.randn(2, 4, 8, 8)
+    w = layer.weight * layer.weight_gain
+    for gain in (1.0, 0.5**0.5):
+        ref = bias_act(F.conv2d(x, w, padding=1), layer.bias, "lrelu", gain=2**0.5 * gain, clamp=0.5 * gain)
+        assert torch.allclose(layer(x, gain=gain), ref, atol=1e-5)
 
 
 def test_lazy_regularisation_corrects_adam() -> None:
@@ -261,3 +273,34 @@ def test_cli_train_resume_export(tmp_path) -> None:
     assert json.loads(meta["kimg"]) == pytest.approx(0.012)
     assert json.loads(meta["compute"])["chunks"][0]["device"] == "cpu"
     assert json.loads(meta["train_config"])["total_kimg"] == 2.0
+
+
+def test_cli_script_reexecutes_with_cpu_settings(tmp_path) -> None:
+    """Run as a script it restarts itself with the malloc and OpenMP settings, then works as usual."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train_generator.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_WAIT"))}
+    proc = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path / "none"), "--export-only"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "needs" in proc.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_steps_with_autocast(tmp_path) -> None:
+    """The same loop runs on CUDA with bfloat16 autocast; checkpoints resume there too."""
+    tr = Trainer(tiny(r1_interval=2, pl_weight=1.0, pl_interval=2), tmp_path / "run", "cuda", progress=False)
+    assert tr.amp
+    for _ in range(3):
+        assert all(math.isfinite(v) for v in tr.train_step().values())
+    tr.save_checkpoint()
+    assert Trainer.resume(tmp_path / "run", "cuda", progress=False).step == 3
