@@ -9,6 +9,13 @@ API (stable, other modules build on it)::
     render_batch(seeds, size)   -> (uint8 [N, size, size, 3], float32 [N, K, 2])
     LANDMARK_NAMES, NUM_LANDMARKS, LANDMARK_GROUPS ("jaw", "left_eye", ..., "one", "five", "all")
     face_size(landmarks)        -> inter-ocular distance (outer eye corners) in pixels
+    geometric_sanity(landmarks) -> bool [N]: does each landmark set look like a face?
+
+Phase 2 (import from the submodules; they need torch):
+    server.synthfaces.detector: load_detector(path=None, device="cpu") -> Detector with
+        .detect(images) -> float32 [N, K, 2] (any image size) and .features(images) -> [N, D]
+    server.synthfaces.fid: frechet_distance(feats_a, feats_b), fid_score(images_a, images_b, detector)
+        (an FID-style score on the detector's features, not Inception FID)
 
 Landmarks are (x, y) pixel coordinates; pixel (i, j) covers [i, i+1) x [j, j+1), so its centre
 is (i + 0.5, j + 0.5) and the image centre is (size / 2, size / 2). "left"/"right" are image
@@ -22,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .landmarks import LANDMARK_GROUPS, LANDMARK_NAMES, NUM_LANDMARKS, face_size
+from .landmarks import LANDMARK_GROUPS, LANDMARK_NAMES, NUM_LANDMARKS, face_size, geometric_sanity
 from .params import HAIR_STYLES, FaceParams, sample_params
 from .render import render
 
@@ -33,6 +40,7 @@ __all__ = [
     "LANDMARK_NAMES",
     "NUM_LANDMARKS",
     "face_size",
+    "geometric_sanity",
     "render",
     "render_batch",
     "render_seed",

@@ -47,6 +47,19 @@ LANDMARK_GROUPS: dict[str, list[int]] = {
 _OUTER = _idx("left_eye_outer", "right_eye_outer")
 
 
+def _mirror(name: str) -> str:
+    if name.startswith("jaw_"):
+        return f"jaw_{8 - int(name[4:])}"
+    for a, b in (("left", "right"), ("right", "left")):
+        if a in name:
+            return name.replace(a, b)
+    return name
+
+
+# FLIP_INDEX[i] is the landmark that i becomes when the image is mirrored left-right
+FLIP_INDEX: list[int] = [LANDMARK_NAMES.index(_mirror(n)) for n in LANDMARK_NAMES]
+
+
 def face_size(landmarks) -> float | np.ndarray:
     """Inter-ocular distance: outer-eye-corner to outer-eye-corner, in pixels.
 
@@ -56,3 +69,63 @@ def face_size(landmarks) -> float | np.ndarray:
     lm = np.asarray(landmarks, dtype=np.float64)
     dist = np.linalg.norm(lm[..., _OUTER[1], :] - lm[..., _OUTER[0], :], axis=-1)
     return float(dist) if lm.ndim == 2 else dist
+
+
+def geometric_sanity(landmarks) -> np.ndarray:
+    """Does each landmark set look like a face? [K, 2] or [N, K, 2] -> bool [N].
+
+    Checked in the frame of the eye axis (left pupil -> right pupil), so head roll is allowed:
+    the eye axis is within 40 degrees of horizontal and points image-right; brows above eyes
+    above the nose tip above the upper lip above the lower lip above the chin; corners and jaw
+    ends in left-to-right order; inter-pupil distance 0.2..0.8 of the jaw width; nose tip
+    0.15..1.5 inter-pupil distances below the eyes; mouth narrower than the jaw.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.ndim == 2:
+        lm = lm[None]
+    if lm.ndim != 3 or lm.shape[1:] != (NUM_LANDMARKS, 2):
+        raise ValueError(f"landmarks must be [N, {NUM_LANDMARKS}, 2], got {lm.shape}")
+    i = {n: k for k, n in enumerate(LANDMARK_NAMES)}
+    eye_l, eye_r = lm[:, i["left_pupil"]], lm[:, i["right_pupil"]]
+    axis = eye_r - eye_l
+    ipd = np.linalg.norm(axis, axis=-1)
+    ex = axis / np.maximum(ipd, 1e-9)[:, None]  # unit vector along the eyes
+    ey = np.stack([-ex[:, 1], ex[:, 0]], -1)  # perpendicular, pointing down the face
+    centre = (eye_l + eye_r) / 2
+    u = np.einsum("nkd,nd->nk", lm - centre[:, None], ex)  # along the eyes
+    v = np.einsum("nkd,nd->nk", lm - centre[:, None], ey)  # down the face
+
+    def below(a: str, b: str):  # b is below a
+        return v[:, i[b]] > v[:, i[a]]
+
+    def right_of(a: str, b: str):  # b is right of a
+        return u[:, i[b]] > u[:, i[a]]
+
+    ok = (ipd > 1e-6) & (ex[:, 0] > np.cos(np.radians(40)))
+    for brow, eye in (("left_brow_mid", "left_pupil"), ("right_brow_mid", "right_pupil")):
+        ok &= below(brow, eye)
+    ok &= below("left_eye_top", "left_eye_bottom") & below("right_eye_top", "right_eye_bottom")
+    ok &= below("left_pupil", "nose_tip") & below("right_pupil", "nose_tip")
+    ok &= below("nose_tip", "upper_lip_top") & below("upper_lip_top", "lower_lip_bottom")
+    ok &= below("lower_lip_bottom", "jaw_4")
+    ok &= below("nose_tip", "mouth_left") & below("nose_tip", "mouth_right")
+    for a, b in (
+        ("left_eye_outer", "left_eye_inner"),
+        ("left_eye_inner", "right_eye_inner"),
+        ("right_eye_inner", "right_eye_outer"),
+        ("left_brow_outer", "left_brow_inner"),
+        ("left_brow_inner", "right_brow_inner"),
+        ("right_brow_inner", "right_brow_outer"),
+        ("mouth_left", "mouth_right"),
+        ("jaw_0", "nose_tip"),
+        ("nose_tip", "jaw_8"),
+        ("jaw_0", "mouth_left"),
+        ("mouth_right", "jaw_8"),
+    ):
+        ok &= right_of(a, b)
+    jaw_w = u[:, i["jaw_8"]] - u[:, i["jaw_0"]]
+    ok &= (ipd > 0.2 * jaw_w) & (ipd < 0.8 * jaw_w)
+    nose_drop = v[:, i["nose_tip"]]
+    ok &= (nose_drop > 0.15 * ipd) & (nose_drop < 1.5 * ipd)
+    ok &= (u[:, i["mouth_right"]] - u[:, i["mouth_left"]]) < jaw_w
+    return ok

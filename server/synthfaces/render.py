@@ -47,7 +47,6 @@ class _Head:
     """Face outline, the head surface and the pose transform for one FaceParams."""
 
     def __init__(self, p: FaceParams, size: int):
-        self.p = p
         cy, sy = np.cos(p.yaw), np.sin(p.yaw)
         cp, sp = np.cos(p.pitch), np.sin(p.pitch)
         cr, sr = np.cos(p.roll), np.sin(p.roll)
@@ -84,13 +83,13 @@ class _Head:
         y = np.asarray(y, dtype=np.float64)
         h = self.hw(y)
         z = DEPTH * np.sqrt(np.clip(h * h - x * x, 0.0, None)) + lift
-        return np.stack([x, y, z + 0.0 * x], axis=-1)
+        return np.stack(np.broadcast_arrays(x, y, z), axis=-1)
 
     def rim(self, x, y, z_extra=0.0):
         """3D silhouette points for outline-like curves at (x, y). -> [n, 3]"""
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
-        return np.stack([x * self.rim_c, y, DEPTH * x * self.rim_s + z_extra + 0.0 * x], axis=-1)
+        return np.stack(np.broadcast_arrays(x * self.rim_c, y, DEPTH * x * self.rim_s + z_extra), axis=-1)
 
     def project(self, P):
         """[n, 3] face-space points -> [n, 2] image pixels (centre convention in the module doc)."""
@@ -192,7 +191,8 @@ def render(params: FaceParams, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     ear_y = EYE_Y + 0.2
     for sgn in (-1.0, 1.0):
         ex, ey = _ellipse_pts(0.0, ear_y, 0.16, 0.25, 16)
-        P = H.rim(sgn * (H.hw(ear_y) - 0.04) + 0.0 * ex, ey, -0.25)
+        # anchored on the rim at ear height, set back behind it; the ear's width is not turned
+        P = H.rim(np.full_like(ex, sgn * (H.hw(ear_y) - 0.04)), ey, -0.25)
         P[:, 0] += sgn * (0.1 + ex) * H.rim_c
         d.polygon(_xy(H.project(P)), fill=_c(skin, 0.9))
 
