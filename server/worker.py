@@ -617,7 +617,7 @@ class Worker:
                 outcomes.append(self._failed(job, e))
         if not ready:
             return outcomes
-        t0 = time.perf_counter()
+        t0 = self._clock()
         try:
             with torch.no_grad():
                 img, _ = self.G.synthesis(torch.cat([ws for _, ws in ready]), noise_mode="const")
@@ -626,15 +626,25 @@ class Worker:
             return outcomes + [self._failed(job, e) for job, _ in ready]
         for (job, _), frame in zip(ready, frames, strict=True):
             outcomes.append(self._guard(job, lambda j, f=frame: Outcome(j, FrameResult(self._jpeg(f)))))
-        self._measure(("render", ""), time.perf_counter() - t0, len(ready))
+        self._measure(("render", ""), t0, len(ready))
         self.stats.renders += len(ready)
         return outcomes
 
     def _jpeg(self, frame: np.ndarray) -> bytes:
         return encode_jpeg(frame, self.jpeg_quality)
 
-    def _measure(self, key: tuple[str, str], seconds: float, n: int) -> None:
-        per = seconds / max(1, n)
+    @staticmethod
+    def _clock() -> tuple[float, float]:
+        return time.perf_counter(), time.thread_time()
+
+    def _measure(self, key: tuple[str, str], since: tuple[float, float], n: int) -> None:
+        """Update the running cost per job. On the CPU the cost is the work done (this thread's
+        CPU time times the intra-op threads, capped by the wall time), so that a machine busy
+        with other processes does not make the worker stop batching; on CUDA it is wall time."""
+        wall = time.perf_counter() - since[0]
+        if self.device.type == "cpu":
+            wall = min(wall, (time.thread_time() - since[1]) * torch.get_num_threads())
+        per = wall / max(1, n)
         old = self._cost.get(key)
         self._cost[key] = per if old is None else 0.7 * old + 0.3 * per
 
@@ -711,7 +721,7 @@ class Worker:
             by_mode.setdefault(st.mode, []).append((job, st))
         for mode_name, items in by_mode.items():
             mode = self.modes[mode_name]
-            t0 = time.perf_counter()
+            t0 = self._clock()
             sessions = [st.session for _, st in items]
             latents = [s.latent() for s in sessions]  # the latents these frames are rendered from
             try:
@@ -723,7 +733,7 @@ class Worker:
                         results.append(mode.step_many([s])[0])
                     except Exception as e:
                         results.append(e)
-            self._measure(("step", mode_name), time.perf_counter() - t0, len(items))
+            self._measure(("step", mode_name), t0, len(items))
             for (job, st), res, lat in zip(items, results, latents, strict=True):
                 if isinstance(res, BaseException):
                     outcomes.append(self._failed(job, res))

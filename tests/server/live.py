@@ -30,6 +30,7 @@ with warnings.catch_warnings():  # the test client warns about its httpx flavour
     from starlette.testclient import TestClient, WebSocketTestSession  # noqa: F401
 
 RES = 32
+WAIT = 60.0  # a guard against hangs, not a performance bound: the test machine may be very busy
 
 
 def tiny_checkpoint(directory: Path, res: int = RES) -> Path:
@@ -58,7 +59,7 @@ def hello(cap: str, name: str = "Ada", **kw: Any) -> bytes:
 # --- Starlette test client -------------------------------------------------------------------
 
 
-def recv(ws: WebSocketTestSession, timeout: float = 10.0) -> dict[str, Any]:
+def recv(ws: WebSocketTestSession, timeout: float = WAIT) -> dict[str, Any]:
     """The next ASGI message the app sent (its receive has no timeout of its own)."""
 
     async def get() -> dict[str, Any]:
@@ -68,7 +69,7 @@ def recv(ws: WebSocketTestSession, timeout: float = 10.0) -> dict[str, Any]:
     return ws.portal.call(get)
 
 
-def recv_msg(ws: WebSocketTestSession, timeout: float = 10.0) -> dict[str, Any]:
+def recv_msg(ws: WebSocketTestSession, timeout: float = WAIT) -> dict[str, Any]:
     """The next protocol message; raises AssertionError on a close (with its code)."""
     m = recv(ws, timeout)
     if m["type"] == "websocket.close":
@@ -77,7 +78,7 @@ def recv_msg(ws: WebSocketTestSession, timeout: float = 10.0) -> dict[str, Any]:
     return unpack(m["bytes"])
 
 
-def recv_until(ws: WebSocketTestSession, pred: Callable[[dict], bool], timeout: float = 10.0) -> list[dict]:
+def recv_until(ws: WebSocketTestSession, pred: Callable[[dict], bool], timeout: float = WAIT) -> list[dict]:
     """Messages up to and including the first one ``pred`` accepts (frames are acked)."""
     deadline = time.monotonic() + timeout
     out = []
@@ -90,7 +91,7 @@ def recv_until(ws: WebSocketTestSession, pred: Callable[[dict], bool], timeout: 
             return out
 
 
-def close_code(ws: WebSocketTestSession, timeout: float = 10.0) -> int:
+def close_code(ws: WebSocketTestSession, timeout: float = WAIT) -> int:
     """Read until the app closes the connection; its close code."""
     deadline = time.monotonic() + timeout
     while True:
@@ -114,7 +115,7 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + WAIT
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the server did not start")
@@ -127,7 +128,7 @@ class LiveServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=WAIT)
         assert not self.thread.is_alive(), "the server did not stop"
 
     @property
@@ -161,7 +162,7 @@ class Client:
     async def join(cls, url: str, cap: str, name: str = "Ada", ack: bool = True, **kw: Any) -> Client:
         from websockets.asyncio.client import connect
 
-        conn = await connect(url, proxy=None, compression=None, open_timeout=10, **kw)
+        conn = await connect(url, proxy=None, compression=None, open_timeout=WAIT, **kw)
         c = cls(conn, ack)
         await conn.send(hello(cap, name))
         c.welcome = await c.next("welcome")
@@ -173,7 +174,7 @@ class Client:
         await self.conn.send(encode({**msg, "id": self.next_id}))
         return self.next_id
 
-    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+    async def recv(self, timeout: float = WAIT) -> dict[str, Any]:
         m = unpack(await asyncio.wait_for(self.conn.recv(), timeout))
         self.messages.append(m)
         t = m["t"]
@@ -190,7 +191,7 @@ class Client:
                     await self.conn.send(encode({"t": "ack", "seq": m["seq"]}))
         return m
 
-    async def next(self, t: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+    async def next(self, t: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
         """Read until a message of type ``t`` (whose fields equal ``match``) arrives."""
         deadline = time.monotonic() + timeout
         while True:

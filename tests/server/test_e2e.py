@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server.protocol_spec import LIMITS
-from tests.server.live import Client, LiveServer, hello, make_settings
+from tests.server.live import WAIT, Client, LiveServer, hello, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def one_torch_thread():
 
 
 def create_room(server: LiveServer, **body) -> dict:
-    r = httpx.post(server.http + "/api/rooms", json=body, timeout=10)
+    r = httpx.post(server.http + "/api/rooms", json=body, timeout=WAIT)
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -41,7 +41,7 @@ async def join(server: LiveServer, room: dict, role: str = "editor", name: str =
 
 
 async def settle_frames(clients: list[Client], t: str = "status", **match) -> None:
-    await asyncio.gather(*(c.next(t, timeout=30, **match) for c in clients))
+    await asyncio.gather(*(c.next(t, timeout=WAIT, **match) for c in clients))
 
 
 async def test_two_editors_and_a_spectator_see_the_same_room(tmp_path):
@@ -158,7 +158,7 @@ async def test_rooms_survive_a_restart_and_running_drags_are_committed(tmp_path)
         await asyncio.to_thread(server.stop)  # our loop keeps reading while the server drains
         with pytest.raises(ConnectionClosed):
             while True:
-                await ada.recv(timeout=20)
+                await ada.recv(timeout=WAIT)
         assert ada.conn.close_code == 4012
         status = [m for m in ada.messages if m["t"] == "status"][-1]
         assert (status["status"], status["reason"]) == ("idle", "stopped")

@@ -85,7 +85,7 @@ class Env:
         return self.manager.rooms[room_id].status
 
 
-async def until(pred: Callable[[], bool], timeout: float = 20.0) -> None:
+async def until(pred: Callable[[], bool], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
