@@ -123,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
         tuned = tune_malloc()
         log.info("CPU: %d torch thread(s)%s", threads, ", malloc tuned" if tuned else "")
+        if threads > 1 and "OMP_WAIT_POLICY" not in os.environ:
+            log.warning(
+                "%d torch threads: export OMP_WAIT_POLICY=PASSIVE before starting, or steps may "
+                "slow down many times over when the machine is busy (docs/bench_server.md)",
+                threads,
+            )
     elif settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     app = create_app(settings)
