@@ -84,7 +84,7 @@ from server.ratelimit import TokenBucket
 from server.room import Room
 from server.state import ImageInfo
 from server.store import Store, StoreError
-from server.worker import EngineMode, Worker, trajectory_gif
+from server.worker import EngineError, EngineMode, Worker, trajectory_gif
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,8 @@ async def trajectory(request: Request) -> Response:
 
 def _engine_error(what: str, room: Room, e: Exception) -> Response:
     log.warning("room %s: %s download failed: %s", room.id, what, e)
-    return _error(500, f"could not produce the {what}: {e}")
+    detail = f": {e}" if isinstance(e, EngineError) else ""  # others may name server paths
+    return _error(500, f"could not produce the {what}{detail}")
 
 
 async def healthz(request: Request) -> Response:

@@ -403,6 +403,8 @@ class Worker:
             taken += 1
             estimate += cost
             self._served[job.room] = self.stats.ticks
+        if len(self._served) > 2 * len(self.manager.rooms) + 16:  # forget deleted rooms
+            self._served = {r: t for r, t in self._served.items() if r in self.manager.rooms}
         return chosen
 
     def _estimate(self, job: EngineJob) -> float:
