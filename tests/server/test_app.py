@@ -336,3 +336,29 @@ def test_settings_come_from_the_environment_then_overrides(tmp_path):
     with pytest.raises(ValueError, match="origin"):
         Settings(origins=("evil.example",))
     assert json.loads(json.dumps(s.ws_max_size)) > LIMITS["max_message_bytes"]
+
+
+def test_serve_flags_become_settings_and_uvicorn_options(tmp_path):
+    """`livedrag serve` flags override the environment; uvicorn gets the size cap and no deflate."""
+    from server.app import uvicorn_config
+    from server.cli import build_parser
+    from server.cli.serve import default_torch_threads, settings_from_args
+
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--port",
+            "9100",
+            "--origin",
+            "https://a.example",
+            "--data-dir",
+            str(tmp_path),
+            "--max-fps",
+            "12",
+        ]
+    )
+    s = settings_from_args(args)
+    assert (s.port, s.origins, s.data_dir, s.max_fps) == (9100, ("https://a.example",), tmp_path, 12.0)
+    config = uvicorn_config(create_app(s), s)
+    assert config.ws_per_message_deflate is False and config.ws_max_size == s.ws_max_size
+    assert [default_torch_threads(n) for n in (1, 2, 8)] == [1, 1, 7]
