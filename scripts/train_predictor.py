@@ -14,15 +14,20 @@ predictor is the teacher's own handle displacement (hindsight: the label is the 
 produced exactly that motion); at inference it is ``min(substep, remaining)`` toward the target.
 Loss (each term relative, about 1 for the identity map):
 
-    latent   |R(P(w_t)) - w_{t+k}|^2 / |w_t - w_{t+k}|^2, in units of the W std, first n_rows rows
-    feature  |F(R(P(w_t))) - F(w_{t+k})|_1 / |F(w_t) - F(w_{t+k})|_1, F = DragGAN's feature block,
-             on --feat-batch samples of each batch (generator in the loop; 0 turns it off)
+    latent   |w_{t+1} - w_{t+k}|^2 / |w_t - w_{t+k}|^2, in units of the W std, first n_rows rows,
+             where w_{t+1} is the regularized prediction
+    feature  |F(w_{t+1}) - F(w_{t+k})|_1 / |F(w_t) - F(w_{t+k})|_1, F = DragGAN's feature block
+    motion   DragGAN's motion supervision made one-shot: for pixels q within r1 of each handle,
+             |F(w_{t+1})(q + s) - sg(F(w_t)(q))|_1, relative to the same with F(w_t)
     denoise  the stage-1 loss on fresh mapping samples, so R stays a regularizer
 
-Why the feature term: W+ is redundant (many latents draw nearly the same image) and latent MSE
-weighs every dimension alike, while the drag only cares about what the features (which point
-tracking reads) do; the feature term measures the error where it matters, the latent term keeps
-the prediction near the teacher's path (inside the region the generator was trained on).
+The feature and motion terms put the generator in the loop (one forward and backward pass on
+--feat-batch samples of each batch). Why: W+ is redundant (many latents draw nearly the same
+image) and Adam's per-coordinate steps put much of the teacher's latent motion into directions
+that change nothing visible, so latent MSE alone is a weak, noisy signal (on a first test it
+learned no handle motion at all); the feature term measures the error where the drag and point
+tracking look, the motion term asks directly for the requested move, and the latent term keeps
+the prediction near the teacher's path, inside the region the generator was trained on.
 
 Runs resume from <out>/stage{1,2}.pt (torch.save of tensors and plain containers only, read back
 with weights_only=True); randomness is a function of (--seed, stage, iteration), so a resumed
@@ -53,6 +58,7 @@ from server.engine.generator import Generator  # noqa: E402
 from server.engine.predictor import LatentPredictor, PredictorConfig, count_parameters, latent_stats  # noqa: E402
 from server.engine.predictor_io import GeneratorIdentity, PredictorBundle, save_predictor  # noqa: E402
 from server.engine.regularizer import LatentRegularizer, RegularizerConfig, perturb_latents  # noqa: E402
+from server.engine.tracking import resize_features  # noqa: E402
 
 
 def _trajectories_module():
@@ -99,7 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--substep", type=float, default=None, help="training sub-step, px (default res / 32)")
     p.add_argument("--p-single", type=float, default=0.1, help="share of whole-drag (single-shot) pairs")
     p.add_argument("--feat-weight", type=float, default=0.5, help="generator-in-the-loop feature term weight")
-    p.add_argument("--feat-batch", type=int, default=8, help="samples per batch given the feature term")
+    p.add_argument(
+        "--motion-weight", type=float, default=0.5, help="generator-in-the-loop motion term weight"
+    )
+    p.add_argument(
+        "--feat-batch", type=int, default=8, help="samples per batch given the feature/motion terms"
+    )
     p.add_argument("--reg-weight", type=float, default=0.1, help="weight of the denoising term in stage 2")
     p.add_argument("--val-frac", type=float, default=0.05, help="trajectories held out for validation")
     p.add_argument("--export", type=Path, default=None, help="write the predictor file from <out>/stage2.pt")
@@ -208,38 +219,68 @@ def stage2_losses(
     alpha: float,
     feat_weight: float,
     feat_batch: int,
+    motion_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """Relative latent loss and (optionally) the relative feature loss of one batch."""
+    """The relative latent loss and, with the generator in the loop on ``feat_batch`` samples,
+    the relative feature and motion losses of one batch (see the module docstring)."""
     n = P.cfg.n_rows
     track = G.default_feature_block()
     blocks = tuple(sorted(set(P.cfg.feature_blocks) | {track}))
     with torch.no_grad():
         _, feats = G.synthesis(b["w_t"], feature_blocks=blocks)
     rows = b["w_t"][:, :n]
-    pred = P(
-        rows,
-        [feats[r] for r in P.cfg.feature_blocks],
-        b["handles"],
-        b["targets"],
-        b["substep"],
-        b["progress"],
-        b["valid"],
-    )
+    pfeats = [feats[r] for r in P.cfg.feature_blocks]
+    pred = P(rows, pfeats, b["handles"], b["targets"], b["substep"], b["progress"], b["valid"])
     out = R.regularize_step(rows, pred, alpha)
     err = ((out - b["w_next"]) / P.w_std).square().mean()
     base = ((rows - b["w_next"]) / P.w_std).square().mean().clamp(min=1e-12)
     losses = {"latent": err / base}
-    if feat_weight > 0 and feat_batch > 0:
+    if (feat_weight > 0 or motion_weight > 0) and feat_batch > 0:
         m = min(feat_batch, len(rows))
+        size = (G.img_resolution, G.img_resolution)
         ws_pred = torch.cat([out[:m], b["w_t"][:m, n:]], dim=1)
-        ws_next = torch.cat([b["w_next"][:m], b["w_t"][:m, n:]], dim=1)
-        _, fp = G.synthesis(ws_pred, feature_blocks=(track,))
-        with torch.no_grad():
-            _, fn = G.synthesis(ws_next, feature_blocks=(track,))
-            f_next = fn[track].float()
-            denom = (feats[track][:m].float() - f_next).abs().sum().clamp(min=1e-6)
-        losses["feature"] = (fp[track].float() - f_next).abs().sum() / denom
+        f_pred = resize_features([G.synthesis(ws_pred, feature_blocks=(track,))[1][track]], size)
+        f_t = resize_features([feats[track][:m]], size)
+        if feat_weight > 0:
+            ws_next = torch.cat([b["w_next"][:m], b["w_t"][:m, n:]], dim=1)
+            with torch.no_grad():
+                f_next = resize_features([G.synthesis(ws_next, feature_blocks=(track,))[1][track]], size)
+                denom = (f_t - f_next).abs().sum().clamp(min=1e-6)
+            losses["feature"] = (f_pred - f_next).abs().sum() / denom
+        if motion_weight > 0:
+            h, s, v = b["handles"][:m], b["substep"][:m], b["valid"][:m]
+            losses["motion"] = motion_loss(f_pred, f_t, h, s, v & (s.norm(dim=-1) > 0.5))
     return losses
+
+
+def motion_loss(
+    f_pred: torch.Tensor, f_t: torch.Tensor, handles: torch.Tensor, substep: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Did the content move by the sub-step? For pixels q within r1 of each handle,
+    |F_pred(q + s) - sg(F_t(q))|_1, relative to the same for the unchanged features F_t.
+
+    f_pred, f_t [B, C, H, W] (image size); handles, substep [B, K, 2] pixels; valid bool [B, K].
+    """
+    b, _, hgt, wid = f_t.shape
+    r1 = max(2, round(3 * wid / 512))
+    r = torch.arange(-r1, r1 + 1, dtype=torch.float32, device=f_t.device)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    disk = torch.stack([dx.flatten(), dy.flatten()], 1)
+    disk = disk[disk.square().sum(1) < r1 * r1]  # [S, 2]
+    q = handles.round()[:, :, None, :] + disk  # [B, K, S, 2]
+    ok = valid[:, :, None] & (q >= 0).all(-1) & (q[..., 0] <= wid - 1) & (q[..., 1] <= hgt - 1)
+
+    def sample(f: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:  # -> [B, C, K, S]
+        g = torch.stack([pts[..., 0] / (wid - 1) * 2 - 1, pts[..., 1] / (hgt - 1) * 2 - 1], -1)
+        return torch.nn.functional.grid_sample(f, g, mode="bilinear", align_corners=True)
+
+    anchor = sample(f_t, q).detach()
+    moved = q + substep[:, :, None, :]
+    w = ok[:, None].float()
+    num = ((sample(f_pred, moved) - anchor).abs() * w).sum()
+    with torch.no_grad():
+        den = ((sample(f_t, moved) - anchor).abs() * w).sum().clamp(min=1e-6)
+    return num / den
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -428,7 +469,10 @@ def train_stage2(G: Generator, args: argparse.Namespace, device: torch.device, b
         P.eval()
         R.eval()
         with torch.no_grad():
-            ls = [stage2_losses(P, R, G, vb, alpha, args.feat_weight, args.feat_batch) for vb in val_batches]
+            ls = [
+                stage2_losses(P, R, G, vb, alpha, args.feat_weight, args.feat_batch, args.motion_weight)
+                for vb in val_batches
+            ]
         P.train()
         R.train()
         return {f"val_{k}": float(np.mean([d[k].item() for d in ls])) for k in ls[0]}
@@ -457,8 +501,9 @@ def train_stage2(G: Generator, args: argparse.Namespace, device: torch.device, b
         for g in opt.param_groups:
             g["lr"] = lr_at(it, iters, lr) * g["scale"]
         b = train_pairs.batch(batch, rng, device)
-        losses = stage2_losses(P, R, G, b, alpha, args.feat_weight, args.feat_batch)
+        losses = stage2_losses(P, R, G, b, alpha, args.feat_weight, args.feat_batch, args.motion_weight)
         total = losses["latent"] + args.feat_weight * losses.get("feature", 0.0)
+        total = total + args.motion_weight * losses.get("motion", 0.0)
         if args.reg_weight > 0:
             dn, _ = denoise_loss(R, G, 64, gen)
             losses["denoise"] = dn

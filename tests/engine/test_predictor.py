@@ -186,6 +186,19 @@ def test_regularizer_learns_to_denoise(tiny_G: Generator) -> None:
     assert after < 0.8 * before, (before, after)
 
 
+def test_motion_loss_is_one_for_no_change_and_zero_for_the_requested_shift() -> None:
+    """The stage-2 motion term: 1 when nothing moves, 0 when the content moved exactly by the sub-step."""
+    tp = load_script("train_predictor")
+    gen = torch.Generator().manual_seed(0)
+    f_t = torch.nn.functional.avg_pool2d(torch.randn(2, 4, 36, 36, generator=gen), 5, 1)  # [2, 4, 32, 32]
+    handles = torch.tensor([[[10.0, 12.0], [20.0, 16.0]], [[15.0, 15.0], [3.0, 3.0]]])
+    substep = torch.tensor([[[2.0, 0.0], [2.0, 0.0]], [[2.0, 0.0], [0.0, 0.0]]])
+    valid = torch.tensor([[True, True], [True, False]])
+    shifted = torch.roll(f_t, shifts=2, dims=3)  # content moved 2 px to the right
+    assert tp.motion_loss(f_t, f_t, handles, substep, valid).item() == pytest.approx(1.0)
+    assert tp.motion_loss(shifted, f_t, handles, substep, valid).item() < 1e-6
+
+
 # -- sessions ----------------------------------------------------------------------------------------
 
 
