@@ -84,7 +84,7 @@ from server.ratelimit import TokenBucket
 from server.room import Room
 from server.state import ImageInfo
 from server.store import Store, StoreError
-from server.worker import EngineError, EngineMode, Worker, trajectory_gif
+from server.worker import EngineError, EngineMode, Worker, default_modes, trajectory_gif
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,8 @@ class AppState:
         else:
             G = generator.to(device)
         name = model_name(G, settings.checkpoint)
+        if modes is None:
+            modes = default_modes(await asyncio.to_thread(load_predictor_for, G, settings.predictor))
         store = await asyncio.to_thread(Store, settings.data_dir)
         limits = room_limits or RoomLimits(
             max_rooms=settings.max_rooms, max_editors=settings.max_editors, max_viewers=settings.max_viewers
@@ -240,6 +242,24 @@ class AppState:
                 self.create_buckets.popitem(last=False)
         self.create_buckets.move_to_end(ip)
         return bucket.take()
+
+
+def load_predictor_for(G: Generator, path: str | None) -> Any | None:
+    """The predictor bundle for ``G``: from ``path``, else the shipped one. A missing or unfitting
+    shipped predictor only turns predict mode off; a named file that fails stops the start-up."""
+    from server.engine.predictor_io import PredictorError, PredictorNotFoundError, load_predictor
+
+    try:
+        return load_predictor(path, G=G)
+    except PredictorNotFoundError:
+        if path is not None:
+            raise
+        log.info("no predictor for this model: predict mode is off")
+    except PredictorError as e:
+        if path is not None:
+            raise
+        log.warning("the shipped predictor does not fit this model (%s): predict mode is off", e)
+    return None
 
 
 def _state(request: Request | WebSocket) -> AppState:

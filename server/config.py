@@ -44,6 +44,7 @@ class Settings:
     host: str = "127.0.0.1"  # listen address
     port: int = 8000  # listen port (0: any free port)
     checkpoint: str | None = None  # generator .safetensors; None: the embedded default model
+    predictor: str | None = None  # predictor file for "predict" mode; None: the shipped one, if it fits
     device: str | None = None  # "cpu", "cuda", "cuda:1"...; None: cuda when available, else cpu
     data_dir: Path = field(default_factory=default_data_dir)  # SQLite room store lives here
     origins: tuple[str, ...] = ()  # extra allowed browser origins ("https://x.example"); "*": any

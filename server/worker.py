@@ -33,13 +33,14 @@ sha256 of the bytes) and the room references it by that key. If the store fails,
 stay in an in-memory cache, the key is still committed and the room's members get
 ``storage_failed``.
 
-Modes. An engine mode is a registry entry, :class:`EngineMode` (mode name -> session factory
-and batched step). ``optimize`` (DragGAN) is built in. ``predict`` (the learned latent
-predictor) is not: until a predictor exists for the loaded model, a drag started in ``predict``
-mode ends at once with reason ``error`` and the message "predictor not available for this
-model" (and ``GET /api/info`` lists only the available modes). Register it by adding an entry to
-:func:`default_modes`. A room's mode is read when its drag starts; a ``set_params`` mode change
-during a drag applies to the next drag.
+Modes. An engine mode is a registry entry, :class:`EngineMode` (mode name -> session factory,
+batched step, live options). ``optimize`` (DragGAN) is always there. ``predict`` (Auto DragGAN's
+latent predictor, ``server.engine.predict_session``) is registered when a predictor bundle that
+fits the loaded generator is available (:func:`default_modes`; the app loads the shipped one or
+``--predictor``). Without one, a drag started in ``predict`` mode ends at once with reason
+``error`` and the message "predictor not available for this model", and ``GET /api/info`` lists
+only the available modes. A room's mode is read when its drag starts; a ``set_params`` mode
+change during a drag applies to the next drag.
 
 Shutdown (:meth:`Worker.stop`): the current tick completes, every running drag is stopped and
 committed (FINISH with reason ``stopped``), then the thread ends.
@@ -151,9 +152,38 @@ def _step_drag(sessions: Sequence[EditSession]) -> list[StepResult]:
     return step_batch(sessions)  # type: ignore[arg-type]
 
 
-def default_modes() -> dict[str, EngineMode]:
-    """The built-in engine modes. ``predict`` joins here once a predictor ships for the model."""
-    return {"optimize": EngineMode("optimize", _create_drag, _step_drag, drag_options)}
+def predict_mode(bundle: Any) -> EngineMode:
+    """Auto DragGAN's predictor mode for a loaded ``PredictorBundle`` (``load_predictor(..., G=G)``).
+    The predictor's recommended options apply; the room's ``stop_dist`` and ``r2`` override them
+    (``lr``, ``lambda`` and ``r1`` are optimiser settings and do not apply)."""
+    from server.engine.predict_session import PredictOptions, PredictSession, predict_step_batch
+
+    base = PredictOptions.recommended(bundle)
+
+    def options(params: Params, resolution: int) -> dict[str, Any]:
+        return {
+            "max_steps": SESSION_STEP_CAP,
+            "stop_distance": params.stop_dist,
+            "r2": base.r2 if params.r2 is None else params.r2 * 512 / resolution,
+            "r2_min": base.r2_min if params.r2 is None else 1,
+        }
+
+    def create(spec: SessionSpec) -> EditSession:
+        opts = PredictOptions.recommended(bundle, **options(spec.params, spec.G.img_resolution))
+        return PredictSession(
+            spec.G, spec.w_plus, spec.handles, spec.targets, mask=spec.mask, options=opts, model=bundle
+        )
+
+    return EngineMode("predict", create, predict_step_batch, options)  # type: ignore[arg-type]
+
+
+def default_modes(predictor: Any | None = None) -> dict[str, EngineMode]:
+    """The engine modes: ``optimize`` always; ``predict`` when a predictor bundle for the loaded
+    generator is given (the app loads the shipped one, or ``--predictor``, at start-up)."""
+    modes = {"optimize": EngineMode("optimize", _create_drag, _step_drag, drag_options)}
+    if predictor is not None:
+        modes["predict"] = predict_mode(predictor)
+    return modes
 
 
 # --- latents -------------------------------------------------------------------------------------

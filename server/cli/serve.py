@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
     p.add_argument("--checkpoint", default=None, help="generator .safetensors (default: embedded model)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(
+        "--predictor", default=None, help="predictor file for predict mode (default: the shipped one)"
+    )
     p.add_argument("--data-dir", type=Path, default=None, help="where rooms are stored (default ./data)")
     p.add_argument(
         "--origin",
@@ -63,6 +66,7 @@ def settings_from_args(args: argparse.Namespace):
         host=args.host,
         port=args.port,
         checkpoint=args.checkpoint,
+        predictor=args.predictor,
         device=args.device,
         data_dir=args.data_dir,
         origins=tuple(args.origin) if args.origin else None,

@@ -38,6 +38,23 @@ def tiny_checkpoint(directory: Path, res: int = RES) -> Path:
     return save_generator(Generator(tiny_config(res)).eval(), directory / f"tiny{res}.safetensors")
 
 
+def tiny_predictor(G: Generator):
+    """A small random predictor bundle that fits ``G`` (predict mode runs; it edits nothing useful)."""
+    from server.engine.predictor import LatentPredictor, PredictorConfig, latent_stats
+    from server.engine.predictor_io import GeneratorIdentity, PredictorBundle
+    from server.engine.regularizer import LatentRegularizer, RegularizerConfig
+
+    torch.manual_seed(0)
+    pcfg = PredictorConfig.for_generator(G, d_model=32, n_heads=2, enc_layers=1, dec_layers=1, grid=2)
+    P = LatentPredictor(pcfg)
+    R = LatentRegularizer(RegularizerConfig(w_dim=G.w_dim, n_rows=pcfg.n_rows, hidden=32, blocks=1))
+    mean, std = latent_stats(G, n=64)
+    for m in (P, R):
+        m.w_avg.copy_(mean)
+        m.w_std.copy_(std)
+    return PredictorBundle(P, R, GeneratorIdentity.of(G), defaults={"substep": 2.0}).eval()
+
+
 def make_settings(tmp_path: Path, **kw: Any) -> Settings:
     ckpt = tmp_path / f"tiny{RES}.safetensors"
     if not ckpt.exists():

@@ -26,6 +26,7 @@ from tests.server.live import (
     make_settings,
     recv_msg,
     recv_until,
+    tiny_predictor,
 )
 
 
@@ -88,6 +89,18 @@ def test_info_and_health_describe_the_server(client):
         and health["device"] == "cpu"
         and health["model"] == info["model"]
     )
+
+
+def test_a_predictor_file_turns_predict_mode_on(tmp_path):
+    """--predictor with a file trained for the loaded generator adds predict to the modes."""
+    from server.engine.checkpoint import load_generator
+    from server.engine.predictor_io import save_predictor
+
+    settings = make_settings(tmp_path)
+    bundle = tiny_predictor(load_generator(settings.checkpoint))
+    path = save_predictor(bundle, tmp_path / "predictor.safetensors")
+    with TestClient(create_app(settings.replace(predictor=str(path)))) as c:
+        assert c.get("/api/info").json()["modes"] == ["optimize", "predict"]
 
 
 def test_a_new_room_comes_with_edit_and_view_links(client):

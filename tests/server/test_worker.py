@@ -25,8 +25,17 @@ from server.protocol import PROTOCOL_VERSION, decode_hello, encode
 from server.room import Room
 from server.state import ImageInfo, Status
 from server.store import Store, StoreError
-from server.worker import EngineMode, SessionSpec, Worker, _create_drag, latent_from_bytes, trajectory_gif
+from server.worker import (
+    EngineMode,
+    SessionSpec,
+    Worker,
+    _create_drag,
+    default_modes,
+    latent_from_bytes,
+    trajectory_gif,
+)
 from tests.conftest import tiny_config
+from tests.server.live import tiny_predictor
 
 RES = 32
 
@@ -245,6 +254,21 @@ async def test_predict_mode_ends_the_drag_with_a_clear_error(G):
     assert status["reason"] == "error" and "predictor not available for this model" in status["message"]
     assert env.manager.rooms[rid].history.to_wire()["size"] == 1  # nothing committed
     assert env.worker.available_modes == ["optimize"]
+    await env.worker.stop()
+
+
+async def test_predict_mode_runs_when_a_predictor_is_registered(G):
+    """With a predictor bundle for the model, predict drags step, stream frames and commit."""
+    env = Env(G, modes=default_modes(tiny_predictor(G)))
+    assert env.worker.available_modes == ["optimize", "predict"]
+    rid, ada = env.room()
+    env.send(rid, ada, {"t": "set_params", "params": {"mode": "predict", "r2": 4.0}})
+    env.drag(rid, ada, max_steps=3)
+    env.worker.start()
+    await until(lambda: env.status(rid) is Status.IDLE and env.hub.of(rid, "status")[-1]["status"] == "idle")
+    assert env.hub.of(rid, "status")[-1]["reason"] == "max_steps"
+    assert [f["step"] for f in env.hub.of(rid, "frame") if f["step"] > 0] == [1, 2, 3]
+    assert env.manager.rooms[rid].history.to_wire()["size"] == 2
     await env.worker.stop()
 
 
