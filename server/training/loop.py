@@ -467,7 +467,7 @@ class Trainer:
             unit="kimg",
             dynamic_ncols=True,
             disable=not self.progress,
-            bar_format="{l_bar}{bar}| {n:.2f}/{total:.0f} kimg [{elapsed}<{remaining}{postfix}]",
+            bar_format="{l_bar}{bar}| {n:.2f}/{total:g} kimg [{elapsed}<{remaining}{postfix}]",
         )
         reason = "done"
         steps = 0
@@ -493,7 +493,7 @@ class Trainer:
                     acc.setdefault(k, []).append(v)
                 if not all(math.isfinite(v) for v in stats.values()):
                     raise FloatingPointError(f"non-finite loss at step {self.step}: {stats}")
-                bar.update(round(self.kimg - bar.n, 3))
+                bar.update(min(self.kimg, bar.total) - bar.n)
 
                 def crossed(every_kimg: float, prev: int = prev) -> bool:
                     every = max(int(every_kimg * 1000), 1)
