@@ -146,10 +146,17 @@ def _prepare(chunk: torch.Tensor, size: int, device: torch.device) -> tuple[torc
 class Detector:
     """A loaded detector: ``detect`` and ``features`` take images of any size."""
 
-    def __init__(self, model: LandmarkDetector, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        model: LandmarkDetector,
+        device: torch.device | str = "cpu",
+        feature_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.cfg = model.cfg
+        # per-dimension mean and std of features() on rendered faces: features come back z-scored
+        self.feature_stats = feature_stats
 
     @torch.no_grad()
     def detect(self, images, batch_size: int = 256) -> np.ndarray:
@@ -164,21 +171,38 @@ class Detector:
 
     @torch.no_grad()
     def features(self, images, batch_size: int = 256) -> np.ndarray:
-        """Images -> float64 [N, D] pooled bottleneck features (for fid.py)."""
+        """Images -> float64 [N, D] pooled bottleneck features (for fid.py).
+
+        With the shipped weights they are z-scored with statistics of 2000 rendered faces, so a
+        Frechet distance on them is in units of rendered-face feature standard deviations.
+        """
         images = _as_batch(images)
         out = []
         for i in range(0, len(images), batch_size):
             x, _, _ = _prepare(images[i : i + batch_size], self.cfg.input_size, self.device)
-            out.append(self.model.pooled_features(x).double().cpu().numpy())
-        return np.concatenate(out)
+            out.append(self.model.pooled_features(x).double().cpu())
+        f = torch.cat(out)
+        if self.feature_stats is not None:
+            mean, std = self.feature_stats
+            f = (f - mean.double()) / std.double()
+        return f.numpy()
 
 
 def default_detector_path() -> Path:
     return Path(str(resources.files("server") / "assets" / "landmarks.safetensors"))
 
 
-def save_detector(model: LandmarkDetector, path: str | Path, extra_meta: dict | None = None) -> Path:
-    """Write fp16 weights (BatchNorm statistics included) with the config as JSON metadata."""
+def save_detector(
+    model: LandmarkDetector,
+    path: str | Path,
+    extra_meta: dict | None = None,
+    feature_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Path:
+    """Write fp16 weights (BatchNorm statistics included) with the config as JSON metadata.
+
+    ``feature_stats`` (mean, std) of the pooled features are stored in fp32 as
+    ``feature_mean`` / ``feature_std``; ``Detector.features`` then z-scores with them.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -187,6 +211,8 @@ def save_detector(model: LandmarkDetector, path: str | Path, extra_meta: dict | 
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
         sd[k] = v.half() if v.is_floating_point() else v
+    if feature_stats is not None:
+        sd["feature_mean"], sd["feature_std"] = (t.detach().float().cpu().contiguous() for t in feature_stats)
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -220,8 +246,11 @@ def load_detector(path: str | Path | None = None, device: str | torch.device = "
         raise ValueError(f"{path} was trained for different landmarks than this renderer's LANDMARK_NAMES")
     cfg = DetectorConfig(**json.loads(meta["config"]))
     model = LandmarkDetector(cfg)
+    stats = None
+    if "feature_mean" in sd:
+        stats = (sd.pop("feature_mean"), sd.pop("feature_std"))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-    return Detector(model, device)
+    return Detector(model, device, stats)
 
 
 _DEFAULT: dict[str, Detector] = {}
