@@ -20,7 +20,7 @@ Phase 2 (import from the submodules; they need torch):
 Landmarks are (x, y) pixel coordinates; pixel (i, j) covers [i, i+1) x [j, j+1), so its centre
 is (i + 0.5, j + 0.5) and the image centre is (size / 2, size / 2). "left"/"right" are image
 sides. Faces are drawn at 4x with Pillow and box-downscaled (anti-aliased); a 64 px face takes
-about 1-2 ms on one core.
+about 2-3 ms on one core (docs/synthfaces.md).
 """
 
 from __future__ import annotations
