@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--xflip", action=argparse.BooleanOptionalAction, default=None, help="random x-flips of the reals"
     )
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels-last memory format for D (off by default; see docs/training.md)",
+    )
     p.add_argument("--minutes", type=float, default=None, help="stop cleanly after this much wall time")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many minibatches (tests)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt if it exists")
@@ -100,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_overrides(args: argparse.Namespace) -> dict:
     out = {}
-    for flag in list(FLAGS) + ["xflip", "amp"]:
+    for flag in list(FLAGS) + ["xflip", "amp", "channels_last"]:
         v = getattr(args, flag)
         if v is not None:
             out[RENAMED.get(flag, flag)] = v

@@ -114,9 +114,8 @@ def test_lazy_regularisation_corrects_adam() -> None:
 
 def test_steps_on_random_data_with_all_regularisers(tmp_path) -> None:
     """A few iterations with R1 and path-length regularisation give finite losses; G_ema trails G."""
-    tr = Trainer(
-        tiny(pl_weight=2.0, pl_interval=2, r1_interval=2, r1_gamma=1.0), tmp_path / "run", progress=False
-    )
+    cfg = tiny(pl_weight=2.0, pl_interval=2, r1_interval=2, r1_gamma=1.0, channels_last=True)
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
     seen = set()
     for _ in range(4):
         stats = tr.train_step()
