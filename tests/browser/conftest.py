@@ -29,7 +29,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
 
 
-@pytest.fixture(scope="session")
+# Module scope: a session-wide sync Playwright keeps its event loop registered as running while the
+# asyncio tests that come after the browser tests run, and their loops then fail at teardown.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as pw:
         b = launch_chromium(pw)
