@@ -14,7 +14,8 @@ in that step's frame, the targets, the step. Edits are of two kinds:
     its own.
 
 Output: ``<out>/shard_NNNNN.safetensors`` (format below), written atomically. Shard i is fully
-determined by (--seed, i), so an interrupted run resumes by skipping finished shards:
+determined by (--seed, i), so an interrupted run resumes by skipping finished shards, and
+``--workers N --worker I`` splits the shards among N processes (one per core):
 
     .venv/bin/python scripts/make_trajectories.py --out runs/trajectories --shards 48 --per-shard 64
 
@@ -62,12 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="base seed; shard i uses (seed, i)")
     p.add_argument("--seed-base", type=int, default=1_000_000, help="image seeds are drawn above this")
     p.add_argument("--max-steps", type=int, default=100, help="DragGAN step budget per drag (default 100)")
-    p.add_argument("--lr", type=float, default=2e-3, help="DragGAN Adam step size (default 2e-3)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=1e-2,
+        help="teacher's Adam step size (default 1e-2; see docs/predictor.md)",
+    )
     p.add_argument("--n-rows", type=int, default=6, help="W+ rows optimised and recorded (default 6)")
     p.add_argument("--trunc", type=float, nargs=2, default=(0.6, 0.8), help="truncation psi range")
     p.add_argument("--landmark-frac", type=float, default=0.5, help="share of landmark-to-landmark drags")
     p.add_argument("--detector", default=None, help="landmark detector (default: the shipped one)")
     p.add_argument("--no-detector", action="store_true", help="random points only, no landmarks")
+    p.add_argument("--workers", type=int, default=1, help="split the shards among this many processes")
+    p.add_argument(
+        "--worker", type=int, default=0, help="this process makes shards i with i %% workers == worker"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-progress", action="store_true")
@@ -303,8 +313,10 @@ def main(argv: list[str] | None = None) -> int:
             detector = load_detector(args.detector, device=device)
         except FileNotFoundError as e:
             print(f"warning: {e}; using random points in the image centre only", file=sys.stderr)
+    if not 0 <= args.worker < args.workers:
+        raise SystemExit(f"--worker must be in [0, --workers), got {args.worker} of {args.workers}")
     todo = []
-    for i in range(args.shards):
+    for i in range(args.worker, args.shards, args.workers):
         got = shard_identity(shard_path(args.out, i))
         if got is None:
             todo.append(i)
@@ -312,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(
                 f"{shard_path(args.out, i)} was made with another generator ({got}); use another --out"
             )
-    print(f"{args.shards - len(todo)} of {args.shards} shards done; making {len(todo)} in {args.out}")
+    mine = len(range(args.worker, args.shards, args.workers))
+    print(f"{mine - len(todo)} of this worker's {mine} shards done; making {len(todo)} in {args.out}")
     meta = {
         "generator": identity.to_dict(),
         "options": DragOptions(lr=args.lr, max_steps=args.max_steps, n_opt_rows=args.n_rows).to_dict(),

@@ -13,7 +13,10 @@ plus ``grid * grid`` global tokens (the same features average-pooled on a coarse
 where the face is. The decoder's queries are the first ``n_rows`` W+ rows (a linear embedding of
 each normalised row plus a row embedding); they cross-attend to the point tokens and each emits
 a residual for its row through a zero-initialised output layer, so an untrained predictor is the
-identity. Rows from ``n_rows`` on are never changed (DragGAN optimises only the first 6 rows).
+identity. A second, bilinear head adds sum_k sum_m c_km(tokens) (s_k . e) E_m: learned latent
+directions E_m, weighted per point by coefficients read from its encoded token, linear in its
+requested sub-step s_k (a drag's first-order shape, which an MLP only learns slowly). Rows from
+``n_rows`` on are never changed (DragGAN optimises only the first 6 rows).
 
 This is the design of UserControllableLT (notes/draggan.md section 4) used autoregressively:
 ``PredictSession`` asks for one short sub-step at a time and tracks the handles in between.
@@ -22,6 +25,7 @@ Shapes: B = batch, K = handle points (padded, with a validity mask), R = n_rows,
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -48,6 +52,7 @@ class PredictorConfig:
     dec_layers: int = 3  # decoder layers over the W+ row queries
     mlp_ratio: int = 4  # MLP hidden size = mlp_ratio * d_model
     grid: int = 4  # global tokens: features average-pooled to grid x grid (0 = none)
+    n_directions: int = 64  # learned latent directions of the bilinear motion head (0 = none)
     sample_radius: float = 2.0  # px (at img_resolution) of the cross of feature samples
 
     def __post_init__(self) -> None:
@@ -190,6 +195,13 @@ class LatentPredictor(nn.Module):
         self.head = nn.Linear(d, cfg.w_dim)
         nn.init.zeros_(self.head.weight)  # identity at initialisation
         nn.init.zeros_(self.head.bias)
+        if cfg.n_directions > 0:
+            m = cfg.n_directions
+            self.directions = nn.Parameter(torch.randn(m, cfg.n_rows * cfg.w_dim) / math.sqrt(cfg.w_dim))
+            self.dir_norm = nn.LayerNorm(d)
+            self.dir_coef = nn.Linear(d, 2 * m)  # per point: coefficients of each direction for x and y
+            nn.init.zeros_(self.dir_coef.weight)
+            nn.init.zeros_(self.dir_coef.bias)
 
     # -- inputs ---------------------------------------------------------------------------------
     def geometry(
@@ -280,8 +292,15 @@ class LatentPredictor(nn.Module):
         x = self.row_in((rows - self.w_avg) / self.w_std) + self.row_emb  # [B, R, d]
         for layer in self.decoder:
             x = layer(x, mem, key_ok)
-        delta = self.head(self.dec_norm(x)) * self.w_std  # [B, R, D]
-        return rows + delta
+        delta = self.head(self.dec_norm(x))  # [B, R, D], in units of the W std
+        if cfg.n_directions > 0:
+            # bilinear motion head: each point moves the latent along learned directions, linearly
+            # in its requested sub-step (the first-order shape of a drag), with image-dependent weights
+            coef = self.dir_coef(self.dir_norm(tokens[:, :k])).reshape(b, k, 2, -1)  # [B, K, 2, M]
+            sub = substep * (16.0 / cfg.img_resolution) * valid[..., None]  # [B, K, 2]
+            mix = torch.einsum("bkcm,bkc->bm", coef, sub)  # [B, M]
+            delta = delta + (mix @ self.directions).reshape(b, cfg.n_rows, cfg.w_dim)
+        return rows + delta * self.w_std
 
 
 @torch.no_grad()

@@ -102,6 +102,21 @@ def test_predictor_shapes_padding_and_identity_at_init(tiny_G: Generator) -> Non
             PredictorConfig(**bad)
 
 
+def test_bilinear_head_is_silent_for_a_zero_substep(tiny_G: Generator) -> None:
+    """The learned-directions head moves the latent only for points asked to move."""
+    cfg = PredictorConfig.for_generator(tiny_G, d_model=32, n_heads=2, enc_layers=1, dec_layers=1)
+    assert cfg.n_directions == 64
+    P = LatentPredictor(cfg).eval()
+    torch.nn.init.normal_(P.dir_coef.weight, std=0.1)
+    rows, feats, h, t, s, p = predictor_inputs(cfg, 2, 3, torch.Generator().manual_seed(2))
+    assert torch.equal(P(rows, feats, h, t, torch.zeros_like(s), p), rows)
+    assert not torch.allclose(P(rows, feats, h, t, s, p), rows)
+    valid = torch.tensor([[True, False, False]] * 2)
+    s_pad = s.clone()
+    s_pad[:, 1:] = 0.0
+    assert torch.allclose(P(rows, feats, h, t, s, p, valid), P(rows, feats, h, t, s_pad, p, valid), atol=1e-6)
+
+
 def test_predictor_without_grid_tokens(tiny_G: Generator) -> None:
     cfg = PredictorConfig.for_generator(tiny_G, d_model=16, n_heads=2, enc_layers=1, dec_layers=1, grid=0)
     P = LatentPredictor(cfg)
