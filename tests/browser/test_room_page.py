@@ -104,7 +104,9 @@ def test_a_drag_streams_frames_to_every_tab(server, open_page):
     ada.click("#run")  # the mouse starts it, Space stops it: the button keeps no focus to re-click
     for p in (ada, grace):
         p.wait_for_function(
-            "livedrag.model.frame && livedrag.model.frame.drag === 1 && livedrag.model.frame.seq >= 4",
+            # frames arrive, then decode and draw asynchronously: wait for both
+            "livedrag.model.frame && livedrag.model.frame.drag === 1 && livedrag.model.frame.seq >= 4"
+            " && livedrag.app.pipeline.lastSeq >= 4",
             timeout=40_000,
         )
     assert js(ada, "livedrag.app.pipeline.lastSeq") >= 4
