@@ -15,6 +15,11 @@ mouth corners: ``LANDMARK_GROUPS["one" | "five" | "all"]``), re-detect on the re
     step, the final frame included), median steps per edit, share of edits that reached the
     stop distance; the device.
 
+``--protocol shift`` replaces face B by a known move: the landmarks of face A shifted by one
+random vector per pair (length 2-8 px at 64 px, scaled with the resolution) plus up to 1 px of
+jitter per point. It measures the same thing when generated faces vary too little in geometry
+for random pairs to need a drag (an undertrained generator).
+
 Methods: none, optimize (DragGAN, ``DragSession``), predict (``PredictSession`` with the
 predictor's trained options), predict_noreg (regularizer off), single_shot (one prediction over
 the whole distance, UserControllableLT-style). Same seeds, same device, same stop rule
@@ -49,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", nargs="+", choices=tuple(POINT_SETS), default=["1", "5", "all"])
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--seed", type=int, default=0, help="pair i uses seeds seed + 2i and seed + 2i + 1")
+    p.add_argument(
+        "--protocol", choices=("pairs", "shift"), default="pairs", help="targets: face B or a shift"
+    )
     p.add_argument("--trunc", type=float, default=0.7, help="truncation psi (default 0.7)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -130,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         imgs = np.concatenate([to_uint8(G.synthesis(ws[i : i + 64])[0]) for i in range(0, 2 * n, 64)])
     lms = detector.detect(imgs)
     img_a, lm_a, lm_b = imgs[0::2], lms[0::2], lms[1::2]
+    if args.protocol == "shift":
+        rng = np.random.default_rng(args.seed)
+        angle = rng.uniform(0, 2 * np.pi, n)
+        length = rng.uniform(2, 8, n) * res / 64
+        shift = np.stack([np.cos(angle), np.sin(angle)], 1) * length[:, None]  # [n, 2]
+        lm_b = lm_a + shift[:, None, :] + rng.uniform(-1, 1, lm_a.shape)
     ws_a = ws[0::2]
     feats_a = detector.features(img_a)
 
@@ -195,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json is not None:
         report = {
-            "protocol": "synthfaces-landmarks-v1",
+            "protocol": f"synthfaces-landmarks-v1-{args.protocol}",
             "pairs": n,
             "seed": args.seed,
             "trunc": args.trunc,

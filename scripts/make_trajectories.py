@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-rows", type=int, default=6, help="W+ rows optimised and recorded (default 6)")
     p.add_argument("--trunc", type=float, nargs=2, default=(0.6, 0.8), help="truncation psi range")
     p.add_argument("--landmark-frac", type=float, default=0.5, help="share of landmark-to-landmark drags")
+    p.add_argument(
+        "--shift-frac",
+        type=float,
+        default=0.5,
+        help="share of landmark drags whose targets are the landmarks moved by one 2-8 px shift "
+        "(+-1 px jitter) instead of face B's (default 0.5)",
+    )
     p.add_argument("--detector", default=None, help="landmark detector (default: the shipped one)")
     p.add_argument("--no-detector", action="store_true", help="random points only, no landmarks")
     p.add_argument("--workers", type=int, default=1, help="split the shards among this many processes")
@@ -264,7 +271,13 @@ def make_shard(
             lm_a = None if lms is None else np.clip(lms[j], 0, res - 1)
             if lms is not None and rng.random() < args.landmark_frac:
                 idx = landmark_subset(rng, LANDMARK_GROUPS, NUM_LANDMARKS)
-                h, t = lm_a[idx], np.clip(lms[nb + j][idx], 0, res - 1)
+                h = lm_a[idx]
+                if rng.random() < args.shift_frac:  # the benchmark's shift protocol: one move + jitter
+                    angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(2, 8) * res / 64
+                    shift = np.array([np.cos(angle), np.sin(angle)]) * length
+                    t = np.clip(h + shift + rng.uniform(-1, 1, h.shape), 0, res - 1).astype(np.float32)
+                else:  # onto the same landmarks of face B
+                    t = np.clip(lms[nb + j][idx], 0, res - 1)
                 kind = KIND_LANDMARK
             else:
                 h, t = random_edit(rng, face_box(lm_a, res), res)

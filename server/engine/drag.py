@@ -259,31 +259,9 @@ class DragSession:
         new: their template is read from the features of the next forward pass at their
         position, i.e. from the image they are placed on (at the first step that is F0).
         """
-        h = _check_points(handles, "handles", self.size)
-        t = _check_points(targets, "targets", self.size)
-        if len(h) != len(t):
-            raise ValueError(f"handles and targets must pair up: got {len(h)} handles and {len(t)} targets")
-        if keep is None:
-            keep = _match_points(h, self._handles.cpu()) if self._templates is not None else [None] * len(h)
-        elif len(keep) != len(h):
-            raise ValueError(f"keep must have one entry per handle ({len(h)}), got {len(keep)}")
-        missing = []
-        templates = None
-        if self._templates is not None:
-            templates = torch.zeros(len(h), self._templates.shape[1], device=self.device)
-        for i, j in enumerate(keep):
-            if j is not None and not (0 <= j < len(self._handles)):
-                raise ValueError(
-                    f"keep[{i}] = {j} is not the index of a current handle (0..{len(self._handles) - 1})"
-                )
-            usable = j is not None and templates is not None and not self._missing[j]
-            if usable:
-                templates[i] = self._templates[j]
-            missing.append(not usable)
-        self._handles = h.to(self.device)
-        self._targets = t.to(self.device)
-        self._templates = templates
-        self._missing = missing
+        self._handles, self._targets, self._templates, self._missing = _rebind_points(
+            handles, targets, keep, self.size, self._handles, self._templates, self._missing, self.device
+        )
         self._since_change = 0
         self._done = False
         self._reason = None
@@ -508,6 +486,44 @@ def _check_mask(mask, size: tuple[int, int]) -> torch.Tensor:
     if tuple(t.shape) != tuple(size):
         raise ValueError(f"mask must have the image's shape [H, W] = {list(size)}, got {list(t.shape)}")
     return t
+
+
+def _rebind_points(
+    handles,
+    targets,
+    keep: Sequence[int | None] | None,
+    size: tuple[int, int],
+    old_handles: torch.Tensor,
+    old_templates: torch.Tensor | None,
+    old_missing: list[bool],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[bool]]:
+    """The point-replacement rule shared by every session (see ``DragSession.set_points``).
+
+    Returns (handles, targets) on ``device``, the feature templates carried over (zeros where a
+    handle is new) and, per handle, whether its template must be read at the next forward pass.
+    """
+    h = _check_points(handles, "handles", size)
+    t = _check_points(targets, "targets", size)
+    if len(h) != len(t):
+        raise ValueError(f"handles and targets must pair up: got {len(h)} handles and {len(t)} targets")
+    if keep is None:
+        keep = _match_points(h, old_handles.cpu()) if old_templates is not None else [None] * len(h)
+    elif len(keep) != len(h):
+        raise ValueError(f"keep must have one entry per handle ({len(h)}), got {len(keep)}")
+    missing = []
+    templates = None
+    if old_templates is not None:
+        templates = torch.zeros(len(h), old_templates.shape[1], device=device)
+    for i, j in enumerate(keep):
+        if j is not None and not (0 <= j < len(old_handles)):
+            last = len(old_handles) - 1
+            raise ValueError(f"keep[{i}] = {j} is not the index of a current handle (0..{last})")
+        usable = j is not None and templates is not None and not old_missing[j]
+        if usable:
+            templates[i] = old_templates[j]
+        missing.append(not usable)
+    return h.to(device), t.to(device), templates, missing
 
 
 def _match_points(new: torch.Tensor, old: torch.Tensor, tol: float = 0.5) -> list[int | None]:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .drag import DTYPES, _check_latent, _check_mask, _check_points, _frames, _match_points, _to_points
+from .drag import DTYPES, _check_latent, _check_mask, _frames, _rebind_points, _to_points
 from .generator import Generator
 from .predictor_io import PredictorBundle, load_predictor
 from .session import Point, StepResult, StopReason
@@ -255,32 +255,10 @@ class PredictSession:
         keep: Sequence[int | None] | None = None,
     ) -> None:
         """Replace handles and targets (rules of ``DragSession.set_points``); the budget restarts."""
-        h = _check_points(handles, "handles", self.size)
-        t = _check_points(targets, "targets", self.size)
-        if len(h) != len(t):
-            raise ValueError(f"handles and targets must pair up: got {len(h)} handles and {len(t)} targets")
-        if keep is None:
-            keep = _match_points(h, self._handles.cpu()) if self._templates is not None else [None] * len(h)
-        elif len(keep) != len(h):
-            raise ValueError(f"keep must have one entry per handle ({len(h)}), got {len(keep)}")
-        missing = []
-        templates = None
-        if self._templates is not None:
-            templates = torch.zeros(len(h), self._templates.shape[1], device=self.device)
-        for i, j in enumerate(keep):
-            if j is not None and not (0 <= j < len(self._handles)):
-                raise ValueError(
-                    f"keep[{i}] = {j} is not the index of a current handle (0..{len(self._handles) - 1})"
-                )
-            usable = j is not None and templates is not None and not self._missing[j]
-            if usable:
-                templates[i] = self._templates[j]
-            missing.append(not usable)
-        self._handles = h.to(self.device)
-        self._targets = t.to(self.device)
+        self._handles, self._targets, self._templates, self._missing = _rebind_points(
+            handles, targets, keep, self.size, self._handles, self._templates, self._missing, self.device
+        )
         self._d0 = (self._targets - self._handles).norm(dim=1)
-        self._templates = templates
-        self._missing = missing
         self._since_change = 0
         self._done = False
         self._reason = None
