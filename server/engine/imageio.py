@@ -103,7 +103,8 @@ def _open_checked(data: bytes, limits: UploadLimits) -> Image.Image:
         raise UploadError(f"the image is {w} x {h} pixels; each side may be at most {limits.max_side}")
     if w * h > limits.max_pixels:
         raise UploadError(
-            f"the image is {w} x {h} = {w * h / 1e6:.1f} megapixels; at most {limits.max_pixels / 1e6:.0f} allowed"
+            f"the image is {w} x {h} = {w * h / 1e6:.1f} megapixels; "
+            f"at most {limits.max_pixels / 1e6:.0f} allowed"
         )
     return im
 

@@ -226,10 +226,7 @@ class ProjectSession:
         """Objective of this session for ``img`` [1, 3, H, W]."""
         o = self.options
         diff = (img - self.target).square()
-        if self.weight is not None:
-            pix = (diff * self.weight).sum() / (self.weight.sum() * 3)
-        else:
-            pix = diff.mean()
+        pix = (diff * self.weight).sum() / (self.weight.sum() * 3) if self.weight is not None else diff.mean()
         loss = o.pixel_weight * pix
         if self.target_feats is not None:
             x = img if self.weight is None else self.weight * img + (1 - self.weight) * self.target

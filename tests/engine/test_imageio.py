@@ -80,7 +80,7 @@ def test_decompression_bomb_small_bytes_huge_dimensions():
     # with our limits lifted, Pillow's own bomb guard still refuses it (as an UploadError)
     with pytest.raises(UploadError, match="decompression bomb"):
         load_upload(bomb, 32, UploadLimits(max_side=10**6, max_pixels=10**12))
-    assert Image.MAX_IMAGE_PIXELS == before  # the global setting is untouched
+    assert before == Image.MAX_IMAGE_PIXELS  # the global setting is untouched
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
