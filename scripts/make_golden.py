@@ -71,6 +71,9 @@ MEMBERS = [
 LATENT = "3f7a" * 16
 
 
+UPLOAD_KEY = "5f0c" * 16  # sha256 hex of a stored target PNG (an example)
+
+
 def client_examples() -> dict[str, dict[str, Any]]:
     return {
         "hello": {
@@ -109,6 +112,8 @@ def client_examples() -> dict[str, dict[str, Any]]:
         "cursor_hide": {"t": "cursor", "pos": None},
         "ack": {"t": "ack", "seq": 17},
         "ping": {"t": "ping", "id": 14},
+        "blend": {"t": "blend", "id": 15, "source": "seed", "seed": 77, "truncation": 0.5, "steps": 60},
+        "blend_upload": {"t": "blend", "id": 16, "source": "upload"},
     }
 
 
@@ -192,6 +197,51 @@ def server_examples() -> dict[str, dict[str, Any]]:
                 "history": {"index": 0, "size": 2},
             },
         },
+        "op_upload": {
+            "t": "op",
+            "v": 13,
+            "op": "upload",
+            "by": None,
+            "ref": None,
+            "patch": {
+                "status": "projecting",
+                "step": 0,
+                "drag": 3,
+                "task": {"kind": "upload", "method": "optimize", "max_steps": 100, "by": None},
+                "upload": {"key": UPLOAD_KEY, "w": 256, "h": 256},
+            },
+        },
+        "op_finish_projection": {
+            "t": "op",
+            "v": 14,
+            "op": "finish",
+            "by": None,
+            "ref": None,
+            "patch": {
+                "image": {**IMAGE, "seed": None, "latent": LATENT},
+                "pairs": [],
+                "mask": {"w": 64, "h": 64, "cells": bytes(64 * 64)},
+                "history": {"index": 2, "size": 3},
+                "status": "idle",
+                "step": 100,
+                "task": None,
+            },
+        },
+        "frame_projecting": {
+            "t": "frame",
+            "seq": 40,
+            "drag": 3,
+            "step": 23,
+            "status": "projecting",
+            "w": 256,
+            "h": 256,
+            "jpeg": TINY_JPEG,
+            "handles": {},
+            "psnr": 21.5,
+            "loss": 0.125,
+        },
+        "status_projecting": {"t": "status", "status": "projecting", "reason": None, "drag": 3, "step": 0},
+        "status_converged": {"t": "status", "status": "idle", "reason": "converged", "drag": 3, "step": 64},
         "presence_join": {"t": "presence", "ev": "join", "member": MEMBERS[1]},
         "presence_leave": {"t": "presence", "ev": "leave", "id": "m2"},
         "presence_rename": {"t": "presence", "ev": "rename", "id": "m1", "name": "Ada L."},
@@ -274,6 +324,8 @@ def invalid_examples() -> dict[str, dict[str, Any]]:
         ),
         "negative_id": ({"t": "ping", "id": -1}, "invalid_field"),
         "seed_too_big": ({"t": "new_image", "id": 1, "seed": 2**32}, "invalid_field"),
+        "blend_bad_source": ({"t": "blend", "id": 1, "source": "camera"}, "invalid_field"),
+        "blend_steps_zero": ({"t": "blend", "id": 1, "source": "upload", "steps": 0}, "invalid_field"),
     }
     return {
         name: {"message": msg, "bounds": list(GOLDEN_BOUNDS), "error": code}

@@ -9,6 +9,10 @@ Routes
   GET  /api/rooms/{room}/image.png        the committed image, rendered losslessly
   GET  /api/rooms/{room}/trajectory.gif   frames of the last (or running) drag, with its points
   GET  /api/rooms/{room}/latent.safetensors  the committed W+ ({"w_plus": [1, num_ws, w_dim]})
+  POST /api/rooms/{room}/upload           a picture (raw body or multipart ``file``; edit capability
+                                          only; ?method=encoder|optimize&steps=N) -> 202: the room
+                                          projects it (status projecting), frames stream to everyone
+  GET  /api/rooms/{room}/upload.png       the room's last uploaded picture (the projection's target)
   GET  /healthz                           model, device, rooms, connections, uptime
   GET  /api/info                          model name, resolution, available modes, protocol version
   WS   /ws/{room}                         the protocol of shared/protocol.md
@@ -17,7 +21,11 @@ The model is loaded once in the lifespan, which also opens the store, restores t
 the worker. All model work runs on the worker's thread; handlers only await it.
 
 Downloads are authorised by a capability: either of the room's tokens (edit or view), as the
-query parameter ``cap=`` (what links in the page use) or the header ``X-Livedrag-Cap``. Room ids
+query parameter ``cap=`` (what links in the page use) or the header ``X-Livedrag-Cap``. Uploads
+need the edit capability (a view one gets 403). An upload is refused, with a JSON ``{"error"}`` and
+nothing changed, when the room is busy (409), over ``max_upload_bytes`` (413, checked while the
+body streams in), not a PNG/JPEG/WebP picture (415), bad (400: truncated, too many pixels, a
+decompression bomb... as ``load_upload`` says) or over ``uploads_per_minute`` for the room (429). Room ids
 are short and appear in URLs and logs, so they are not secrets. Query strings are never logged:
 :class:`RedactQueryFilter` strips them from uvicorn's access and websocket log lines (install it
 with :func:`install_log_filters`, as :func:`uvicorn_config` does). Capabilities for websockets
@@ -78,12 +86,14 @@ from server.limits import RoomLimits
 from server.manager import RoomManager, RoomsFull
 from server.members import JoinRefused
 from server.outgoing import Disconnect, Outgoing
+from server.projection import Projector
 from server.protocol import PROTOCOL_VERSION, ProtocolError, close_spec, decode_hello, error_message
 from server.protocol_spec import LIMITS
 from server.ratelimit import TokenBucket
 from server.room import Room
 from server.state import ImageInfo
 from server.store import Store, StoreError
+from server.uploads import UploadRefused, picture_bytes, read_limited, sniff, upload_options
 from server.worker import EngineError, EngineMode, Worker, default_modes, trajectory_gif
 
 log = logging.getLogger(__name__)
@@ -125,6 +135,7 @@ class AppState:
     connections: int = 0
     per_ip: dict[str, int] = field(default_factory=dict)
     create_buckets: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
+    upload_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _drained: bool = False
     _closed: bool = False
@@ -136,6 +147,7 @@ class AppState:
         generator: Generator | None = None,
         modes: dict[str, EngineMode] | None = None,
         room_limits: RoomLimits | None = None,
+        projector: Projector | None = None,
     ) -> AppState:
         device = pick_device(settings.device)
         if generator is None:
@@ -145,6 +157,8 @@ class AppState:
         name = model_name(G, settings.checkpoint)
         if modes is None:
             modes = default_modes(await asyncio.to_thread(load_predictor_for, G, settings.predictor))
+        if projector is None:
+            projector = await asyncio.to_thread(Projector.load, G, settings.encoder)
         store = await asyncio.to_thread(Store, settings.data_dir)
         limits = room_limits or RoomLimits(
             max_rooms=settings.max_rooms, max_editors=settings.max_editors, max_viewers=settings.max_viewers
@@ -162,6 +176,7 @@ class AppState:
             jpeg_quality=settings.jpeg_quality,
             trajectory_frames=settings.trajectory_frames,
             modes=modes,
+            projector=projector,
         )
         state = cls(settings, G, name, device, store, manager, hub, worker)
         worker.start()
@@ -241,6 +256,15 @@ class AppState:
             while len(self.create_buckets) > 4096:
                 self.create_buckets.popitem(last=False)
         self.create_buckets.move_to_end(ip)
+        return bucket.take()
+
+    def allow_upload(self, room_id: str) -> bool:
+        bucket = self.upload_buckets.get(room_id)
+        if bucket is None:
+            rate = self.settings.uploads_per_minute
+            bucket = self.upload_buckets[room_id] = TokenBucket(rate / 60.0, max(1.0, 2 * rate))
+            for gone in [r for r in self.upload_buckets if r not in self.manager.rooms]:
+                del self.upload_buckets[gone]
         return bucket.take()
 
 
@@ -361,14 +385,19 @@ def _parse_create(body: bytes) -> tuple[int, float]:
     return seed, float(truncation)
 
 
-def _authorised_room(request: Request) -> Room | Response:
+def _authorised_room(request: Request, edit: bool = False) -> Room | Response:
+    """The room named in the path when the request carries one of its capabilities (``edit``:
+    its edit capability); else the 404/403 answer."""
     state = _state(request)
     room = state.manager.get(request.path_params["room"])
     if room is None:
         return _error(404, "no such room")
     cap = request.query_params.get("cap") or request.headers.get(CAP_HEADER)
-    if not cap or not (token_matches(cap, room.edit_hash) or token_matches(cap, room.view_hash)):
+    is_edit = bool(cap) and token_matches(cap, room.edit_hash)
+    if not cap or not (is_edit or token_matches(cap, room.view_hash)):
         return _error(403, "a capability of this room is needed (cap= or X-Livedrag-Cap)")
+    if edit and not is_edit:
+        return _error(403, "uploading needs the room's edit link; a view-only link may only watch")
     return room
 
 
@@ -413,6 +442,92 @@ async def trajectory(request: Request) -> Response:
     return _download(data, "image/gif", f"livedrag-{room.id}-drag.gif")
 
 
+async def upload(request: Request) -> Response:
+    """POST a picture: validated off the event loop, stored by content key, then projected."""
+    state = _state(request)
+    room = _authorised_room(request, edit=True)
+    if isinstance(room, Response):
+        return room
+    if state.closing:
+        return _error(503, "server is shutting down")
+    settings, res = state.settings, state.G.img_resolution
+    try:
+        method, steps = upload_options(
+            request.query_params,
+            settings.project_steps,
+            room.limits.max_project_steps,
+            state.worker.projector.methods,
+        )
+        if room.busy:
+            raise UploadRefused(409, "a drag or projection is running in this room: stop it first")
+        if not state.allow_upload(room.id):
+            raise UploadRefused(429, "too many uploads to this room; wait a minute")
+        ctype = request.headers.get("content-type", "")
+        body = await read_limited(
+            request.stream(), request.headers.get("content-length"), settings.max_upload_bytes, ctype
+        )
+        data = picture_bytes(body, ctype, settings.max_upload_bytes)
+        sniff(data)
+        target_png = await asyncio.to_thread(_prepare_upload, data, res, settings.max_upload_bytes)
+        info = await asyncio.to_thread(state.store.put_upload, target_png, res, res)
+        if state.manager.get(room.id) is not room:
+            raise UploadRefused(404, "the room was deleted")
+        out = state.manager.start_upload(room.id, info, method, steps)
+    except UploadRefused as e:
+        if e.status != 413:
+            log.info("room %s: upload refused (%d): %s", room.id, e.status, e)
+        return _error(e.status, str(e))
+    except StoreError as e:
+        log.error("room %s: storing an upload failed: %s", room.id, e)
+        return _error(503, "the server could not store the picture")
+    except ProtocolError:  # busy: someone started a drag while the picture was checked
+        return _error(409, "a drag or projection is running in this room: stop it first")
+    state.hub.dispatch(room, out)
+    state.worker.wake()
+    assert room.task is not None
+    return JSONResponse(
+        {
+            "upload": info.key,
+            "w": info.w,
+            "h": info.h,
+            "method": room.task.method,
+            "max_steps": room.task.max_steps,
+            "drag": room.drag,
+            "version": room.version,
+        },
+        status_code=202,
+        headers={"cache-control": "no-store"},
+    )
+
+
+def _prepare_upload(data: bytes, size: int, max_bytes: int) -> bytes:
+    """Decode and check the picture (engine rules), crop and resize it: the target as PNG bytes."""
+    from server.engine.imageio import UploadError, UploadLimits, load_upload
+    from server.engine.media import encode_png
+
+    try:
+        target = load_upload(data, size, UploadLimits(max_bytes=max_bytes))
+    except UploadError as e:
+        raise UploadRefused(400, str(e)) from None
+    return encode_png(target, compress_level=6)
+
+
+async def upload_png(request: Request) -> Response:
+    room = _authorised_room(request)
+    if isinstance(room, Response):
+        return room
+    if room.upload is None:
+        return _error(404, "no picture has been uploaded to this room")
+    try:
+        data = await asyncio.to_thread(_state(request).store.get_upload, room.upload.key)
+    except StoreError as e:
+        log.error("room %s: reading the upload failed: %s", room.id, e)
+        data = None
+    if data is None:
+        return _error(404, "the uploaded picture is no longer stored")
+    return _download(data, "image/png", f"livedrag-{room.id}-upload.png")
+
+
 def _engine_error(what: str, room: Room, e: Exception) -> Response:
     log.warning("room %s: %s download failed: %s", room.id, what, e)
     detail = f": {e}" if isinstance(e, EngineError) else ""  # others may name server paths
@@ -453,6 +568,9 @@ async def info(request: Request) -> Response:
             "model": state.model,
             "resolution": state.G.img_resolution,
             "modes": state.worker.available_modes,
+            "projection": state.worker.projector.methods,
+            "project_steps": state.settings.project_steps,
+            "max_upload_bytes": state.settings.max_upload_bytes,
             "protocol_version": PROTOCOL_VERSION,
             "max_fps": state.settings.max_fps,
         },
@@ -671,13 +789,14 @@ def create_app(
     generator: Generator | None = None,
     modes: dict[str, EngineMode] | None = None,
     room_limits: RoomLimits | None = None,
+    projector: Projector | None = None,
 ) -> Starlette:
-    """The ASGI app. ``generator``/``modes``/``room_limits`` replace the checkpoint, the engine modes
-    and the room caps (tests and benchmarks)."""
+    """The ASGI app. ``generator``/``modes``/``room_limits``/``projector`` replace the checkpoint,
+    the engine modes, the room caps and the projection engine (tests and benchmarks)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state = await AppState.start(settings, generator, modes, room_limits)
+        state = await AppState.start(settings, generator, modes, room_limits, projector)
         app.state.livedrag = state
         try:
             yield
@@ -692,6 +811,8 @@ def create_app(
         Route(f"/api/rooms/{room}/image.png", image_png),
         Route(f"/api/rooms/{room}/trajectory.gif", trajectory),
         Route(f"/api/rooms/{room}/latent.safetensors", latent_file),
+        Route(f"/api/rooms/{room}/upload", upload, methods=["POST"]),
+        Route(f"/api/rooms/{room}/upload.png", upload_png),
         Route("/healthz", healthz),
         Route("/api/info", info),
         WebSocketRoute(f"/ws/{room}", websocket_room),

@@ -45,6 +45,7 @@ class Settings:
     port: int = 8000  # listen port (0: any free port)
     checkpoint: str | None = None  # generator .safetensors; None: the embedded default model
     predictor: str | None = None  # predictor file for "predict" mode; None: the shipped one, if it fits
+    encoder: str | None = None  # encoder file for projecting uploads; None: the shipped one, if it fits
     device: str | None = None  # "cpu", "cuda", "cuda:1"...; None: cuda when available, else cpu
     data_dir: Path = field(default_factory=default_data_dir)  # SQLite room store lives here
     origins: tuple[str, ...] = ()  # extra allowed browser origins ("https://x.example"); "*": any
@@ -64,6 +65,9 @@ class Settings:
     hello_timeout_s: float = float(LIMITS["hello_timeout_s"])  # hello deadline (close 4008)
     idle_timeout_s: float = float(LIMITS["idle_timeout_s"])  # silence before close 4015
     rooms_per_minute: float = 30.0  # POST /api/rooms per client address (token bucket, burst 2x)
+    max_upload_bytes: int = 8 * 2**20  # largest picture POST /api/rooms/{room}/upload accepts (413)
+    uploads_per_minute: float = 6.0  # uploads per room (token bucket, burst 2x; 429 beyond)
+    project_steps: int = 100  # optimisation steps of an upload's projection when the request names none
     torch_threads: int | None = None  # intra-op CPU threads; None: all cores minus one for the loop
     log_level: str = "info"  # debug, info, warning, error
     access_log: bool = True  # uvicorn access log (query strings are always redacted)
@@ -84,8 +88,14 @@ class Settings:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.trajectory_frames < 2 or self.control_queue < 8 or self.frame_credits < 1:
             raise ValueError("trajectory_frames must be >= 2, control_queue >= 8 and frame_credits >= 1")
-        if self.rooms_per_minute <= 0:
-            raise ValueError(f"rooms_per_minute must be > 0, got {self.rooms_per_minute}")
+        if self.rooms_per_minute <= 0 or self.uploads_per_minute <= 0:
+            raise ValueError("rooms_per_minute and uploads_per_minute must be > 0")
+        if self.max_upload_bytes < 1024:
+            raise ValueError(f"max_upload_bytes must be >= 1024, got {self.max_upload_bytes}")
+        if not 1 <= self.project_steps <= LIMITS["max_project_steps"]:
+            raise ValueError(
+                f"project_steps must be in 1..{LIMITS['max_project_steps']}, got {self.project_steps}"
+            )
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
         if self.log_level not in LOG_LEVELS:
@@ -133,6 +143,8 @@ _INTS = {
     "control_queue",
     "frame_credits",
     "torch_threads",
+    "max_upload_bytes",
+    "project_steps",
 }
 _FLOATS = {
     "max_fps",
@@ -141,6 +153,7 @@ _FLOATS = {
     "hello_timeout_s",
     "idle_timeout_s",
     "rooms_per_minute",
+    "uploads_per_minute",
 }
 
 

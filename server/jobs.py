@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 from server.mask import MaskGrid
-from server.state import ImageInfo, Pair, Params, Point
+from server.state import ImageInfo, Pair, Params, Point, Task
 
 
 class JobKind(str, Enum):
     RENDER = "render"  # render the current image (after new_image, undo, redo, a restart)
     STEP = "step"  # advance the running drag by one step
-    FINISH = "finish"  # end the drag: save the latent, then call on_finished
+    PROJECT = "project"  # advance the running projection (``EngineJob.task``) by one step
+    FINISH = "finish"  # end the drag or projection: save the latent, then call on_finished
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class EngineJob:
 
     room: str  # room id
     kind: JobKind
-    drag: int  # drag number: a new number means start from ``image`` with a fresh optimiser
+    drag: int  # run number (drags and projections): a new number means a fresh session from ``image``
     step: int  # steps this drag has taken so far
     version: int  # room version of this state
     image_rev: int  # changes whenever the image changes
@@ -30,7 +31,8 @@ class EngineJob:
     pairs: tuple[Pair, ...]  # a changed Pair.handle_rev: an editor placed that handle anew
     mask: MaskGrid  # mask.fixed_region(H, W) -> [H, W] bool array (True: keep fixed) or None
     params: Params
-    reason: str | None = None  # FINISH: reached | max_steps | stopped | error
+    reason: str | None = None  # FINISH: reached | converged | max_steps | stopped | error
+    task: Task | None = None  # PROJECT, and FINISH of a projection: what it projects toward
 
 
 @dataclass(frozen=True)
@@ -41,3 +43,6 @@ class FrameResult:
     handles: Mapping[str, Point] | None = None  # STEP: tracked handle per pair id
     reached: bool = False  # STEP: every handle is within the stop distance of its target
     fps: float | None = None  # optional: the room's recent steps per second
+    psnr: float | None = None  # PROJECT: PSNR of the frame to the target (dB)
+    loss: float | None = None  # PROJECT: the objective after the step
+    done: str | None = None  # PROJECT: the session ended by itself ("converged" or "max_steps")

@@ -18,11 +18,15 @@ class RoomLimits:
     cursor_hz: float = LIMITS["cursor_hz"]  # cursor broadcasts per member per second
     rates: RateBudgets = field(default_factory=RateBudgets)  # per-connection token buckets
     remembered_clients: int = 256  # client_ids per room that get their member id back on reconnect
+    blend_steps: int = 60  # optimisation steps of a blend whose message names none
+    max_project_steps: int = int(LIMITS["max_project_steps"])  # cap on a projection's or blend's steps
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_pairs <= LIMITS["max_pairs"]:
             raise ValueError(f"max_pairs must be in [1, {LIMITS['max_pairs']}]")
         if self.history_max < 1 or self.cursor_hz <= 0:
             raise ValueError("history_max must be >= 1 and cursor_hz > 0")
+        if not 1 <= self.blend_steps <= self.max_project_steps <= LIMITS["max_project_steps"]:
+            raise ValueError(f"need 1 <= blend_steps <= max_project_steps <= {LIMITS['max_project_steps']}")
         if min(self.max_rooms, self.max_editors, self.max_viewers) < 0:
             raise ValueError("room and member caps must be >= 0")

@@ -21,7 +21,7 @@ from server.members import JoinRefused
 from server.outgoing import ALL, Outgoing
 from server.protocol import error_message
 from server.room import Clock, Joined, Room
-from server.state import HistoryEntry, ImageInfo, Params, RoomRecord
+from server.state import HistoryEntry, ImageInfo, Params, RoomRecord, UploadInfo
 from server.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,9 @@ class RoomManager:
             gone = self.store.gc_latents()
             if gone:
                 log.info("store: dropped %d unreferenced latents", gone)
+            gone = self.store.gc_uploads()
+            if gone:
+                log.info("store: dropped %d unreferenced uploads", gone)
         except StoreError as e:
             log.warning("store: %s", e)
         return len(self.rooms)
@@ -160,6 +163,14 @@ class RoomManager:
             if out:
                 due[room.id] = out
         return due
+
+    def start_upload(self, room_id: str, upload: UploadInfo, method: str, max_steps: int) -> list[Outgoing]:
+        """A stored upload: the room starts projecting it (see Room.start_upload; raises
+        ProtocolError busy, KeyError for an unknown room)."""
+        room = self.rooms[room_id]
+        out = room.start_upload(upload, method, max_steps)
+        log.info("room %s: projecting an upload (%s, %d steps)", room_id, method, room.task.max_steps)
+        return out + self.persist(room)
 
     # --- the worker's side ------------------------------------------------------------------
 

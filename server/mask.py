@@ -107,3 +107,18 @@ class MaskGrid:
         rows = np.minimum((np.arange(height) * self.h) // height, self.h - 1)
         cols = np.minimum((np.arange(width) * self.w) // width, self.w - 1)
         return cells[rows[:, None], cols[None, :]]
+
+    @property
+    def has_flexible(self) -> bool:
+        return FLEXIBLE in self.cells
+
+    def flexible_region(self, height: int | None = None, width: int | None = None) -> np.ndarray | None:
+        """[height, width] bool array, True inside the cells painted flexible (a blend's region),
+        or None when no cell is flexible. Nearest-cell upsampling, like :meth:`fixed_region`."""
+        if not self.has_flexible:
+            return None
+        height = self.image_h if height is None else height
+        width = self.image_w if width is None else width
+        rows = np.minimum((np.arange(height) * self.h) // height, self.h - 1)
+        cols = np.minimum((np.arange(width) * self.w) // width, self.w - 1)
+        return (self.array() == FLEXIBLE)[rows[:, None], cols[None, :]]

@@ -29,6 +29,7 @@ LIMITS: dict[str, int | float] = {
     "ping_interval_s": 15,  # clients ping this often; the server drops connections silent for 60 s
     "idle_timeout_s": 60,
     "history_max": 50,  # committed image states kept per room (oldest dropped)
+    "max_project_steps": 1000,  # optimisation steps of one projection or blend
     "edit_rate_per_s": 30,  # token bucket for edit messages (every versioned op and set_name)
     "edit_burst": 60,
     "cursor_rate_per_s": 30,  # token bucket for cursor messages (over budget: dropped silently)
@@ -48,11 +49,15 @@ MAX_SAFE_INT = 2**53 - 1  # largest integer JavaScript represents exactly
 
 ROLES = ("editor", "viewer")
 MODES = ("optimize", "predict")
-STATUSES = ("idle", "running", "stopping")
-FINISH_REASONS = ("reached", "max_steps", "stopped", "error")
+STATUSES = ("idle", "running", "stopping", "projecting")
+FINISH_REASONS = ("reached", "converged", "max_steps", "stopped", "error")
 MASK_MODES = ("flexible", "fixed", "erase")
 MASK_CELL = {"none": 0, "flexible": 1, "fixed": 2}  # byte values in mask.cells
-HISTORY_KINDS = ("new_image", "drag", "upload")
+HISTORY_KINDS = ("new_image", "drag", "upload", "blend")
+TASK_KINDS = ("upload", "blend")  # what a projection works toward: an uploaded picture, or a blend
+PROJECT_METHODS = ("encoder", "optimize")  # encoder: one forward pass; optimize: encoder + Adam steps
+BLEND_SOURCES = ("seed", "upload")
+UPLOAD_PATTERN = r"^[0-9a-f]{64}$"  # sha256 hex of the stored target PNG
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,29 @@ MASK = F(
     },
 )
 HISTORY = F("map", fields={"index": F("int", min=0), "size": F("int", min=1)})
+TASK = F(
+    "map",
+    nullable=True,
+    required=False,
+    doc="the projection running now (status projecting or stopping); null: none",
+    fields={
+        "kind": F("enum", values=TASK_KINDS, doc="upload: toward an uploaded picture; blend: a local edit"),
+        "method": F("enum", values=PROJECT_METHODS, doc="encoder: one forward pass; optimize: + steps"),
+        "max_steps": F("int", min=0, max=LIMITS["max_project_steps"], doc="optimisation step cap"),
+        "by": F("str", nullable=True, doc="member id that started it; null: an HTTP upload"),
+    },
+)
+UPLOAD = F(
+    "map",
+    nullable=True,
+    required=False,
+    doc="the room's last uploaded picture (GET /api/rooms/{room}/upload.png); null: none",
+    fields={
+        "key": F("str", pattern=UPLOAD_PATTERN, doc="sha256 of the stored target PNG"),
+        "w": F("int", min=1, max=4096),
+        "h": F("int", min=1, max=4096),
+    },
+)
 STATE_FIELDS: dict[str, F] = {
     "image": IMAGE,
     "pairs": F("list", max_len=64, items=PAIR),
@@ -155,6 +183,8 @@ STATE_FIELDS: dict[str, F] = {
     "step": F("int", min=0, doc="steps taken by the current (or last) drag"),
     "drag": F("int", min=0, doc="drag counter: increases at every start"),
     "history": HISTORY,
+    "task": TASK,
+    "upload": UPLOAD,
 }
 STATE = F("map", fields=STATE_FIELDS)
 STATE_PATCH = F("map", min_len=1, fields={k: opt(f) for k, f in STATE_FIELDS.items()})
@@ -240,12 +270,20 @@ CLIENT_MESSAGES: dict[str, MessageSpec] = {
         _c2s("clear_mask", "Erase the whole mask."),
         _c2s("set_params", "Change drag parameters (only the keys given).", params=PARAMS_PATCH),
         _c2s("start", "Start a drag from the current image and points (refused without points)."),
-        _c2s("stop", "Ask the running drag to stop; it commits what it reached."),
+        _c2s("stop", "Ask the running drag or projection to stop; it commits what it reached."),
         _c2s(
             "new_image",
             "New image from a seed; clears points and mask; commits a history entry.",
             seed=SEED,
             truncation=opt(TRUNCATION),
+        ),
+        _c2s(
+            "blend",
+            "Local edit: blend the source into the mask's flexible area, then project toward the blend.",
+            source=F("enum", values=BLEND_SOURCES, doc="seed: another seed's image; upload: the last upload"),
+            seed=opt(F("int", min=0, max=MAX_UINT32, doc="source seed (source seed only)")),
+            truncation=opt(TRUNCATION),
+            steps=opt(F("int", min=1, max=LIMITS["max_project_steps"], doc="optimisation steps")),
         ),
         _c2s("undo", "Go back one committed image state (shared history), restoring the points of then."),
         _c2s("redo", "Go forward one committed image state."),
@@ -269,7 +307,7 @@ CLIENT_MESSAGES: dict[str, MessageSpec] = {
     ]
 }
 
-OP_NAMES = tuple(t for t, m in CLIENT_MESSAGES.items() if m.versioned) + ("finish", "commit")
+OP_NAMES = tuple(t for t, m in CLIENT_MESSAGES.items() if m.versioned) + ("finish", "commit", "upload")
 
 
 @dataclass(frozen=True)
@@ -290,12 +328,14 @@ ERRORS: dict[str, ErrorSpec] = {
     "unknown_pair": ErrorSpec("no such pair"),
     "duplicate_pair": ErrorSpec("a pair with this id exists"),
     "too_many_pairs": ErrorSpec("too many point pairs"),
-    "busy": ErrorSpec("not allowed while a drag runs; stop it first"),
+    "busy": ErrorSpec("not allowed while a drag or projection runs; stop it first"),
     "already_running": ErrorSpec("a drag is already running"),
     "not_running": ErrorSpec("no drag is running"),
     "no_points": ErrorSpec("add a point pair first"),
     "nothing_to_undo": ErrorSpec("nothing to undo"),
     "nothing_to_redo": ErrorSpec("nothing to redo"),
+    "no_region": ErrorSpec("paint the area to blend with the flexible brush first"),
+    "no_upload": ErrorSpec("upload a picture first"),
     "storage_failed": ErrorSpec("the server could not save the room; the edit is kept in memory"),
     "engine_failed": ErrorSpec("the drag failed on the server"),
     "internal": ErrorSpec("internal server error"),
@@ -362,10 +402,12 @@ SERVER_MESSAGES: dict[str, MessageSpec] = {
             jpeg=F("bin"),
             handles=F("dict", pattern=ID_PATTERN, items=POINT, doc="pair id -> tracked handle"),
             fps=F("float", required=False, nullable=True, min=0.0),
+            psnr=F("float", required=False, nullable=True, doc="projection: PSNR to the target, dB"),
+            loss=F("float", required=False, nullable=True, doc="projection: the objective after the step"),
         ),
         _s2c(
             "status",
-            "A drag event: started, or finished with a reason.",
+            "A drag or projection event: started, or finished with a reason.",
             status=F("enum", values=STATUSES),
             reason=F("enum", nullable=True, values=FINISH_REASONS),
             drag=F("int", min=0),
@@ -430,6 +472,7 @@ def spec_json() -> dict[str, Any]:
             "token": TOKEN_PATTERN,
             "client_id": CLIENT_ID_PATTERN,
             "latent": LATENT_PATTERN,
+            "upload": UPLOAD_PATTERN,
         },
         "mask_cell": dict(MASK_CELL),
         "types": {
@@ -438,6 +481,8 @@ def spec_json() -> dict[str, Any]:
             "mask": MASK.to_json(),
             "params": PARAMS.to_json(),
             "history": HISTORY.to_json(),
+            "task": TASK.to_json(),
+            "upload": UPLOAD.to_json(),
             "state": STATE.to_json(),
             "member": MEMBER.to_json(),
         },

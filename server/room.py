@@ -5,6 +5,14 @@ room version, and returns the messages to send as :class:`Outgoing` values; the 
 The worker drives drags through :meth:`Room.engine_job`, :meth:`Room.on_frame`,
 :meth:`Room.on_finished` and :meth:`Room.on_error`; the room never holds tensors, only latent
 keys. Time comes from an injected clock. Protocol: shared/protocol.md.
+
+Projections. Besides drags the room runs projections (:class:`~server.state.Task`): an uploaded
+picture (:meth:`Room.start_upload`, called by the app after it validated and stored the picture)
+or a blend (the ``blend`` op). Status goes idle -> projecting -> stopping -> idle; the worker gets
+PROJECT jobs while projecting and one FINISH job at the end, whose latent is committed as a
+history entry of kind ``upload`` or ``blend`` (undo goes back to the image before it). Drags,
+new images, undo and redo are refused with ``busy`` while a projection runs; ``stop`` ends it
+early and commits what it reached; a failed projection commits nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ from server.state import (
     Point,
     RoomRecord,
     Status,
+    Task,
+    TaskKind,
+    UploadInfo,
     pairs_to_wire,
 )
 
@@ -72,6 +83,8 @@ class Room:
         self.status = Status.IDLE  # a drag running at shutdown is not resumed
         self.step = 0
         self.finish_reason: str | None = None
+        self.task: Task | None = None  # the projection running now (not persisted)
+        self.upload: UploadInfo | None = record.upload
         self._drag_before = Layout()
         self._drag_by: str | None = None
         self.image_rev = 0
@@ -100,6 +113,7 @@ class Room:
             drag=self.drag,
             next_member=self.next_member,
             created=self.created,
+            upload=self.upload,
         )
 
     # --- wire views -------------------------------------------------------------------------
@@ -126,6 +140,8 @@ class Room:
             "step": self.step,
             "drag": self.drag,
             "history": self.history.to_wire(),
+            "task": None if self.task is None else self.task.to_wire(),
+            "upload": None if self.upload is None else self.upload.to_wire(),
         }
 
     def snapshot_message(self) -> dict[str, Any]:
@@ -193,6 +209,7 @@ class Room:
             "max_pairs": self.limits.max_pairs,
             "cursor_hz": self.limits.cursor_hz,
             "edit_rate_per_s": self.limits.rates.edit_rate,
+            "max_project_steps": self.limits.max_project_steps,
         }
 
     def leave(self, member_id: str, session: int) -> list[Outgoing]:
@@ -240,7 +257,7 @@ class Room:
             e.ref = ref
             raise
         out = [self._op(t, member.id, ref, patch)]
-        if before is not Status.RUNNING and self.status is Status.RUNNING:
+        if before is Status.IDLE and self.status in (Status.RUNNING, Status.PROJECTING):
             out.append(self._status_message(None))
         return out
 
@@ -305,6 +322,8 @@ class Room:
         return {"params": self.params.to_wire()}
 
     def _op_start(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.task is not None:
+            raise ProtocolError("busy", "a projection is running: wait for it or stop it")
         if self.status is not Status.IDLE:
             raise ProtocolError("already_running")
         if not self.pairs:
@@ -316,16 +335,72 @@ class Room:
         return {"status": self.status.value, "step": 0, "drag": self.drag}
 
     def _op_stop(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
-        if self.status is not Status.RUNNING:
+        if self.status not in (Status.RUNNING, Status.PROJECTING):
+            what = "projection" if self.task is not None else "drag"
             raise ProtocolError(
-                "not_running", "the drag is already stopping" if self.status is Status.STOPPING else None
+                "not_running", f"the {what} is already stopping" if self.status is Status.STOPPING else None
             )
         self.status, self.finish_reason = Status.STOPPING, "stopped"
         return {"status": self.status.value}
 
     def _require_idle(self) -> None:
         if self.status is not Status.IDLE:
-            raise ProtocolError("busy")
+            raise ProtocolError(
+                "busy", "a projection is running: wait for it or stop it" if self.task is not None else None
+            )
+
+    # projections: an upload (started by the app) or a blend (an op)
+
+    def _start_task(self, task: Task) -> dict[str, Any]:
+        self._require_idle()
+        self.status, self.step, self.finish_reason, self.task = Status.PROJECTING, 0, None, task
+        self.drag += 1  # runs (drags and projections) share one counter: frames carry it
+        self._drag_before = Layout(tuple(self.pairs.values()), self.mask)
+        self._drag_by = task.by
+        return {"status": self.status.value, "step": 0, "drag": self.drag, "task": task.to_wire()}
+
+    def start_upload(self, upload: UploadInfo, method: str, max_steps: int) -> list[Outgoing]:
+        """A validated, stored upload: project it (status projecting). Returns the ``upload`` op and
+        the ``status`` message. Raises ProtocolError ``busy`` (nothing changes) while not idle."""
+        if method not in ("encoder", "optimize"):
+            raise ValueError(f"unknown projection method {method!r}")
+        if (upload.w, upload.h) != (self.image.w, self.image.h):
+            raise ValueError(
+                f"the upload is {upload.w}x{upload.h}; the room's image {self.image.w}x{self.image.h}"
+            )
+        steps = 0 if method == "encoder" else max(1, min(max_steps, self.limits.max_project_steps))
+        patch = self._start_task(Task(TaskKind.UPLOAD, method, steps, target=upload.key))
+        self.upload = upload
+        patch["upload"] = upload.to_wire()
+        return [self._op("upload", None, None, patch), self._status_message(None)]
+
+    def _op_blend(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
+        self._require_idle()
+        if not self.mask.has_flexible:
+            raise ProtocolError("no_region")
+        steps = min(msg.get("steps", self.limits.blend_steps), self.limits.max_project_steps)
+        if msg["source"] == "upload":
+            if self.upload is None:
+                raise ProtocolError("no_upload")
+            if "seed" in msg or "truncation" in msg:
+                raise ProtocolError("invalid_field", "seed: only with source seed", field="seed")
+            task = Task(
+                TaskKind.BLEND, "optimize", steps, target=self.upload.key, region=self.mask, by=member.id
+            )
+        else:
+            if "seed" not in msg:
+                raise ProtocolError("invalid_field", "seed: missing (source seed)", field="seed")
+            truncation = msg.get("truncation", self.image.truncation)
+            task = Task(
+                TaskKind.BLEND,
+                "optimize",
+                steps,
+                source_seed=msg["seed"],
+                source_truncation=truncation,
+                region=self.mask,
+                by=member.id,
+            )
+        return self._start_task(task)
 
     def _op_new_image(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
         self._require_idle()
@@ -416,6 +491,11 @@ class Room:
     # --- the worker's side ------------------------------------------------------------------
 
     @property
+    def busy(self) -> bool:
+        """A drag or projection runs or ends: image changes are refused."""
+        return self.status is not Status.IDLE
+
+    @property
     def wants_engine(self) -> bool:
         return self.status is not Status.IDLE or self.render_pending
 
@@ -427,6 +507,8 @@ class Room:
             kind = JobKind.FINISH
         elif self.status is Status.RUNNING:
             kind = JobKind.STEP
+        elif self.status is Status.PROJECTING:
+            kind = JobKind.PROJECT
         elif self.render_pending:
             kind = JobKind.RENDER
         else:
@@ -443,6 +525,7 @@ class Room:
             mask=self.mask,
             params=self.params,
             reason=self.finish_reason if kind is JobKind.FINISH else None,
+            task=self.task,
         )
 
     def _current(self, job: EngineJob) -> bool:
@@ -451,9 +534,10 @@ class Room:
         return job.drag == self.drag and self.status is not Status.IDLE
 
     def on_frame(self, job: EngineJob, frame: FrameResult) -> list[Outgoing]:
-        """A RENDER or STEP job's result: records tracked handles (unless an editor placed that
-        handle after the job was taken), counts the step, and returns the frame message. A
-        reached target or the step cap turn the drag to stopping: the next engine_job() is FINISH."""
+        """A RENDER, STEP or PROJECT job's result: records tracked handles (unless an editor placed
+        that handle after the job was taken), counts the step, and returns the frame message. A
+        reached target or the step cap turn the drag to stopping, a projection that is done turns
+        to stopping too: the next engine_job() is FINISH."""
         if job.kind is JobKind.FINISH:
             raise ValueError("a FINISH job has no frame: call on_finished")
         if not self._current(job):
@@ -468,6 +552,10 @@ class Room:
             if self.status is Status.RUNNING and (frame.reached or self.step >= self.params.max_steps):
                 self.status = Status.STOPPING
                 self.finish_reason = "reached" if frame.reached else "max_steps"
+        elif job.kind is JobKind.PROJECT:
+            self.step = job.step + 1
+            if self.status is Status.PROJECTING and frame.done is not None:
+                self.status, self.finish_reason = Status.STOPPING, frame.done
         self.frame_seq += 1
         msg = {
             "t": "frame",
@@ -482,6 +570,10 @@ class Room:
         }
         if frame.fps is not None:
             msg["fps"] = frame.fps
+        for key in ("psnr", "loss"):
+            v = getattr(frame, key)
+            if v is not None and math.isfinite(v):
+                msg[key] = round(float(v), 4)
         self.latest_frame = Outgoing(msg, kind=Kind.FRAME)
         return [self.latest_frame]
 
@@ -495,6 +587,8 @@ class Room:
         is committed to the history. Returns the ``finish`` op and the ``status`` message."""
         if job.drag != self.drag or self.status is Status.IDLE:
             return []
+        if self.task is not None:
+            return self._end_task(latent, message)
         reason = self.finish_reason or "stopped"
         patch: dict[str, Any] = {}
         if latent is not None and latent != self.image.latent:
@@ -510,6 +604,36 @@ class Room:
         out = [self._op("finish", None, None, patch), self._status_message(reason, message)]
         if reason == "error":
             out.append(Outgoing(error_message("engine_failed", message and f"drag failed: {message}")))
+        return out
+
+    def _end_task(self, latent: str | None, message: str | None) -> list[Outgoing]:
+        """End the projection: commit ``latent`` as a history entry (unless it failed or never
+        stepped), clear points and mask like any new image, back to idle."""
+        task, reason = self.task, self.finish_reason or "stopped"
+        assert task is not None
+        patch: dict[str, Any] = {}
+        if latent is not None and reason != "error":
+            seed = self.image.seed if task.kind is TaskKind.BLEND else None
+            image = replace(self.image, seed=seed, latent=latent)
+            self.pairs, self.mask = {}, self.mask.cleared()
+            self.history.commit(HistoryEntry(task.kind.value, image, self._drag_before, Layout(), task.by))
+            self.history_dirty = True
+            self.image = image  # the last frame shows it: no render needed
+            self.image_rev += 1
+            patch = {
+                "image": image.to_wire(),
+                "pairs": [],
+                "mask": self.mask.to_wire(),
+                "history": self.history.to_wire(),
+            }
+        else:
+            self.render_pending = True  # frames showed the projection: show the image again
+            self.latest_frame = None
+        self.status, self.finish_reason, self.task = Status.IDLE, None, None
+        patch.update(status=self.status.value, step=self.step, task=None)
+        out = [self._op("finish", None, None, patch), self._status_message(reason, message)]
+        if reason == "error":
+            out.append(Outgoing(error_message("engine_failed", message and f"projection failed: {message}")))
         return out
 
     def on_error(self, job: EngineJob, message: str, latent: str | None = None) -> list[Outgoing]:

@@ -17,9 +17,52 @@ Point = tuple[float, float]
 
 
 class Status(str, Enum):
+    """What the room's engine is doing. idle -> running -> stopping -> idle is a drag; idle ->
+    projecting -> stopping -> idle is a projection (an upload or a blend, see :class:`Task`)."""
+
     IDLE = "idle"
-    RUNNING = "running"
-    STOPPING = "stopping"  # the drag will end at the worker's next look (stop, reached, cap, error)
+    RUNNING = "running"  # a drag steps every tick
+    STOPPING = "stopping"  # the drag or projection ends at the worker's next look (stop, done, error)
+    PROJECTING = "projecting"  # a projection toward a target steps every tick; drags are refused
+
+
+class TaskKind(str, Enum):
+    UPLOAD = "upload"  # project an uploaded picture
+    BLEND = "blend"  # project the blend of the current image and a source inside a region
+
+
+@dataclass(frozen=True)
+class Task:
+    """A projection the room runs (status projecting, then stopping), and what the worker needs
+    for it. Never persisted: a restart mid-projection leaves the room on its last committed image."""
+
+    kind: TaskKind
+    method: str  # "encoder" (one forward pass) or "optimize" (encoder, then Adam steps)
+    max_steps: int  # optimisation steps (0 with method "encoder")
+    target: str | None = None  # UPLOAD, or BLEND from the upload: key of the stored target PNG
+    source_seed: int | None = None  # BLEND from a seed: the source image's seed and truncation
+    source_truncation: float = 0.7
+    region: MaskGrid | None = None  # BLEND: the mask whose flexible cells are the region
+    by: str | None = None  # member id (None: an HTTP upload)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "method": self.method, "max_steps": self.max_steps, "by": self.by}
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """A room's last uploaded picture: the stored target (model resolution PNG) by content key."""
+
+    key: str  # sha256 hex of the PNG bytes
+    w: int
+    h: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"key": self.key, "w": self.w, "h": self.h}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> UploadInfo:
+        return cls(d["key"], int(d["w"]), int(d["h"]))
 
 
 @dataclass(frozen=True)
@@ -116,7 +159,7 @@ class Layout:
 class HistoryEntry:
     """One committed image state: the image, and the layout just before and just after the commit."""
 
-    kind: str  # "new_image", "drag" or "upload"
+    kind: str  # "new_image", "drag", "upload" or "blend"
     image: ImageInfo
     before: Layout = field(default_factory=Layout)
     after: Layout = field(default_factory=Layout)
@@ -192,3 +235,4 @@ class RoomRecord:
     drag: int = 0
     next_member: int = 1
     created: float = 0.0  # wall-clock seconds
+    upload: UploadInfo | None = None  # the last uploaded picture (blend source, target thumbnail)

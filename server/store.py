@@ -6,6 +6,11 @@ of the bytes the engine serialised) that history entries refer to by key. Capabi
 only as sha256 hashes. Every sqlite failure (disk full, read-only file, corrupt database) is
 raised as :class:`StoreError`, so the caller can report it and keep its in-memory state.
 Thread-safe: the worker may put latents from its thread while the event loop saves rooms.
+
+Uploads (issue 7, real images): the preprocessed target of an upload (a PNG at the model's
+resolution) is a content-addressed blob in ``uploads``; ``room_uploads`` says which upload is a
+room's last one. Both tables are additive (``CREATE TABLE IF NOT EXISTS``), so a store written
+before them opens unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +27,16 @@ from typing import Any
 
 from server.ids import latent_key
 from server.mask import MaskGrid
-from server.state import HistoryEntry, ImageInfo, Layout, Pair, Params, RoomRecord, pairs_to_wire
+from server.state import (
+    HistoryEntry,
+    ImageInfo,
+    Layout,
+    Pair,
+    Params,
+    RoomRecord,
+    UploadInfo,
+    pairs_to_wire,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +73,17 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (room_id, pos)
 );
 CREATE TABLE IF NOT EXISTS latents (key TEXT PRIMARY KEY, data BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    key TEXT PRIMARY KEY,               -- sha256 hex of data
+    data BLOB NOT NULL,                 -- the preprocessed target, PNG at the model's resolution
+    w INTEGER NOT NULL,
+    h INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS room_uploads (
+    room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
+    key TEXT NOT NULL                   -- the room's last upload
+);
 """
 
 
@@ -135,6 +160,14 @@ class Store:
                    history_index=excluded.history_index""",
                 row,
             )
+            if rec.upload is None:
+                db.execute("DELETE FROM room_uploads WHERE room_id=?", (rec.id,))
+            else:
+                db.execute(
+                    "INSERT INTO room_uploads VALUES (?,?) "
+                    "ON CONFLICT(room_id) DO UPDATE SET key=excluded.key",
+                    (rec.id, rec.upload.key),
+                )
             if history:
                 db.execute("DELETE FROM history WHERE room_id=?", (rec.id,))
                 db.executemany(
@@ -147,13 +180,17 @@ class Store:
         with self._tx("loading rooms") as db:
             rooms = db.execute("SELECT * FROM rooms ORDER BY created, id").fetchall()
             hist = db.execute("SELECT * FROM history ORDER BY room_id, pos").fetchall()
+            ups = db.execute(
+                "SELECT r.room_id, u.key, u.w, u.h FROM room_uploads r JOIN uploads u ON u.key = r.key"
+            ).fetchall()
+        uploads = {rid: UploadInfo(key, w, h) for rid, key, w, h in ups}
         by_room: dict[str, list[tuple]] = {}
         for h in hist:
             by_room.setdefault(h[0], []).append(h)
         out = []
         for r in rooms:
             try:
-                out.append(_room_record(r, by_room.get(r[0], [])))
+                out.append(_room_record(r, by_room.get(r[0], []), uploads.get(r[0])))
             except (KeyError, TypeError, ValueError) as e:  # one bad row must not lose the others
                 log.error("store: skipping unreadable room %s: %s", r[0], e)
         return out
@@ -175,6 +212,31 @@ class Store:
         with self._tx("reading a latent") as db:
             row = db.execute("SELECT data FROM latents WHERE key=?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    # --- uploads ----------------------------------------------------------------------------
+
+    def put_upload(self, data: bytes, w: int, h: int) -> UploadInfo:
+        """Store an upload's preprocessed target (PNG bytes, ``w`` x ``h``). Idempotent."""
+        key = latent_key(data)
+        with self._tx("saving an upload") as db:
+            db.execute(
+                "INSERT OR IGNORE INTO uploads VALUES (?,?,?,?,?)", (key, bytes(data), w, h, time.time())
+            )
+        return UploadInfo(key, w, h)
+
+    def get_upload(self, key: str) -> bytes | None:
+        with self._tx("reading an upload") as db:
+            row = db.execute("SELECT data FROM uploads WHERE key=?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def gc_uploads(self, older_than_s: float = 3600.0) -> int:
+        """Delete uploads no room refers to (older than ``older_than_s``). Returns how many went."""
+        with self._tx("collecting uploads") as db:
+            cur = db.execute(
+                "DELETE FROM uploads WHERE created < ? AND key NOT IN (SELECT key FROM room_uploads)",
+                (time.time() - older_than_s,),
+            )
+            return cur.rowcount
 
     def gc_latents(self, older_than_s: float = 3600.0) -> int:
         """Delete latents no history entry refers to (older than ``older_than_s``, so a latent
@@ -207,7 +269,7 @@ def _history_row(room_id: str, pos: int, e: HistoryEntry) -> tuple:
     )
 
 
-def _room_record(r: tuple, hist: list[tuple]) -> RoomRecord:
+def _room_record(r: tuple, hist: list[tuple], upload: UploadInfo | None = None) -> RoomRecord:
     (
         rid,
         edit_hash,
@@ -252,4 +314,5 @@ def _room_record(r: tuple, hist: list[tuple]) -> RoomRecord:
         drag=drag,
         next_member=next_member,
         created=created,
+        upload=upload,
     )

@@ -42,8 +42,16 @@ fits the loaded generator is available (:func:`default_modes`; the app loads the
 only the available modes. A room's mode is read when its drag starts; a ``set_params`` mode
 change during a drag applies to the next drag.
 
+Projections (real images). PROJECT jobs (a room projecting an upload or a blend) are stepped
+like drags: one optimisation step per tick, all projecting rooms in one batched pass
+(:meth:`~server.projection.Projector.step_many`), each frame streamed with its PSNR and loss.
+The session is created from the room's :class:`~server.state.Task` (the target PNG from the
+store, the current latent for a blend); the FINISH job commits the latent of the last frame.
+A failed projection commits nothing (the room shows its image again).
+
 Shutdown (:meth:`Worker.stop`): the current tick completes, every running drag is stopped and
-committed (FINISH with reason ``stopped``), then the thread ends.
+committed (FINISH with reason ``stopped``), then the thread ends. A running projection is
+abandoned (the room stays on its last committed image; the upload stays stored).
 """
 
 from __future__ import annotations
@@ -73,9 +81,10 @@ from server.jobs import EngineJob, FrameResult, JobKind
 from server.manager import RoomManager
 from server.mask import MaskGrid
 from server.outgoing import Outgoing
+from server.projection import BlendSource, ProjectionError, ProjectionSession, Projector
 from server.protocol import error_message
 from server.room import Room
-from server.state import ImageInfo, Params, Status
+from server.state import ImageInfo, Params, Status, Task, TaskKind
 from server.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -271,6 +280,16 @@ class RoomEngine:
 
 
 @dataclass
+class ProjectionState:
+    """A room's running projection (worker thread only)."""
+
+    run: int  # the room's run number (EngineJob.drag)
+    session: ProjectionSession
+    steps: int = 0
+    latent: torch.Tensor | None = None  # CPU W+ of the last frame
+
+
+@dataclass
 class Outcome:
     """One job's result, computed in the thread, applied on the loop."""
 
@@ -308,8 +327,10 @@ class Worker:
         jpeg_quality: int = 85,
         trajectory_frames: int = 120,
         modes: dict[str, EngineMode] | None = None,
+        projector: Projector | None = None,
     ) -> None:
         self.G = G
+        self.projector = projector if projector is not None else Projector(G)
         self.manager = manager
         self.hub = hub
         self.model_name = model_name
@@ -324,6 +345,7 @@ class Worker:
         self._rooms: dict[str, RoomEngine] = {}  # worker thread only
         self._trajectories: dict[str, Trajectory] = {}  # worker thread only
         self._latents: OrderedDict[str, bytes] = OrderedDict()  # worker thread only
+        self._projections: dict[str, ProjectionState] = {}  # worker thread only
         self._cost: dict[tuple[str, str], float] = {}  # (kind, mode) -> seconds per job (EMA)
         self._served: dict[str, int] = {}  # room -> tick it was last served
         self._started: dict[tuple[str, int], float] = {}  # (room, drag) -> loop time of first frame
@@ -530,12 +552,16 @@ class Worker:
                 self._rooms.pop(gone, None)
             for gone in set(self._trajectories) - live:
                 self._trajectories.pop(gone, None)
+            for gone in set(self._projections) - live:
+                self._projections.pop(gone, None)
         outcomes: list[Outcome] = []
         for job in jobs:
             if job.kind is JobKind.FINISH:
-                outcomes.append(self._guard(job, self._finish))
+                finish = self._finish_projection if job.task is not None else self._finish
+                outcomes.append(self._guard(job, finish))
         outcomes += self._render_all([j for j in jobs if j.kind is JobKind.RENDER])
         outcomes += self._step_all([j for j in jobs if j.kind is JobKind.STEP])
+        outcomes += self._project_all([j for j in jobs if j.kind is JobKind.PROJECT])
         self.stats.busy_s += time.perf_counter() - t0
         self.stats.cpu_s += time.thread_time() - c0
         return outcomes
@@ -552,7 +578,10 @@ class Worker:
         message = str(e) if isinstance(e, (EngineError, ValueError)) else f"{type(e).__name__}: {e}"
         st = self._rooms.get(job.room)
         latent, storage_failed, steps = None, False, 0
-        if job.kind is not JobKind.RENDER and st is not None and st.drag == job.drag:
+        if job.task is not None:  # a failed projection commits nothing
+            ps = self._projections.pop(job.room, None)
+            steps = ps.steps if ps is not None else 0
+        elif job.kind is not JobKind.RENDER and st is not None and st.drag == job.drag:
             steps = st.steps
             try:
                 latent, storage_failed = self._commit_latent(st)
@@ -639,6 +668,121 @@ class Worker:
         latent, failed = self._commit_latent(st)
         self._end_session(st)
         return Outcome(job, latent=latent, storage_failed=failed, steps=steps)
+
+    # --- projections (engine thread) ------------------------------------------------------------
+
+    def _target(self, key: str) -> np.ndarray:
+        """A stored upload's target picture, uint8 [H, W, 3] at the model's resolution."""
+        try:
+            data = self.manager.store.get_upload(key)
+        except StoreError as e:
+            raise EngineError(str(e)) from None
+        if data is None:
+            raise EngineError(f"upload {key[:12]}... is missing from the store")
+        img = decode_image(data)
+        if img.shape[:2] != (self.resolution, self.resolution):
+            raise EngineError(
+                f"the upload is {img.shape[1]}x{img.shape[0]}; this model needs {self.resolution}"
+            )
+        return img
+
+    def _projection(self, job: EngineJob) -> ProjectionState:
+        """The room's projection session for this job's run, created at its first step."""
+        ps = self._projections.get(job.room)
+        if ps is not None and ps.run == job.drag:
+            return ps
+        task = job.task
+        assert task is not None
+        if task.kind is TaskKind.UPLOAD:
+            if task.target is None:
+                raise EngineError("an upload projection without a target")
+            session = self.projector.upload_session(self._target(task.target), task.method, task.max_steps)
+        else:
+            session = self._blend(job, task)
+        ps = self._projections[job.room] = ProjectionState(job.drag, session)
+        self._trajectories.setdefault(job.room, Trajectory(self.trajectory_frames)).reset(job.drag)
+        return ps
+
+    def _blend(self, job: EngineJob, task: Task) -> ProjectionSession:
+        region = (
+            None if task.region is None else task.region.flexible_region(self.resolution, self.resolution)
+        )
+        if region is None:
+            raise EngineError("the blend region is empty")
+        if task.target is not None:
+            source = BlendSource(target=self._target(task.target))
+        else:
+            source = BlendSource(seed=task.source_seed, truncation=task.source_truncation)
+        w_base = self._room_ws(self._state(job.room), job.image)
+        return self.projector.blend_session(w_base, source, region, task.max_steps)
+
+    def _project_all(self, jobs: list[EngineJob]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        ready: list[tuple[EngineJob, ProjectionState]] = []
+        for job in jobs:
+            try:
+                ready.append((job, self._projection(job)))
+            except ProjectionError as e:
+                outcomes.append(self._failed(job, EngineError(str(e))))
+            except Exception as e:
+                outcomes.append(self._failed(job, e))
+        if not ready:
+            return outcomes
+        t0 = self._clock()
+        sessions = [ps.session for _, ps in ready]
+        try:
+            results: list[StepResult | BaseException] = list(self.projector.step_many(sessions))
+        except Exception:
+            results = []  # one room's failure must not stop the others: retry one by one
+            for sess in sessions:
+                try:
+                    results.append(self.projector.step_many([sess])[0])
+                except Exception as e:
+                    results.append(e)
+        self._measure(("project", ""), t0, len(ready))
+        for (job, ps), res in zip(ready, results, strict=True):
+            if isinstance(res, BaseException):
+                outcomes.append(self._failed(job, res))
+                continue
+            outcomes.append(self._guard(job, lambda j, ps=ps, res=res: self._projected(j, ps, res)))
+        return outcomes
+
+    def _projected(self, job: EngineJob, ps: ProjectionState, res: StepResult) -> Outcome:
+        jpeg = self._jpeg(res.frame)
+        ps.latent = ps.session.latent().detach().to("cpu", torch.float32)
+        ps.steps += 1
+        traj = self._trajectories.get(job.room)
+        if traj is not None and traj.drag == job.drag:
+            traj.add(TrajectoryItem(jpeg, [], []))
+        self.stats.steps += 1
+        psnr = float(ps.session.psnr())
+        done = (res.reason or "max_steps") if res.done else None
+        if done not in (None, "converged", "max_steps"):
+            done = "max_steps"
+        frame = FrameResult(
+            jpeg, {}, psnr=min(psnr, 99.0) if math.isfinite(psnr) else 99.0, loss=float(res.loss), done=done
+        )
+        return Outcome(job, frame, steps=ps.steps)
+
+    def _finish_projection(self, job: EngineJob) -> Outcome:
+        """Store the latent of the projection's last frame (None: it never stepped)."""
+        ps = self._projections.pop(job.room, None)
+        if ps is None or ps.run != job.drag or ps.latent is None:
+            return Outcome(job)
+        data = latent_to_bytes(ps.latent, self.model_name)
+        key, failed = latent_key(data), False
+        try:
+            key = self.manager.store.put_latent(data)
+        except StoreError as e:
+            log.error("could not store a latent: %s (kept in memory)", e)
+            failed = True
+        self._remember_latent(key, data)
+        st = self._state(job.room)  # the room's next image: keep its W+ at hand
+        image = replace(
+            job.image, seed=job.image.seed if job.task and job.task.kind is TaskKind.BLEND else None
+        )
+        st.image, st.ws = replace(image, latent=key), ps.latent.to(self.device)
+        return Outcome(job, latent=key, storage_failed=failed, steps=ps.steps)
 
     def _render_all(self, jobs: list[EngineJob]) -> list[Outcome]:
         outcomes, ready = [], []

@@ -192,6 +192,7 @@ def _valid_fields(t: str) -> dict:
         "new_image": {"seed": 3},
         "set_name": {"name": "x"},
         "cursor": {"pos": [3, 3]},
+        "blend": {"source": "seed", "seed": 5},
     }.get(t, {})
 
 

@@ -284,6 +284,14 @@ export const msg = Object.freeze({
   cursor: (pos) => ({ t: "cursor", pos: pos == null ? null : point(pos) }),
   ack: (seq) => ({ t: "ack", seq }),
   ping: () => ({ t: "ping" }),
+  /** Blend a source into the mask's flexible area: blend("seed", {seed, truncation?, steps?}) or blend("upload", {steps?}). */
+  blend: (source, { seed, truncation, steps } = {}) => {
+    const m = { t: "blend", source };
+    if (seed != null) m.seed = seed;
+    if (truncation != null) m.truncation = truncation;
+    if (steps != null) m.steps = steps;
+    return m;
+  },
 });
 
 /** A copy of a message with message id `id`, placed right after `t` (the golden files' order). */

@@ -18,6 +18,7 @@ export const SPEC = Object.freeze({
   "ping_interval_s": 15,
   "idle_timeout_s": 60,
   "history_max": 50,
+  "max_project_steps": 1000,
   "edit_rate_per_s": 30,
   "edit_burst": 60,
   "cursor_rate_per_s": 30,
@@ -31,7 +32,8 @@ export const SPEC = Object.freeze({
   "id": "^[A-Za-z0-9_-]{1,32}$",
   "token": "^[A-Za-z0-9_-]{1,128}$",
   "client_id": "^[A-Za-z0-9_-]{8,64}$",
-  "latent": "^[0-9a-f]{64}$"
+  "latent": "^[0-9a-f]{64}$",
+  "upload": "^[0-9a-f]{64}$"
  },
  "mask_cell": {
   "none": 0,
@@ -212,6 +214,71 @@ export const SPEC = Object.freeze({
     }
    }
   },
+  "task": {
+   "type": "map",
+   "required": false,
+   "nullable": true,
+   "fields": {
+    "kind": {
+     "type": "enum",
+     "required": true,
+     "values": [
+      "upload",
+      "blend"
+     ],
+     "doc": "upload: toward an uploaded picture; blend: a local edit"
+    },
+    "method": {
+     "type": "enum",
+     "required": true,
+     "values": [
+      "encoder",
+      "optimize"
+     ],
+     "doc": "encoder: one forward pass; optimize: + steps"
+    },
+    "max_steps": {
+     "type": "int",
+     "required": true,
+     "min": 0,
+     "max": 1000,
+     "doc": "optimisation step cap"
+    },
+    "by": {
+     "type": "str",
+     "required": true,
+     "nullable": true,
+     "doc": "member id that started it; null: an HTTP upload"
+    }
+   },
+   "doc": "the projection running now (status projecting or stopping); null: none"
+  },
+  "upload": {
+   "type": "map",
+   "required": false,
+   "nullable": true,
+   "fields": {
+    "key": {
+     "type": "str",
+     "required": true,
+     "pattern": "^[0-9a-f]{64}$",
+     "doc": "sha256 of the stored target PNG"
+    },
+    "w": {
+     "type": "int",
+     "required": true,
+     "min": 1,
+     "max": 4096
+    },
+    "h": {
+     "type": "int",
+     "required": true,
+     "min": 1,
+     "max": 4096
+    }
+   },
+   "doc": "the room's last uploaded picture (GET /api/rooms/{room}/upload.png); null: none"
+  },
   "state": {
    "type": "map",
    "required": true,
@@ -384,7 +451,8 @@ export const SPEC = Object.freeze({
      "values": [
       "idle",
       "running",
-      "stopping"
+      "stopping",
+      "projecting"
      ]
     },
     "step": {
@@ -414,6 +482,71 @@ export const SPEC = Object.freeze({
        "min": 1
       }
      }
+    },
+    "task": {
+     "type": "map",
+     "required": false,
+     "nullable": true,
+     "fields": {
+      "kind": {
+       "type": "enum",
+       "required": true,
+       "values": [
+        "upload",
+        "blend"
+       ],
+       "doc": "upload: toward an uploaded picture; blend: a local edit"
+      },
+      "method": {
+       "type": "enum",
+       "required": true,
+       "values": [
+        "encoder",
+        "optimize"
+       ],
+       "doc": "encoder: one forward pass; optimize: + steps"
+      },
+      "max_steps": {
+       "type": "int",
+       "required": true,
+       "min": 0,
+       "max": 1000,
+       "doc": "optimisation step cap"
+      },
+      "by": {
+       "type": "str",
+       "required": true,
+       "nullable": true,
+       "doc": "member id that started it; null: an HTTP upload"
+      }
+     },
+     "doc": "the projection running now (status projecting or stopping); null: none"
+    },
+    "upload": {
+     "type": "map",
+     "required": false,
+     "nullable": true,
+     "fields": {
+      "key": {
+       "type": "str",
+       "required": true,
+       "pattern": "^[0-9a-f]{64}$",
+       "doc": "sha256 of the stored target PNG"
+      },
+      "w": {
+       "type": "int",
+       "required": true,
+       "min": 1,
+       "max": 4096
+      },
+      "h": {
+       "type": "int",
+       "required": true,
+       "min": 1,
+       "max": 4096
+      }
+     },
+     "doc": "the room's last uploaded picture (GET /api/rooms/{room}/upload.png); null: none"
     }
    }
   },
@@ -749,7 +882,7 @@ export const SPEC = Object.freeze({
   },
   "stop": {
    "direction": "c2s",
-   "doc": "Ask the running drag to stop; it commits what it reached.",
+   "doc": "Ask the running drag or projection to stop; it commits what it reached.",
    "role": "editor",
    "rate": "edit",
    "versioned": true,
@@ -788,6 +921,51 @@ export const SPEC = Object.freeze({
      "required": false,
      "min": 0,
      "max": 2
+    }
+   }
+  },
+  "blend": {
+   "direction": "c2s",
+   "doc": "Local edit: blend the source into the mask's flexible area, then project toward the blend.",
+   "role": "editor",
+   "rate": "edit",
+   "versioned": true,
+   "fields": {
+    "id": {
+     "type": "int",
+     "required": false,
+     "min": 0,
+     "max": 4294967295,
+     "doc": "client message id, echoed as ref"
+    },
+    "source": {
+     "type": "enum",
+     "required": true,
+     "values": [
+      "seed",
+      "upload"
+     ],
+     "doc": "seed: another seed's image; upload: the last upload"
+    },
+    "seed": {
+     "type": "int",
+     "required": false,
+     "min": 0,
+     "max": 4294967295,
+     "doc": "source seed (source seed only)"
+    },
+    "truncation": {
+     "type": "float",
+     "required": false,
+     "min": 0,
+     "max": 2
+    },
+    "steps": {
+     "type": "int",
+     "required": false,
+     "min": 1,
+     "max": 1000,
+     "doc": "optimisation steps"
     }
    }
   },
@@ -1135,7 +1313,8 @@ export const SPEC = Object.freeze({
        "values": [
         "idle",
         "running",
-        "stopping"
+        "stopping",
+        "projecting"
        ]
       },
       "step": {
@@ -1165,6 +1344,71 @@ export const SPEC = Object.freeze({
          "min": 1
         }
        }
+      },
+      "task": {
+       "type": "map",
+       "required": false,
+       "nullable": true,
+       "fields": {
+        "kind": {
+         "type": "enum",
+         "required": true,
+         "values": [
+          "upload",
+          "blend"
+         ],
+         "doc": "upload: toward an uploaded picture; blend: a local edit"
+        },
+        "method": {
+         "type": "enum",
+         "required": true,
+         "values": [
+          "encoder",
+          "optimize"
+         ],
+         "doc": "encoder: one forward pass; optimize: + steps"
+        },
+        "max_steps": {
+         "type": "int",
+         "required": true,
+         "min": 0,
+         "max": 1000,
+         "doc": "optimisation step cap"
+        },
+        "by": {
+         "type": "str",
+         "required": true,
+         "nullable": true,
+         "doc": "member id that started it; null: an HTTP upload"
+        }
+       },
+       "doc": "the projection running now (status projecting or stopping); null: none"
+      },
+      "upload": {
+       "type": "map",
+       "required": false,
+       "nullable": true,
+       "fields": {
+        "key": {
+         "type": "str",
+         "required": true,
+         "pattern": "^[0-9a-f]{64}$",
+         "doc": "sha256 of the stored target PNG"
+        },
+        "w": {
+         "type": "int",
+         "required": true,
+         "min": 1,
+         "max": 4096
+        },
+        "h": {
+         "type": "int",
+         "required": true,
+         "min": 1,
+         "max": 4096
+        }
+       },
+       "doc": "the room's last uploaded picture (GET /api/rooms/{room}/upload.png); null: none"
       }
      }
     },
@@ -1231,10 +1475,12 @@ export const SPEC = Object.freeze({
       "start",
       "stop",
       "new_image",
+      "blend",
       "undo",
       "redo",
       "finish",
-      "commit"
+      "commit",
+      "upload"
      ]
     },
     "by": {
@@ -1423,7 +1669,8 @@ export const SPEC = Object.freeze({
        "values": [
         "idle",
         "running",
-        "stopping"
+        "stopping",
+        "projecting"
        ]
       },
       "step": {
@@ -1453,6 +1700,71 @@ export const SPEC = Object.freeze({
          "min": 1
         }
        }
+      },
+      "task": {
+       "type": "map",
+       "required": false,
+       "nullable": true,
+       "fields": {
+        "kind": {
+         "type": "enum",
+         "required": true,
+         "values": [
+          "upload",
+          "blend"
+         ],
+         "doc": "upload: toward an uploaded picture; blend: a local edit"
+        },
+        "method": {
+         "type": "enum",
+         "required": true,
+         "values": [
+          "encoder",
+          "optimize"
+         ],
+         "doc": "encoder: one forward pass; optimize: + steps"
+        },
+        "max_steps": {
+         "type": "int",
+         "required": true,
+         "min": 0,
+         "max": 1000,
+         "doc": "optimisation step cap"
+        },
+        "by": {
+         "type": "str",
+         "required": true,
+         "nullable": true,
+         "doc": "member id that started it; null: an HTTP upload"
+        }
+       },
+       "doc": "the projection running now (status projecting or stopping); null: none"
+      },
+      "upload": {
+       "type": "map",
+       "required": false,
+       "nullable": true,
+       "fields": {
+        "key": {
+         "type": "str",
+         "required": true,
+         "pattern": "^[0-9a-f]{64}$",
+         "doc": "sha256 of the stored target PNG"
+        },
+        "w": {
+         "type": "int",
+         "required": true,
+         "min": 1,
+         "max": 4096
+        },
+        "h": {
+         "type": "int",
+         "required": true,
+         "min": 1,
+         "max": 4096
+        }
+       },
+       "doc": "the room's last uploaded picture (GET /api/rooms/{room}/upload.png); null: none"
       }
      }
     }
@@ -1569,7 +1881,8 @@ export const SPEC = Object.freeze({
      "values": [
       "idle",
       "running",
-      "stopping"
+      "stopping",
+      "projecting"
      ]
     },
     "w": {
@@ -1602,12 +1915,24 @@ export const SPEC = Object.freeze({
      "required": false,
      "nullable": true,
      "min": 0
+    },
+    "psnr": {
+     "type": "float",
+     "required": false,
+     "nullable": true,
+     "doc": "projection: PSNR to the target, dB"
+    },
+    "loss": {
+     "type": "float",
+     "required": false,
+     "nullable": true,
+     "doc": "projection: the objective after the step"
     }
    }
   },
   "status": {
    "direction": "s2c",
-   "doc": "A drag event: started, or finished with a reason.",
+   "doc": "A drag or projection event: started, or finished with a reason.",
    "fields": {
     "status": {
      "type": "enum",
@@ -1615,7 +1940,8 @@ export const SPEC = Object.freeze({
      "values": [
       "idle",
       "running",
-      "stopping"
+      "stopping",
+      "projecting"
      ]
     },
     "reason": {
@@ -1624,6 +1950,7 @@ export const SPEC = Object.freeze({
      "nullable": true,
      "values": [
       "reached",
+      "converged",
       "max_steps",
       "stopped",
       "error"
@@ -1671,6 +1998,8 @@ export const SPEC = Object.freeze({
       "no_points",
       "nothing_to_undo",
       "nothing_to_redo",
+      "no_region",
+      "no_upload",
       "storage_failed",
       "engine_failed",
       "internal"
@@ -1760,7 +2089,7 @@ export const SPEC = Object.freeze({
    "strike": false
   },
   "busy": {
-   "message": "not allowed while a drag runs; stop it first",
+   "message": "not allowed while a drag or projection runs; stop it first",
    "strike": false
   },
   "already_running": {
@@ -1781,6 +2110,14 @@ export const SPEC = Object.freeze({
   },
   "nothing_to_redo": {
    "message": "nothing to redo",
+   "strike": false
+  },
+  "no_region": {
+   "message": "paint the area to blend with the flexible brush first",
+   "strike": false
+  },
+  "no_upload": {
+   "message": "upload a picture first",
    "strike": false
   },
   "storage_failed": {

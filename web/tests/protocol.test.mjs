@@ -122,6 +122,8 @@ test("the builders produce the golden client messages byte for byte", () => {
     ack: msg.ack(17),
     cursor: msg.cursor([128.5, 64.25]),
     cursor_hide: msg.cursor(null),
+    blend: withId(msg.blend("seed", { seed: 77, truncation: 0.5, steps: 60 }), 15),
+    blend_upload: withId(msg.blend("upload"), 16),
   };
   for (const g of C2S) {
     assert.ok(g.name in cases, `no builder case for ${g.name}`);
