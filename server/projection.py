@@ -9,8 +9,8 @@ projections start from ``w_avg``) and the perceptual distance, both loaded once.
 Sessions follow the engine contract (server/engine/project.py): ``step() -> StepResult`` whose
 ``frame`` is the image after the step; ``done`` / ``reason`` ("converged" or "max_steps");
 ``latent()`` [1, num_ws, w_dim] on the CPU; ``psnr()`` in dB. Method ``encoder`` is the encoder's
-one forward pass: a session with no optimisation step, whose only step shows the encoded image
-and ends. Tests may give the worker another Projector (a fake with the same methods).
+one forward pass: an :class:`EncodedSession` with no optimisation step, whose only step shows the
+encoded image and ends. Tests may give the worker another Projector (a fake with the same methods).
 """
 
 from __future__ import annotations
@@ -41,6 +41,35 @@ class ProjectionSession(Protocol):
     def latent(self) -> torch.Tensor: ...
 
     def psnr(self) -> float: ...
+
+
+class EncodedSession:
+    """Method ``encoder``: the encoder's W+ as is. One step (its image), then done ("max_steps":
+    zero optimisation steps were allowed)."""
+
+    def __init__(self, G: Generator, target: np.ndarray, w: torch.Tensor) -> None:
+        from server.engine.project import psnr_uint8
+
+        self.G, self.target, self.w, self.done = G, target, w.detach(), False
+        self._frame = self.render()
+        self._psnr = psnr_uint8(self._frame, target)
+
+    @torch.no_grad()
+    def render(self) -> np.ndarray:
+        from server.engine.generator import to_uint8
+
+        img, _ = self.G.synthesis(self.w, noise_mode="const")
+        return to_uint8(img)[0][..., :3]
+
+    def step(self) -> StepResult:
+        self.done = True
+        return StepResult(self._frame, [], [], 1, True, "max_steps", 0.0, 0.0)  # type: ignore[arg-type]
+
+    def latent(self) -> torch.Tensor:
+        return self.w.to("cpu", torch.float32)
+
+    def psnr(self) -> float:
+        return self._psnr
 
 
 @dataclass(frozen=True)
@@ -110,15 +139,13 @@ class Projector:
         ``max_steps`` Adam steps (method ``optimize``) or none (method ``encoder``)."""
         from server.engine.project import ProjectOptions, ProjectSession
 
-        if method == "encoder" and self.encoder is None:
-            raise ProjectionError("this server has no encoder for this model: use method optimize")
-        steps = 0 if method == "encoder" else max_steps
+        w_init = self.w_init(target)
+        if method == "encoder":
+            if w_init is None:
+                raise ProjectionError("this server has no encoder for this model: use method optimize")
+            return EncodedSession(self.G, target, w_init)
         return ProjectSession(
-            self.G,
-            target,
-            self.w_init(target),
-            ProjectOptions(max_steps=steps),
-            perceptual=self.perceptual(),
+            self.G, target, w_init, ProjectOptions(max_steps=max(1, max_steps)), perceptual=self.perceptual()
         )
 
     def blend_session(
@@ -153,10 +180,18 @@ class Projector:
         return to_uint8(img)[0][..., :3]
 
     def step_many(self, sessions: Sequence[ProjectionSession]) -> list[StepResult]:
-        """One step of each session, batched into one pass where the engine can."""
-        from server.engine.project import project_step_batch
+        """One step of each session; the engine's sessions share one batched pass."""
+        from server.engine.project import ProjectSession, project_step_batch
 
-        return project_step_batch(sessions)  # type: ignore[arg-type]
+        batched = [i for i, s in enumerate(sessions) if isinstance(s, ProjectSession)]
+        out: list[StepResult | None] = [None] * len(sessions)
+        if batched:
+            for i, r in zip(batched, project_step_batch([sessions[i] for i in batched]), strict=True):  # type: ignore[misc]
+                out[i] = r
+        for i, s in enumerate(sessions):
+            if out[i] is None:
+                out[i] = s.step()
+        return out  # type: ignore[return-value]
 
 
 def paste(

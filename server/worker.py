@@ -679,7 +679,7 @@ class Worker:
             raise EngineError(str(e)) from None
         if data is None:
             raise EngineError(f"upload {key[:12]}... is missing from the store")
-        img = decode_image(data)
+        img = np.array(decode_image(data))  # a writable copy (torch.from_numpy wants one)
         if img.shape[:2] != (self.resolution, self.resolution):
             raise EngineError(
                 f"the upload is {img.shape[1]}x{img.shape[0]}; this model needs {self.resolution}"
@@ -730,6 +730,7 @@ class Worker:
             return outcomes
         t0 = self._clock()
         sessions = [ps.session for _, ps in ready]
+        latents = [s.latent().detach().clone() for s in sessions]  # what this step's frames show
         try:
             results: list[StepResult | BaseException] = list(self.projector.step_many(sessions))
         except Exception:
@@ -740,16 +741,21 @@ class Worker:
                 except Exception as e:
                     results.append(e)
         self._measure(("project", ""), t0, len(ready))
-        for (job, ps), res in zip(ready, results, strict=True):
+        for (job, ps), res, before in zip(ready, results, latents, strict=True):
             if isinstance(res, BaseException):
                 outcomes.append(self._failed(job, res))
                 continue
-            outcomes.append(self._guard(job, lambda j, ps=ps, res=res: self._projected(j, ps, res)))
+            outcomes.append(
+                self._guard(job, lambda j, ps=ps, res=res, before=before: self._projected(j, ps, res, before))
+            )
         return outcomes
 
-    def _projected(self, job: EngineJob, ps: ProjectionState, res: StepResult) -> Outcome:
+    def _projected(
+        self, job: EngineJob, ps: ProjectionState, res: StepResult, before: torch.Tensor
+    ) -> Outcome:
         jpeg = self._jpeg(res.frame)
-        ps.latent = ps.session.latent().detach().to("cpu", torch.float32)
+        # a step's frame shows the latent before its update, the last step's the final latent
+        ps.latent = (ps.session.latent() if res.done else before).detach().to("cpu", torch.float32)
         ps.steps += 1
         traj = self._trajectories.get(job.room)
         if traj is not None and traj.drag == job.drag:
