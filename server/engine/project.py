@@ -58,7 +58,7 @@ class ProjectOptions:
     lr_rampup: int = 3  # steps of linear warm-up
     betas: tuple[float, float] = (0.9, 0.99)
     pixel_weight: float = 1.0  # weighted pixel MSE of images in [-1, 1]
-    perceptual_weight: float = 0.5  # PerceptualDistance on the SynthFaces detector
+    perceptual_weight: float = 0.2  # PerceptualDistance on the SynthFaces detector
     noise_factor: float = 0.0  # Gaussian noise on u at the start (units of W std)
     noise_ramp: float = 0.5  # fraction of max_steps over which that noise goes to 0
     converge_window: int = 10  # steps over which the relative improvement is measured
