@@ -155,7 +155,8 @@ class Encoder(nn.Module):
 def images_to_tensor(images, device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 [N, H, W, 3] (or [H, W, 3]) numpy/tensor -> float [N, 3, H, W] in [-1, 1]."""
     if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.ascontiguousarray(images))
+        ok = images.flags.writeable and images.flags.c_contiguous
+        images = torch.from_numpy(images if ok else np.array(images, order="C"))
     if not torch.is_tensor(images):
         raise TypeError(f"expected a numpy array or tensor, got {type(images).__name__}")
     if images.ndim == 3:

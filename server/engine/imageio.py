@@ -166,7 +166,7 @@ def load_upload(data: bytes, size: int, limits: UploadLimits = UploadLimits()) -
         if "truncated" in msg or "broken" in msg.lower() or isinstance(e, EOFError):
             raise UploadError(f"the {kind} file is truncated or damaged; upload it again ({msg})") from None
         raise UploadError(f"the {kind} file cannot be decoded ({msg})") from None
-    arr = np.asarray(out, dtype=np.uint8)
+    arr = np.array(out, dtype=np.uint8)  # a writable copy
     if arr.shape != (size, size, 3):  # defensive: every path above produces RGB
         raise UploadError(f"the image decoded to an unexpected shape {arr.shape}")
     return np.ascontiguousarray(arr)

@@ -64,7 +64,7 @@ class ProjectOptions:
     converge_window: int = 10  # steps over which the relative improvement is measured
     converge_tol: float = 0.005  # "converged" when the loss improved by less than this fraction
     pti_steps: int = 0  # pivotal tuning steps after the W+ phase (0 = off)
-    pti_lr: float = 3e-4  # Adam learning rate of pivotal tuning
+    pti_lr: float = 1e-3  # Adam learning rate of pivotal tuning (measured better than 3e-4 here)
     noise_mode: str = "const"
 
     def __post_init__(self) -> None:
