@@ -8,8 +8,8 @@
 
 import { PAINT_VALUE, paintCells } from "./protocol.js";
 
-/** Lifecycle of the drag as the UI shows it (the room's `status`). */
-export const DragStatus = Object.freeze({ IDLE: "idle", RUNNING: "running", STOPPING: "stopping" });
+/** Lifecycle of the drag or projection as the UI shows it (the room's `status`). */
+export const DragStatus = Object.freeze({ IDLE: "idle", RUNNING: "running", STOPPING: "stopping", PROJECTING: "projecting" });
 
 const PENDING_TTL_MS = 10_000; // a pending edit the server never answered is dropped after this
 const CURSOR_IDLE_MS = 3_000; // others' cursors dim after this long without moving
@@ -37,7 +37,10 @@ export class RoomModel {
     this.pending = []; // [{id, msg, t}]
     this.tracked = {}; // pair id -> handle from the newest frame of the running drag
     this.frame = null; // {seq, drag, step, status, w, h, fps}
-    this.lastEnd = null; // {reason, message, drag, step} of the last finished drag
+    this.lastEnd = null; // {reason, message, drag, step, task} of the last finished drag or projection
+    this.lastTask = null; // the task of the newest projection ({kind, method, max_steps, by})
+    this.lastTaskDrag = -1; // the run number of lastTask
+    this.progress = null; // {drag, step, psnr, loss} of the running projection (from its frames)
     this.view = null; // memoised confirmed state + pending edits
   }
 
@@ -83,8 +86,10 @@ export class RoomModel {
         break;
       case "status":
         if (m.status === DragStatus.IDLE) {
-          this.lastEnd = { reason: m.reason, message: m.message ?? null, drag: m.drag, step: m.step };
-        } else if (m.status === DragStatus.RUNNING) {
+          const task = this.lastTask && this.lastTaskDrag === m.drag ? this.lastTask : null;
+          this.lastEnd = { reason: m.reason, message: m.message ?? null, drag: m.drag, step: m.step, task };
+          this.progress = null;
+        } else if (m.status === DragStatus.RUNNING || m.status === DragStatus.PROJECTING) {
           this.lastEnd = null;
         }
         this.emit("status");
@@ -110,6 +115,8 @@ export class RoomModel {
     this.pending = [];
     this.tracked = {};
     this.frame = null;
+    this.progress = null;
+    if (m.state.task) this.rememberTask(m.state.task, m.state.drag);
     this.emit("state");
     this.emit("members");
     this.emit("cursors");
@@ -122,8 +129,20 @@ export class RoomModel {
     this.version = m.v;
     if (m.patch.pairs) this.untrackMoved(before, m.patch.pairs);
     if (m.patch.status === DragStatus.RUNNING) this.tracked = {};
+    if (m.patch.task) this.rememberTask(m.patch.task, this.state.drag);
     if (m.by === this.you && m.ref != null) this.dropPending(m.ref, false);
     this.emit("state");
+  }
+
+  rememberTask(task, drag) {
+    this.lastTask = task;
+    this.lastTaskDrag = drag;
+    this.progress = { drag, step: 0, psnr: null, loss: null };
+  }
+
+  /** Whether a projection (an upload or a blend) runs or ends now. */
+  get projecting() {
+    return !!this.state?.task;
   }
 
   /** A handle moved by an edit while a drag runs: show the edit, not the older frame's handle. */
@@ -170,6 +189,9 @@ export class RoomModel {
 
   onFrame(m) {
     this.frame = { seq: m.seq, drag: m.drag, step: m.step, status: m.status, w: m.w, h: m.h, fps: m.fps ?? null };
+    if (this.state?.task && m.drag === this.state.drag && m.step > 0) {
+      this.progress = { drag: m.drag, step: m.step, psnr: m.psnr ?? null, loss: m.loss ?? null };
+    }
     if (this.state && m.drag === this.state.drag && m.status !== DragStatus.IDLE) {
       this.tracked = { ...m.handles };
       this.emit("state");

@@ -42,10 +42,21 @@ const RETRY_TEXT = {
 
 const END_TEXT = {
   reached: (n) => `Reached the targets in ${n} step${n === 1 ? "" : "s"}.`,
+  converged: (n) => `Converged after ${n} step${n === 1 ? "" : "s"}.`,
   max_steps: (n) => `Stopped at the step limit (${n} steps).`,
   stopped: (n) => `Stopped after ${n} step${n === 1 ? "" : "s"}.`,
   error: (n, m) => `The drag failed${m ? `: ${m}` : ""}.`,
 };
+
+/** What a finished projection says (lastEnd.task set): the same reasons, named for a projection. */
+const PROJECT_END_TEXT = {
+  converged: (n) => `Projection converged after ${n} step${n === 1 ? "" : "s"}.`,
+  max_steps: (n) => (n <= 1 ? "Projected (encoder)." : `Projection done (${n} steps).`),
+  stopped: (n) => `Projection stopped after ${n} step${n === 1 ? "" : "s"}; its image is kept.`,
+  error: (n, m) => `The projection failed${m ? `: ${m}` : ""}.`,
+};
+
+const UPLOAD_TYPES = new Set(["image/png", "image/jpeg", "image/webp"]);
 
 class RoomApp {
   constructor() {
@@ -62,6 +73,10 @@ class RoomApp {
     this.drawMeter = new RateMeter();
     this.errors = [];
     this.modes = null; // engine modes the server offers (from /api/info)
+    this.projection = null; // projection methods the server offers (from /api/info)
+    this.maxUpload = 8 * 2 ** 20; // bytes (from /api/info)
+    this.uploading = false;
+    this.blendSource = "seed";
     this.els = {
       stage: $("canvas-area"),
       wrap: $("canvas-wrap"),
@@ -129,6 +144,8 @@ class RoomApp {
       if (!r.ok) return;
       const info = await r.json();
       if (Array.isArray(info.modes)) this.modes = info.modes;
+      if (Array.isArray(info.projection)) this.projection = info.projection;
+      if (Number.isFinite(info.max_upload_bytes)) this.maxUpload = info.max_upload_bytes;
       this.updatePanel();
     } catch {
       /* the websocket reports connection problems */
@@ -193,7 +210,10 @@ class RoomApp {
         this.pipeline.push(m);
         break;
       case "status":
-        if (m.status === DragStatus.IDLE && m.reason === "error") toast(END_TEXT.error(m.step, m.message), "error", 6000);
+        if (m.status === DragStatus.IDLE && m.reason === "error") {
+          const text = this.model.lastEnd?.task ? PROJECT_END_TEXT.error : END_TEXT.error;
+          toast(text(m.step, m.message), "error", 6000);
+        }
         break;
       case "error":
         this.onError(m);
@@ -211,7 +231,9 @@ class RoomApp {
       forbidden: "This is a view-only link: editing is off.",
       rate_limited: "Slow down: too many edits at once.",
       no_points: "Add a point pair first: press on a handle and release on its target.",
-      busy: "Wait for the drag to finish first.",
+      busy: this.model.projecting ? "Wait for the projection to finish, or stop it." : "Wait for the drag to finish first.",
+      no_region: "Paint the area to blend with the Flexible brush first.",
+      no_upload: "Upload a picture first (or blend from another seed).",
       storage_failed: "The server could not save the room; the edit is kept in memory for now.",
     }[m.code];
     toast(friendly || m.message || errorText(m.code), "error", m.code === "storage_failed" ? 7000 : 3600);
@@ -220,7 +242,7 @@ class RoomApp {
   onFrameReady(bitmap, frame) {
     this.stage.setBitmap(bitmap);
     $("placeholder").hidden = true;
-    if (frame.status === DragStatus.RUNNING) this.drawMeter.tick();
+    if (frame.status === DragStatus.RUNNING || frame.status === DragStatus.PROJECTING) this.drawMeter.tick();
     this.lastDrawnFps = frame.fps;
     this.updateHud();
   }
@@ -366,13 +388,14 @@ class RoomApp {
     const hs = $("hud-status");
     hs.dataset.status = status;
     const starting = status === DragStatus.RUNNING && !(f && f.drag === s.drag && f.status !== DragStatus.IDLE);
-    const label = starting ? "Starting…" : { idle: "Idle", running: "Running", stopping: "Stopping" }[status];
+    const label = starting ? "Starting…" : { idle: "Idle", running: "Running", stopping: "Stopping", projecting: "Projecting" }[status];
     setText($("hud-status-text"), label || status);
     const step = status !== DragStatus.IDLE && f && f.drag === s.drag ? f.step : s?.step ?? 0;
     setText($("hud-step"), String(step));
-    const rate = status === DragStatus.RUNNING ? this.drawMeter.rate : 0;
+    const rate = status === DragStatus.RUNNING || status === DragStatus.PROJECTING ? this.drawMeter.rate : 0;
     setText($("hud-fps"), rate > 0 ? rate.toFixed(rate < 10 ? 1 : 0) : "–");
     if (s) setText($("hud-size"), `${s.image.w}×${s.image.h}`);
+    this.updateProjection();
     const hint = this.editor.hint();
     setText($("hint"), hint || "");
     $("hint").hidden = !hint;
@@ -398,10 +421,12 @@ class RoomApp {
     $("undo").disabled = !can || !this.model.canUndo;
     $("redo").disabled = !can || !this.model.canRedo;
     const run = $("run");
+    const projecting = s?.status === DragStatus.PROJECTING;
     run.disabled = !can || s?.status === DragStatus.STOPPING;
     run.classList.toggle("is-stop", !idle && !!s);
     run.querySelector("use").setAttribute("href", idle || !s ? "#i-play" : "#i-stop");
-    setText($("run-label"), !s || idle ? "Start" : running ? "Stop" : "Stopping…");
+    setText($("run-label"), !s || idle ? "Start" : running || projecting ? "Stop" : "Stopping…");
+    $("upload-btn").disabled = !can || !idle || this.uploading;
     const radius = $("brush-radius");
     if (s) {
       const max = Math.max(4, Math.round(Math.max(s.image.w, s.image.h) / 4));
@@ -441,10 +466,31 @@ class RoomApp {
     setText($("image-details"), `${img.w}×${img.h} · ${seedText} · ψ ${fmt(img.truncation)}${img.latent ? " · edited" : ""}`);
     if (document.activeElement !== $("truncation") && !this.truncationTouched) $("truncation").value = String(img.truncation);
     for (const id of ["new-image", "random-image", "seed", "truncation"]) $(id).disabled = !can || !idle;
+    const busyUpload = !can || !idle || this.uploading;
+    $("upload-pick").disabled = busyUpload;
+    const method = $("project-method");
+    method.disabled = busyUpload;
+    const encoderOption = method.querySelector('option[value="encoder"]');
+    const hasEncoder = !this.projection || this.projection.includes("encoder");
+    encoderOption.disabled = !hasEncoder;
+    encoderOption.textContent = hasEncoder ? "Encoder only (instant)" : "Encoder only (no encoder on this server)";
+    if (!hasEncoder && method.value === "encoder") method.value = "optimize";
+    for (const b of $("blend-source").querySelectorAll("button")) {
+      b.setAttribute("aria-checked", String(b.dataset.source === this.blendSource));
+      b.disabled = !can || (b.dataset.source === "upload" && !s.upload);
+    }
+    if (this.blendSource === "upload" && !s.upload) this.blendSource = "seed";
+    $("blend-seed").disabled = !can || this.blendSource !== "seed";
+    $("blend-steps").disabled = !can;
+    const hasRegion = s.mask.cells.some((v) => v === 1);
+    const apply = $("blend-apply");
+    apply.disabled = !can || !idle;
+    apply.title = hasRegion ? "Blend the source into the flexible area" : "Paint the area with the Flexible brush first";
     const end = this.model.lastEnd;
     const result = $("drag-result");
-    if (end && END_TEXT[end.reason]) {
-      setText(result, END_TEXT[end.reason](end.step, end.message));
+    const texts = end?.task ? PROJECT_END_TEXT : END_TEXT;
+    if (end && texts[end.reason]) {
+      setText(result, texts[end.reason](end.step, end.message));
       result.classList.toggle("is-error", end.reason === "error");
     } else {
       setText(result, "");
@@ -562,6 +608,173 @@ class RoomApp {
     );
   }
 
+  // --- real images: upload, projection progress, blend ------------------------------------------
+
+  /** The projection's progress bar, PSNR and the target thumbnail (shown while it runs). */
+  updateProjection() {
+    const s = this.model.state;
+    const task = s?.task;
+    const bar = $("project-bar");
+    bar.hidden = !task;
+    $("hud-psnr-item").hidden = !task;
+    const thumb = $("target-thumb");
+    const showThumb = !!task && task.kind === "upload" && !!s.upload;
+    if (showThumb) {
+      const src = `/api/rooms/${encodeURIComponent(this.room)}/upload.png?cap=${encodeURIComponent(this.cap)}&k=${s.upload.key.slice(0, 12)}`;
+      const img = $("target-img");
+      if (img.getAttribute("src") !== src) img.setAttribute("src", src);
+    }
+    thumb.hidden = !showThumb;
+    if (!task) return;
+    const p = this.model.progress;
+    const step = p && p.drag === s.drag ? p.step : 0;
+    const psnr = p && p.drag === s.drag ? p.psnr : null;
+    const what = task.kind === "blend" ? "Blending" : "Projecting";
+    const max = task.max_steps;
+    const stopping = s.status === DragStatus.STOPPING;
+    let text = `${what}${task.method === "encoder" ? " (encoder)" : ""} · step ${step}${max ? ` / ${max}` : ""}`;
+    if (psnr != null) text += ` · PSNR ${psnr.toFixed(1)} dB`;
+    if (stopping) text = `${what}: committing…`;
+    setText($("project-text"), text);
+    const prog = $("project-progress");
+    prog.max = Math.max(1, max);
+    prog.value = Math.min(step, Math.max(1, max));
+    setText($("hud-psnr"), psnr == null ? "–" : psnr.toFixed(1));
+    $("project-stop").disabled = !this.canEdit() || stopping;
+  }
+
+  /** Send a picture to the room (POST /api/rooms/{room}/upload); the server answers with frames. */
+  async uploadFile(file) {
+    if (!file) return;
+    if (!this.canEdit() || !this.editCap) {
+      toast(this.model.role === "viewer" ? "This is a view-only link: uploading is off." : "Offline: try again once connected.", "error");
+      return;
+    }
+    if (this.model.state?.status !== DragStatus.IDLE) {
+      toast("Wait for the drag or projection to finish first.", "error");
+      return;
+    }
+    if (file.type && !UPLOAD_TYPES.has(file.type)) {
+      toast("Upload a PNG, JPEG or WebP picture.", "error");
+      return;
+    }
+    if (file.size > this.maxUpload) {
+      toast(`The picture is larger than ${Math.round(this.maxUpload / 2 ** 20)} MiB.`, "error");
+      return;
+    }
+    const method = $("project-method").value === "encoder" ? "encoder" : "optimize";
+    this.uploading = true;
+    this.updateToolbar();
+    this.updatePanel();
+    try {
+      const r = await fetch(`/api/rooms/${encodeURIComponent(this.room)}/upload?method=${method}`, {
+        method: "POST",
+        headers: { "X-Livedrag-Cap": this.editCap, "Content-Type": file.type || "application/octet-stream" },
+        body: file,
+      });
+      if (!r.ok) {
+        let text = `Upload failed (${r.status})`;
+        try {
+          const body = await r.json();
+          if (body?.error) text = `Upload refused: ${body.error}`;
+        } catch {
+          /* not JSON: keep the status */
+        }
+        this.lastUploadError = text;
+        toast(text, "error", 6000);
+      } else {
+        this.lastUploadError = null;
+        toast(method === "encoder" ? "Projecting with the encoder…" : "Projecting your picture…");
+      }
+    } catch (e) {
+      this.lastUploadError = `Upload failed: ${e.message}`;
+      toast("Upload failed: the server could not be reached.", "error");
+    } finally {
+      this.uploading = false;
+      this.updateToolbar();
+      this.updatePanel();
+    }
+  }
+
+  bindUpload() {
+    const input = $("upload-file");
+    const pick = () => {
+      if (this.canEdit()) input.click();
+    };
+    $("upload-btn").addEventListener("click", pick);
+    $("upload-pick").addEventListener("click", pick);
+    input.addEventListener("change", () => {
+      const file = input.files?.[0];
+      input.value = "";
+      this.uploadFile(file);
+    });
+    const area = this.els.stage;
+    const zone = $("drop-zone");
+    let depth = 0;
+    const hasFile = (e) => [...(e.dataTransfer?.types || [])].includes("Files");
+    area.addEventListener("dragenter", (e) => {
+      if (!hasFile(e) || !this.model.isEditor) return;
+      e.preventDefault();
+      depth += 1;
+      zone.hidden = false;
+    });
+    area.addEventListener("dragover", (e) => {
+      if (!hasFile(e) || !this.model.isEditor) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = "copy";
+    });
+    area.addEventListener("dragleave", () => {
+      depth = Math.max(0, depth - 1);
+      if (!depth) zone.hidden = true;
+    });
+    area.addEventListener("drop", (e) => {
+      depth = 0;
+      zone.hidden = true;
+      if (!hasFile(e)) return;
+      e.preventDefault();
+      if (!this.model.isEditor) {
+        toast("This is a view-only link: uploading is off.", "error");
+        return;
+      }
+      this.uploadFile(e.dataTransfer.files?.[0]);
+    });
+    $("project-stop").addEventListener("click", () => {
+      if (this.model.state?.status === DragStatus.PROJECTING) this.edit(msg.stop());
+    });
+    for (const b of $("blend-source").querySelectorAll("button")) {
+      b.addEventListener("click", () => {
+        this.blendSource = b.dataset.source;
+        this.updatePanel();
+      });
+    }
+    $("blend-apply").addEventListener("click", () => this.applyBlend());
+  }
+
+  applyBlend() {
+    const s = this.model.state;
+    if (!s) return;
+    if (!s.mask.cells.some((v) => v === 1)) {
+      toast("Paint the area to blend with the Flexible brush first.", "error");
+      return;
+    }
+    const steps = Number($("blend-steps").value);
+    const opts = {};
+    if (Number.isInteger(steps) && steps >= 1) opts.steps = Math.min(steps, this.model.limits.max_project_steps || 1000);
+    if (this.blendSource === "seed") {
+      const raw = $("blend-seed").value.trim();
+      const seed = raw === "" ? randomSeed() : Number(raw);
+      if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+        $("blend-seed").setAttribute("aria-invalid", "true");
+        toast("The seed is a whole number from 0 to 4294967295", "error");
+        return;
+      }
+      $("blend-seed").removeAttribute("aria-invalid");
+      opts.seed = seed;
+      if (raw === "") toast(`Blending from seed ${seed}`);
+    }
+    this.edit(msg.blend(this.blendSource, opts));
+  }
+
   // --- links and downloads --------------------------------------------------------------------
 
   setLinks() {
@@ -595,6 +808,7 @@ class RoomApp {
   // --- controls -------------------------------------------------------------------------------
 
   bindControls() {
+    this.bindUpload();
     for (const b of document.querySelectorAll(".tool[data-tool]")) {
       b.addEventListener("click", () => this.editor.setTool(b.dataset.tool));
     }
@@ -689,11 +903,11 @@ class RoomApp {
       case "run":
         if (!s) return;
         if (s.status === DragStatus.IDLE) this.edit(msg.start());
-        else if (s.status === DragStatus.RUNNING) this.edit(msg.stop());
+        else if (s.status === DragStatus.RUNNING || s.status === DragStatus.PROJECTING) this.edit(msg.stop());
         break;
       case "undo":
         if (this.model.canUndo) this.edit(msg.undo());
-        else if (s?.status !== DragStatus.IDLE) toast("Undo is available once the drag has finished.");
+        else if (s?.status !== DragStatus.IDLE) toast(`Undo is available once the ${this.model.projecting ? "projection" : "drag"} has finished.`);
         break;
       case "redo":
         if (this.model.canRedo) this.edit(msg.redo());

@@ -475,3 +475,51 @@ test("frames: a paused (hidden) pipeline holds the newest frame and acks nothing
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(acks, [2]);
 });
+
+// --- real images: projections ------------------------------------------------------------------
+
+test("an upload op starts a projection: task, upload, progress from its frames, undo off", () => {
+  const model = joinedModel();
+  const op = { ...golden("op_upload"), v: 8 };
+  model.receive(op);
+  assert.equal(model.state.status, DragStatus.PROJECTING);
+  assert.equal(model.projecting, true);
+  assert.deepEqual(model.state.task, { kind: "upload", method: "optimize", max_steps: 100, by: null });
+  assert.equal(model.state.upload.key, op.patch.upload.key);
+  assert.equal(model.canUndo || model.canRedo, false);
+  model.receive(golden("status_projecting"));
+  assert.equal(model.lastEnd, null);
+  model.receive(golden("frame_projecting"));
+  assert.deepEqual(model.progress, { drag: 3, step: 23, psnr: 21.5, loss: 0.125 });
+  assert.deepEqual(model.display().pairs.map((p) => p.handle), model.state.pairs.map((p) => p.handle)); // no tracking
+});
+
+test("a projection's finish clears the task and remembers it in lastEnd; drags' ends do not", () => {
+  const model = joinedModel();
+  model.receive({ ...golden("op_upload"), v: 8 });
+  model.receive(golden("frame_projecting"));
+  model.receive({ ...golden("op_finish_projection"), v: 9 });
+  assert.equal(model.state.task, null);
+  assert.equal(model.projecting, false);
+  assert.equal(model.state.image.seed, null);
+  assert.equal(model.state.pairs.length, 0);
+  assert.equal(model.canUndo, true);
+  model.receive(golden("status_converged"));
+  assert.equal(model.lastEnd.reason, "converged");
+  assert.equal(model.lastEnd.task.kind, "upload");
+  assert.equal(model.progress, null);
+  model.receive({ t: "op", v: 10, op: "start", by: "m1", ref: 1, patch: { status: "running", step: 0, drag: 4 } });
+  model.receive({ t: "status", status: "idle", reason: "reached", drag: 4, step: 5 });
+  assert.equal(model.lastEnd.task, null);
+});
+
+test("a snapshot taken mid-projection restores the task; blend messages validate", () => {
+  const model = joinedModel();
+  const snap = golden("snapshot");
+  const task = { kind: "blend", method: "optimize", max_steps: 60, by: "m2" };
+  model.receive({ ...snap, state: { ...snap.state, status: "projecting", drag: 5, task, upload: null } });
+  assert.equal(model.projecting, true);
+  assert.deepEqual(model.progress, { drag: 5, step: 0, psnr: null, loss: null });
+  assert.deepEqual(msg.blend("seed", { seed: 3 }), { t: "blend", source: "seed", seed: 3 });
+  assert.deepEqual(msg.blend("upload", { steps: 9 }), { t: "blend", source: "upload", steps: 9 });
+});
