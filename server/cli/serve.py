@@ -40,6 +40,12 @@ def register(subparsers) -> None:
     p.add_argument(
         "--predictor", default=None, help="predictor file for predict mode (default: the shipped one)"
     )
+    p.add_argument(
+        "--encoder", default=None, help="encoder file for projecting uploads (default: the shipped one)"
+    )
+    p.add_argument(
+        "--project-steps", type=int, default=None, help="optimisation steps of an upload's projection (100)"
+    )
     p.add_argument("--data-dir", type=Path, default=None, help="where rooms are stored (default ./data)")
     p.add_argument(
         "--origin",
@@ -67,6 +73,8 @@ def settings_from_args(args: argparse.Namespace):
         port=args.port,
         checkpoint=args.checkpoint,
         predictor=args.predictor,
+        encoder=args.encoder,
+        project_steps=args.project_steps,
         device=args.device,
         data_dir=args.data_dir,
         origins=tuple(args.origin) if args.origin else None,

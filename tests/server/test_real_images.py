@@ -329,3 +329,25 @@ def test_a_restart_mid_projection_leaves_the_room_on_its_last_image(make_client)
             next(m for m in msgs if m["t"] == "op" and m["op"] == "finish")["patch"]["history"]["size"] == 2
         )
     assert c2.get(f"/api/rooms/{room['room']}/upload.png?cap={room['view_token']}").status_code == 200
+
+
+def test_method_encoder_gives_one_frame_and_commits_it(tmp_path, make_client):
+    """With an encoder file for the model, /api/info offers it and an upload projects in one frame."""
+    from server.engine.checkpoint import load_generator
+    from server.engine.encoder import Encoder, EncoderConfig, save_encoder
+
+    settings = make_settings(tmp_path)
+    G = load_generator(settings.checkpoint)
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig.for_generator(G, channels=(8, 16), feat_dim=16, row_dim=16))
+    path = save_encoder(tmp_path / "enc.safetensors", enc, G)
+    c = make_client(encoder=str(path))
+    assert c.get("/api/info").json()["projection"] == ["encoder", "optimize"]
+    room = new_room(c)
+    with join(c, room, "viewer") as ws:
+        r = upload(c, room, picture(), query="method=encoder")
+        assert r.status_code == 202 and r.json()["method"] == "encoder" and r.json()["max_steps"] == 0
+        msgs = projection(ws)
+    assert [m["step"] for m in msgs if m["t"] == "frame" and m["step"] > 0] == [1]
+    finish = next(m for m in msgs if m["t"] == "op" and m["op"] == "finish")
+    assert finish["patch"]["image"]["latent"] and msgs[-1]["reason"] == "max_steps"
