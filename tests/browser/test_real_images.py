@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from tests.browser.conftest import image_checksum, js
+from tests.browser.conftest import canvas_point, image_checksum, js
 from tests.browser.live import edit_path, view_path
 
 
@@ -80,3 +80,49 @@ def test_a_bad_upload_shows_the_servers_message(server, open_page):
     assert "PNG, JPEG or WebP" in js(ada, "livedrag.app.lastUploadError")
     ada.wait_for_selector(".toast.is-error")
     assert js(ada, "livedrag.model.version") == version and js(ada, "livedrag.model.state.upload") is None
+
+
+def test_dropping_a_picture_on_the_image_uploads_it(server, open_page):
+    """A file dropped on the canvas area starts a projection (drag-and-drop upload)."""
+    room = server.create_room(seed=7)
+    ada = open_page(server.url + edit_path(room), name="Ada")
+    data = list(png_bytes())
+    ada.evaluate(
+        """(bytes) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], 'drop.png', { type: 'image/png' }));
+        const area = document.getElementById('canvas-area');
+        area.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dt, bubbles: true, cancelable: true }));
+        area.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }""",
+        data,
+    )
+    ada.wait_for_function("livedrag.model.state.upload !== null && livedrag.model.lastTask !== null")
+    assert js(ada, "livedrag.model.lastTask.kind") == "upload"
+    assert ada.locator("#drop-zone").is_hidden()
+    ada.keyboard.press("Space")  # Space stops a projection as it stops a drag
+    ada.wait_for_function("livedrag.model.state.status === 'idle' && livedrag.model.state.task === null")
+
+
+def test_blend_from_another_seed_in_a_painted_region(server, open_page):
+    """Paint a flexible region, pick a seed, Apply: the blend runs and commits a history entry."""
+    room = server.create_room(seed=8)
+    ada = open_page(server.url + edit_path(room), name="Ada")
+    ada.click("#blend-apply")
+    ada.wait_for_selector(".toast.is-error")  # nothing painted yet: told what to do, nothing sent
+    assert js(ada, "livedrag.model.version") == 0
+    ada.keyboard.press("f")
+    ada.mouse.move(*canvas_point(ada, 0.3, 0.5))
+    ada.mouse.down()
+    ada.mouse.move(*canvas_point(ada, 0.7, 0.5), steps=6)
+    ada.mouse.up()
+    ada.wait_for_function("livedrag.model.state.mask.cells.includes(1)")
+    if not ada.locator("#blend-seed").is_visible():
+        ada.click("#panel-btn")
+    ada.fill("#blend-seed", "11")
+    ada.fill("#blend-steps", "3")
+    ada.click("#blend-apply")
+    ada.wait_for_function("livedrag.model.lastTask && livedrag.model.lastTask.kind === 'blend'")
+    ada.wait_for_function("livedrag.model.state.status === 'idle' && livedrag.model.state.history.size === 2")
+    assert js(ada, "livedrag.model.state.image.latent") is not None
+    assert js(ada, "livedrag.model.state.mask.cells.some(v => v)") is False
