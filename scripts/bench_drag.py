@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--substep", type=float, default=None, help="predict: sub-step px (default: trained value)"
     )
+    p.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        help="an earlier --json of the same protocol, pairs, seed and model: its rows are kept and "
+        "its methods are not run again (run the slow optimiser once, the predictor after each training)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -94,17 +102,63 @@ def make_session(method: str, G, w, handles, targets, args, model):
     return PredictSession(G, w, handles, targets, options=options, model=model)
 
 
-def run_edit(method: str, G, w, handles, targets, args, model) -> tuple[np.ndarray, float, int, bool]:
-    """One edit alone: (final frame uint8 [H, W, 3], seconds, steps, reached)."""
+def run_edit(method: str, G, w, handles, targets, args, model) -> tuple[np.ndarray, float, float, int, bool]:
+    """One edit alone: (final frame uint8 [H, W, 3], wall seconds, CPU seconds, steps, reached)."""
     if G.mapping.w_avg.is_cuda:
         torch.cuda.synchronize()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     s = make_session(method, G, w, handles, targets, args, model)
     r = None
     while not s.done:
         r = s.step()
     seconds = time.perf_counter() - t0
-    return r.frame, seconds, r.step, r.reason == "reached"
+    return r.frame, seconds, time.process_time() - c0, r.step, r.reason == "reached"
+
+
+def read_merge(path: Path, args: argparse.Namespace, res: int) -> list[dict]:
+    """Rows of an earlier report, after checking it measured the same edits."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--merge {path}: cannot read it: {e}") from None
+    want = {
+        "protocol": f"synthfaces-landmarks-v1-{args.protocol}",
+        "pairs": args.pairs,
+        "seed": args.seed,
+        "trunc": args.trunc,
+        "resolution": res,
+        "checkpoint": args.checkpoint or "embedded",
+    }
+    diff = {k: (old.get(k), v) for k, v in want.items() if old.get(k) != v}
+    if diff:
+        raise SystemExit(f"--merge {path} measured other edits (theirs, ours): {diff}")
+    return [r for r in old["rows"] if r["method"] in args.methods]
+
+
+def compare(rows: list[dict], points: list[str]) -> list[dict]:
+    """The issue's targets, predictor vs optimiser, per point set where both rows exist."""
+    out = []
+    for pts in points:
+        by = {r["method"]: r for r in rows if r["points"] == pts}
+        if "optimize" not in by or "predict" not in by:
+            continue
+        o, p = by["optimize"], by["predict"]
+        speed = o["seconds_median"] / max(p["seconds_median"], 1e-9)
+        cpu = o.get("cpu_seconds_median", math.nan) / max(p.get("cpu_seconds_median", math.nan), 1e-9)
+        md = p["md"] / max(o["md"], 1e-9)
+        fid = p["fid_detector"] / max(o["fid_detector"], 1e-9)
+        out.append(
+            {
+                "points": pts,
+                "speedup": speed,
+                "speedup_cpu_time": cpu,
+                "md_vs_optimize": md,
+                "fid_vs_optimize": fid,
+                "met": bool(speed >= 10 and md <= 1.25 and fid <= 1.10),
+            }
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,8 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     ws_a = ws[0::2]
     feats_a = detector.features(img_a)
 
+    merged_rows: list[dict] = []
+    if args.merge is not None:
+        merged_rows = read_merge(args.merge, args, res)
+    merged_methods = {r["method"] for r in merged_rows}
+    methods = [m for m in args.methods if m not in merged_methods]
     rows: list[dict] = []
-    total = len(args.points) * len([m for m in args.methods if m != "none"]) * n
+    edit_methods = [m for m in methods if m != "none"]
+    total = len(args.points) * len(edit_methods) * n
     bar = progress(total=total, desc="edits", disable=True if args.no_progress else None)
     for pts in args.points:
         idx = LANDMARK_GROUPS[POINT_SETS[pts]]
@@ -156,20 +216,29 @@ def main(argv: list[str] | None = None) -> int:
         targets = np.clip(lm_b[:, idx] - 0.5, 0, res - 1)
         targets_det = targets + 0.5
         md_none = np.linalg.norm(lm_a[:, idx] - targets_det, axis=-1).mean(axis=1)  # [n]
-        for method in args.methods:
+        # pair by pair, every method in turn: a busy machine slows all methods alike
+        out = {m: {"finals": [], "secs": [], "cpu": [], "steps": [], "reached": []} for m in edit_methods}
+        for i in range(n):
+            for method in edit_methods:
+                f, s, c, k, ok = run_edit(method, G, ws_a[i : i + 1], handles[i], targets[i], args, model)
+                for key, v in zip(
+                    ("finals", "secs", "cpu", "steps", "reached"), (f, s, c, k, ok), strict=True
+                ):
+                    out[method][key].append(v)
+                bar.update(1)
+                bar.set_postfix(points=pts, pair=i, method=method)
+        for method in methods:
             if method == "none":
-                finals, secs, steps, reached = img_a, [0.0] * n, [0] * n, [False] * n
+                finals, secs, cpu, steps, reached = img_a, [0.0] * n, [0.0] * n, [0] * n, [False] * n
             else:
-                finals, secs, steps, reached = [], [], [], []
-                for i in range(n):
-                    f, s, k, ok = run_edit(method, G, ws_a[i : i + 1], handles[i], targets[i], args, model)
-                    finals.append(f)
-                    secs.append(s)
-                    steps.append(k)
-                    reached.append(ok)
-                    bar.update(1)
-                    bar.set_postfix(points=pts, method=method)
-                finals = np.stack(finals)
+                o = out[method]
+                finals, secs, cpu, steps, reached = (
+                    np.stack(o["finals"]),
+                    o["secs"],
+                    o["cpu"],
+                    o["steps"],
+                    o["reached"],
+                )
             det = detector.detect(finals)[:, idx]
             md = np.linalg.norm(det - targets_det, axis=-1).mean(axis=1)  # [n]
             fid = 0.0 if method == "none" else frechet_distance(detector.features(finals), feats_a)
@@ -184,16 +253,24 @@ def main(argv: list[str] | None = None) -> int:
                     "fid_detector": fid,
                     "seconds_median": float(statistics.median(secs)),
                     "seconds_p90": float(np.percentile(secs, 90)),
+                    "cpu_seconds_median": float(statistics.median(cpu)),
                     "steps_median": float(statistics.median(steps)),
                     "reached": float(np.mean(reached)),
                     "md_per_pair": [round(float(v), 3) for v in md],
+                    "seconds_per_pair": [round(float(v), 4) for v in secs],
                 }
             )
     bar.close()
+    order = {m: i for i, m in enumerate(METHODS)}
+    rows = sorted(
+        [r for r in merged_rows if r["points"] in args.points] + rows,
+        key=lambda r: (args.points.index(r["points"]), order[r["method"]]),
+    )
+    targets = compare(rows, args.points)
 
     header = (
         f"{'points':>6} {'method':<14} {'MD px':>7} {'/no-edit':>8} {'FID*':>8} "
-        f"{'s med':>7} {'s p90':>7} {'steps':>6} {'reached':>7}"
+        f"{'s med':>7} {'s p90':>7} {'cpu s':>7} {'steps':>6} {'reached':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -201,12 +278,22 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['points']:>6} {r['method']:<14} {r['md']:7.2f} {r['md_ratio']:8.2f} "
             f"{r['fid_detector']:8.3f} {r['seconds_median']:7.3f} {r['seconds_p90']:7.3f} "
+            f"{r.get('cpu_seconds_median', float('nan')):7.3f} "
             f"{r['steps_median']:6.0f} {100 * r['reached']:6.0f}%"
         )
     print(
         f"{n} pairs, {res} px, device {device}; MD in image pixels; FID* = FID-style score on the SynthFaces "
-        "landmark detector's features (not Inception), edited vs initial images"
+        "landmark detector's features (not Inception), edited vs initial images; cpu s = process CPU "
+        "time per edit (median)"
     )
+    for t in targets:
+        print(
+            f"points {t['points']}: predict is {t['speedup']:.1f}x faster than optimize (goal >= 10; "
+            f"{t['speedup_cpu_time']:.1f}x in CPU time), "
+            f"MD {t['md_vs_optimize']:.2f}x optimize's (goal <= 1.25), fidelity score "
+            f"{t['fid_vs_optimize']:.2f}x optimize's (goal <= 1.10): "
+            + ("all met" if t["met"] else "NOT met")
+        )
     if args.json is not None:
         report = {
             "protocol": f"synthfaces-landmarks-v1-{args.protocol}",
@@ -223,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
             "predictor": (args.predictor or "shipped") if model is not None else None,
             "predictor_training": model.training if model is not None else None,
             "fid_note": "FID-style score on the SynthFaces landmark detector's features, not Inception",
+            "protocol_name": args.protocol,
+            "targets": targets,
+            "command": "scripts/bench_drag.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "rows": rows,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
