@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reg-weight", type=float, default=0.1, help="weight of the denoising term in stage 2")
     p.add_argument("--val-frac", type=float, default=0.05, help="trajectories held out for validation")
     p.add_argument("--export", type=Path, default=None, help="write the predictor file from <out>/stage2.pt")
+    p.add_argument(
+        "--default",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="export: a recommended PredictOptions value stored in the file (e.g. max_steps=12, "
+        "substep=4), chosen on validation seeds with bench_drag.py; repeatable",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -530,6 +538,26 @@ def train_stage2(G: Generator, args: argparse.Namespace, device: torch.device, b
     return {"iter": it, **ema, **last_eval}
 
 
+def parse_defaults(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs -> recommended PredictOptions for the exported file (checked by PredictOptions)."""
+    from server.engine.predict_session import PredictOptions
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--default {item!r}: write KEY=VALUE, e.g. max_steps=12")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    try:
+        PredictOptions(**out)
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"--default: {e}") from None
+    return out
+
+
 def export(G: Generator, args: argparse.Namespace) -> Path:
     path = args.out / "stage2.pt"
     if not path.is_file():
@@ -554,7 +582,9 @@ def export(G: Generator, args: argparse.Namespace) -> Path:
         "feat_weight": st["args"].get("feat_weight"),
         "last_log": last2[-1] if last2 else None,
     }
-    bundle = PredictorBundle(P, R, identity, defaults={"substep": st["substep"]}, training=training)
+    defaults = {"substep": st["substep"], **parse_defaults(args.default)}
+    training["inference_defaults"] = " ".join(args.default) if args.default else "as trained"
+    bundle = PredictorBundle(P, R, identity, defaults=defaults, training=training)
     out = save_predictor(bundle, args.export, half=True)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return out
