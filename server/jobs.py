@@ -45,4 +45,5 @@ class FrameResult:
     fps: float | None = None  # optional: the room's recent steps per second
     psnr: float | None = None  # PROJECT: PSNR of the frame to the target (dB)
     loss: float | None = None  # PROJECT: the objective after the step
-    done: str | None = None  # PROJECT: the session ended by itself ("converged" or "max_steps")
+    done: str | None = None  # the session ended by itself: PROJECT "converged" or "max_steps"; STEP
+    # "max_steps" (a mode with its own step budget, e.g. predict), "reached" is reported by ``reached``

@@ -549,7 +549,8 @@ class Room:
                 p = self.pairs.get(pid)
                 if p is not None and p.handle_rev <= job.version:
                     self.pairs[pid] = replace(p, handle=self._clamp(pos))
-            if self.status is Status.RUNNING and (frame.reached or self.step >= self.params.max_steps):
+            ended = frame.reached or frame.done is not None or self.step >= self.params.max_steps
+            if self.status is Status.RUNNING and ended:
                 self.status = Status.STOPPING
                 self.finish_reason = "reached" if frame.reached else "max_steps"
         elif job.kind is JobKind.PROJECT:

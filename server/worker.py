@@ -90,7 +90,7 @@ from server.store import StoreError
 log = logging.getLogger(__name__)
 
 LATENT_FORMAT = "livedrag.latent"
-SESSION_STEP_CAP = 1_000_000  # the room enforces params.max_steps; sessions never stop on their own
+SESSION_STEP_CAP = 1_000_000  # optimize: the room enforces params.max_steps; sessions never stop on their own
 LATENT_CACHE = 64  # serialised latents kept in memory (undo/redo without a store read)
 
 
@@ -163,7 +163,8 @@ def _step_drag(sessions: Sequence[EditSession]) -> list[StepResult]:
 
 def predict_mode(bundle: Any) -> EngineMode:
     """Auto DragGAN's predictor mode for a loaded ``PredictorBundle`` (``load_predictor(..., G=G)``).
-    The predictor's recommended options apply; the room's ``stop_dist`` and ``r2`` override them
+    The predictor's recommended options apply, its step budget included (a session that spends it
+    ends the drag with reason ``max_steps``); the room's ``stop_dist`` and ``r2`` override them
     (``lr``, ``lambda`` and ``r1`` are optimiser settings and do not apply)."""
     from server.engine.predict_session import PredictOptions, PredictSession, predict_step_batch
 
@@ -171,7 +172,9 @@ def predict_mode(bundle: Any) -> EngineMode:
 
     def options(params: Params, resolution: int) -> dict[str, Any]:
         return {
-            "max_steps": SESSION_STEP_CAP,
+            # the predictor's own budget (its file's recommendation; longer chains drift off the
+            # image manifold), restarted whenever points change; the room's cap still applies
+            "max_steps": base.max_steps,
             "stop_distance": params.stop_dist,
             "r2": base.r2 if params.r2 is None else params.r2 * 512 / resolution,
             "r2_min": base.r2_min if params.r2 is None else 1,
@@ -940,8 +943,9 @@ class Worker:
             traj.add(TrajectoryItem(jpeg, list(res.handles), list(res.targets)))
         self.stats.steps += 1
         reached = res.done and res.reason == "reached"
+        ended = "max_steps" if res.done and not reached else None  # the session's own budget is spent
         fps = None if st.fps is None else round(st.fps, 2)
-        return Outcome(job, FrameResult(jpeg, handles, reached=reached, fps=fps), steps=st.steps)
+        return Outcome(job, FrameResult(jpeg, handles, reached=reached, fps=fps, done=ended), steps=st.steps)
 
 
 def request_stop(room: Room) -> None:

@@ -38,8 +38,9 @@ def tiny_checkpoint(directory: Path, res: int = RES) -> Path:
     return save_generator(Generator(tiny_config(res)).eval(), directory / f"tiny{res}.safetensors")
 
 
-def tiny_predictor(G: Generator):
-    """A small random predictor bundle that fits ``G`` (predict mode runs; it edits nothing useful)."""
+def tiny_predictor(G: Generator, **defaults):
+    """A small random predictor bundle that fits ``G`` (predict mode runs; it edits nothing useful);
+    ``defaults`` become its recommended options (e.g. ``max_steps=2``)."""
     from server.engine.predictor import LatentPredictor, PredictorConfig, latent_stats
     from server.engine.predictor_io import GeneratorIdentity, PredictorBundle
     from server.engine.regularizer import LatentRegularizer, RegularizerConfig
@@ -52,7 +53,7 @@ def tiny_predictor(G: Generator):
     for m in (P, R):
         m.w_avg.copy_(mean)
         m.w_std.copy_(std)
-    return PredictorBundle(P, R, GeneratorIdentity.of(G), defaults={"substep": 2.0}).eval()
+    return PredictorBundle(P, R, GeneratorIdentity.of(G), defaults={"substep": 2.0, **defaults}).eval()
 
 
 def make_settings(tmp_path: Path, **kw: Any) -> Settings:

@@ -272,6 +272,21 @@ async def test_predict_mode_runs_when_a_predictor_is_registered(G):
     await env.worker.stop()
 
 
+async def test_predict_drag_ends_when_the_predictors_own_budget_is_spent(G):
+    """A predictor recommending 2 steps ends the drag after them (reason max_steps), whatever the
+    room's larger cap: longer chains drift, so the file's budget is the one that counts."""
+    env = Env(G, modes=default_modes(tiny_predictor(G, max_steps=2)))
+    rid, ada = env.room()
+    env.send(rid, ada, {"t": "set_params", "params": {"mode": "predict", "r2": 4.0}})
+    env.drag(rid, ada, max_steps=50)
+    env.worker.start()
+    await until(lambda: env.status(rid) is Status.IDLE and env.hub.of(rid, "status")[-1]["status"] == "idle")
+    assert env.hub.of(rid, "status")[-1]["reason"] == "max_steps"
+    assert [f["step"] for f in env.hub.of(rid, "frame") if f["step"] > 0] == [1, 2]
+    assert env.manager.rooms[rid].history.to_wire()["size"] == 2
+    await env.worker.stop()
+
+
 async def test_a_handle_placed_mid_drag_is_tracked_from_its_new_place(G):
     """Moving a handle during a drag restarts its tracking there (later frames show it near)."""
     env = Env(G, max_fps=60.0)
