@@ -36,7 +36,8 @@ def test_invert_writes_a_loadable_latent(tmp_path, photo, capsys):
     assert rc == 0
     w = load_latent(out, 10, 256)
     assert w.shape == (1, 10, 256) and torch.isfinite(w).all()
-    assert Image.open(prev).size[0] > 128
+    with Image.open(prev) as im:
+        assert im.size[0] > 128
     assert "PSNR" in capsys.readouterr().out
     rc = main(["invert", str(photo), "--out", str(out), "--method", "encoder", "--device", "cpu"])
     assert rc == 0 and load_latent(out, 10, 256).shape == (1, 10, 256)
