@@ -54,7 +54,12 @@ def register(subparsers) -> None:
     p.add_argument(
         "--method", choices=METHODS, default="optimize", help="optimize: DragGAN (default); predict: learned"
     )
-    p.add_argument("--steps", type=int, default=200, help="step budget (default 200)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="step budget (default: 200 for optimize; the predictor file's recommendation for predict)",
+    )
     p.add_argument("--lr", type=float, default=2e-3, help="Adam step size (default 2e-3)")
     p.add_argument("--space", choices=("w", "w+"), default="w+", help="latent space optimised (default w+)")
     p.add_argument(
@@ -86,7 +91,7 @@ def make_session(method: str, G, w_plus, handles, targets, mask, args: argparse.
             space=args.space,
             lr=args.lr,
             lambda_mask=args.lambda_mask,
-            max_steps=args.steps,
+            max_steps=200 if args.steps is None else args.steps,
             stop_distance=args.stop_distance,
         )
         return DragSession(G, w_plus, handles, targets, mask=mask, options=options)
@@ -100,8 +105,8 @@ def make_session(method: str, G, w_plus, handles, targets, mask, args: argparse.
             targets,
             mask,
             path=getattr(args, "predictor", None),
-            max_steps=args.steps,
             stop_distance=args.stop_distance,
+            **({} if args.steps is None else {"max_steps": args.steps}),
         )
     raise ValueError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
 
@@ -142,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
     from server.engine.media import draw_points, write_gif
 
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise ValueError("--steps must be >= 1")
     for opt in ("out", "gif", "json", "latent"):
         want = {
@@ -171,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         frames.append(start_frame)
         points.append((session.handles, session.targets))
     t0 = time.perf_counter()
-    bar = progress(total=args.steps, desc=f"drag ({args.method})")
+    bar = progress(total=session.options.max_steps, desc=f"drag ({args.method})")
     result = None
     while not session.done:
         result = session.step()

@@ -140,12 +140,30 @@ def test_missing_default_model_is_a_clear_error(
     assert not (tmp_path / "g.png").exists() and not (tmp_path / "r.png").exists()
 
 
-def test_predict_method_is_not_available_yet(
+def test_predict_method_refuses_a_predictor_of_another_generator(
     tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    """The shipped predictor belongs to the embedded model: another checkpoint gets a clear error."""
     args = ["drag", "--seed", "0", "--point", "1,1:2,2", "--method", "predict", "--checkpoint", str(ckpt)]
     assert main([*args, "--out", str(tmp_path / "r.png")]) == 2
-    assert "predictor not available yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "was trained for generator" in err or "predictor not available yet" in err
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_predict_method_with_the_default_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`livedrag drag --method predict` runs the shipped predictor on the embedded model."""
+    from server.engine.predictor_io import default_predictor_path
+
+    if not default_predictor_path().is_file():
+        pytest.skip("shipped predictor not built (scripts/train_predictor.py)")
+    out = tmp_path / "r.png"
+    args = ["drag", "--seed", "3", "--point", "24,30:28,30", "--method", "predict", "--out", str(out)]
+    assert main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    with Image.open(out) as im:
+        assert im.size[0] >= 64
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["method"] == "predict" and 1 <= report["steps"] <= 6
 
 
 @pytest.mark.parametrize(

@@ -529,7 +529,7 @@ def test_shipped_predictor_moves_handles_toward_targets() -> None:
     closer = 0
     for seed in (0, 1, 2):
         h, t = (0.4 * res, 0.5 * res), (0.4 * res + res / 10, 0.5 * res)
-        opts = PredictOptions.recommended(model, max_steps=12)
+        opts = PredictOptions.recommended(model)  # as shipped: its own sub-step and budget
         s = PredictSession.from_seed(G, seed, [h], [t], options=opts, model=model)
         while not s.done:
             r = s.step()
