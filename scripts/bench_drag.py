@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="an earlier --json of the same protocol, pairs, seed and model: its rows are kept and "
         "its methods are not run again (run the slow optimiser once, the predictor after each training)",
     )
+    p.add_argument(
+        "--examples",
+        type=Path,
+        default=None,
+        help="write a PNG per point set: the first 6 pairs, columns = methods; red = handles, "
+        "blue = targets on the initial image, red = re-detected landmarks on the edits",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -114,6 +121,31 @@ def run_edit(method: str, G, w, handles, targets, args, model) -> tuple[np.ndarr
         r = s.step()
     seconds = time.perf_counter() - t0
     return r.frame, seconds, time.process_time() - c0, r.step, r.reason == "reached"
+
+
+def save_examples(path: Path, pts: str, methods, img_a, out, handles, targets, detector, idx) -> Path:
+    """One row per pair (the first 6), one column per method: what the numbers mean, at a glance."""
+    from server.engine.media import draw_points, make_grid
+
+    k = min(6, len(img_a))
+    scale = max(1, 256 // img_a.shape[1])
+    tiles = []
+    for i in range(k):
+        for method in methods:
+            if method == "none":
+                tiles.append(draw_points(img_a[i], handles[i].tolist(), targets[i].tolist(), scale=scale))
+            elif method in out:
+                f = out[method]["finals"][i]
+                found = detector.detect(f[None])[0, idx] - 0.5
+                tiles.append(draw_points(f, found.tolist(), targets[i].tolist(), scale=scale))
+    dest = path.with_name(f"{path.stem}_{pts}{path.suffix or '.png'}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    cols = [m for m in methods if m == "none" or m in out]
+    Image.fromarray(make_grid(tiles, cols=len(cols), pad=2)).save(dest)
+    print(f"wrote {dest} (columns: {', '.join(cols)})")
+    return dest
 
 
 def read_merge(path: Path, args: argparse.Namespace, res: int) -> list[dict]:
@@ -227,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                     out[method][key].append(v)
                 bar.update(1)
                 bar.set_postfix(points=pts, pair=i, method=method)
+        if args.examples is not None:
+            save_examples(args.examples, pts, methods, img_a, out, handles, targets, detector, idx)
         for method in methods:
             if method == "none":
                 finals, secs, cpu, steps, reached = img_a, [0.0] * n, [0.0] * n, [0] * n, [False] * n
