@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--substep", type=float, default=None, help="predict: sub-step px (default: trained value)"
     )
     p.add_argument(
+        "--reg-alpha", type=float, default=None, help="predict: regularizer strength (default: the file's)"
+    )
+    p.add_argument(
         "--merge",
         type=Path,
         default=None,
@@ -101,6 +104,8 @@ def make_session(method: str, G, w, handles, targets, args, model):
         changes["max_steps"] = args.predict_max_steps
     if args.substep is not None:
         changes["substep"] = args.substep
+    if args.reg_alpha is not None:
+        changes["reg_alpha"] = args.reg_alpha
     if method == "predict_noreg":
         changes["reg_alpha"] = 0.0
     if method == "single_shot":
