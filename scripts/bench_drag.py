@@ -78,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--merge",
         type=Path,
-        default=None,
-        help="an earlier --json of the same protocol, pairs, seed and model: its rows are kept and "
-        "its methods are not run again (run the slow optimiser once, the predictor after each training)",
+        nargs="+",
+        default=[],
+        help="earlier --json reports of the same protocol, pairs, seed and model: their rows are kept "
+        "and their methods not run again (run the slow optimiser once, the predictor after each training)",
     )
     p.add_argument(
         "--examples",
@@ -239,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     feats_a = detector.features(img_a)
 
     merged_rows: list[dict] = []
-    if args.merge is not None:
-        merged_rows = read_merge(args.merge, args, res)
+    for path in args.merge:
+        seen = {(r["points"], r["method"]) for r in merged_rows}
+        merged_rows += [r for r in read_merge(path, args, res) if (r["points"], r["method"]) not in seen]
     merged_methods = {r["method"] for r in merged_rows}
     methods = [m for m in args.methods if m not in merged_methods]
     rows: list[dict] = []
