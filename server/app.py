@@ -633,7 +633,7 @@ class Connection:
     async def _hello(self) -> dict[str, Any] | None:
         try:
             msg = await with_timeout(self.ws.receive(), self.state.settings.hello_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("websocket from %s: no hello in time (room %s)", self.ip, self.room_id)
             await self._close_now("hello_timeout")
             return None

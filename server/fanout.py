@@ -31,7 +31,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from server.outgoing import Kind, Outgoing
@@ -53,7 +53,7 @@ class SendSocket(Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
-class SenderState(str, Enum):
+class SenderState(StrEnum):
     OPEN = "open"  # accepting messages
     CLOSING = "closing"  # flushing the control queue (or not, when aborted), then closing
     CLOSED = "closed"  # the task has ended
@@ -213,7 +213,7 @@ class Sender:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
@@ -249,7 +249,7 @@ class Sender:
                     limit = min(limit, self.limits.close_timeout_s)
                 try:
                     await with_timeout(self.sock.send_bytes(data), limit)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if self.state is SenderState.OPEN:
                         log.info("%s: a send blocked for %.1f s: closing too_slow", self.name, limit)
                         self.state, self.close_name = SenderState.CLOSING, "too_slow"

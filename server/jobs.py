@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from server.mask import MaskGrid
 from server.state import ImageInfo, Pair, Params, Point, Task
 
 
-class JobKind(str, Enum):
+class JobKind(StrEnum):
     RENDER = "render"  # render the current image (after new_image, undo, redo, a restart)
     STEP = "step"  # advance the running drag by one step
     PROJECT = "project"  # advance the running projection (``EngineJob.task``) by one step

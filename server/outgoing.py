@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from server.protocol import encode
@@ -12,7 +12,7 @@ ALL = "all"  # every member (editors and viewers)
 EDITORS = "editors"  # editors only
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """How a connection's sender treats a message."""
 
     CONTROL = "control"  # bounded FIFO, never dropped; overflow closes the connection (too_slow)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from server.mask import MaskGrid
@@ -16,7 +16,7 @@ from server.mask import MaskGrid
 Point = tuple[float, float]
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """What the room's engine is doing. idle -> running -> stopping -> idle is a drag; idle ->
     projecting -> stopping -> idle is a projection (an upload or a blend, see :class:`Task`)."""
 
@@ -26,7 +26,7 @@ class Status(str, Enum):
     PROJECTING = "projecting"  # a projection toward a target steps every tick; drags are refused
 
 
-class TaskKind(str, Enum):
+class TaskKind(StrEnum):
     UPLOAD = "upload"  # project an uploaded picture
     BLEND = "blend"  # project the blend of the current image and a source inside a region
 

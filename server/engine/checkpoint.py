@@ -119,8 +119,7 @@ def check_state_dict(
         problems.append(f"unexpected keys{where}: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
     for k in sorted(set(want) & set(sd)):
         if tuple(want[k].shape) != tuple(sd[k].shape):
-            problems.append(
-                f"shape mismatch for {k}{where}: checkpoint {list(sd[k].shape)} vs model {list(want[k].shape)}"
-            )
+            got, need = list(sd[k].shape), list(want[k].shape)
+            problems.append(f"shape mismatch for {k}{where}: checkpoint {got} vs model {need}")
     if problems:
         raise CheckpointError("; ".join(problems))

@@ -531,9 +531,8 @@ class Generator(nn.Module):
             return w.unsqueeze(1).repeat(1, self.num_ws, 1)
         if w.ndim == 3 and w.shape[1:] == (self.num_ws, self.w_dim):
             return w
-        raise ValueError(
-            f"latent must be [N, {self.w_dim}] (W) or [N, {self.num_ws}, {self.w_dim}] (W+), got {list(w.shape)}"
-        )
+        n, d = self.num_ws, self.w_dim
+        raise ValueError(f"latent must be [N, {d}] (W) or [N, {n}, {d}] (W+), got {list(w.shape)}")
 
     # -- forward --------------------------------------------------------------------------------
     def forward(

@@ -223,7 +223,7 @@ class Client:
         while (left := deadline - time.monotonic()) > 0:
             try:
                 await self.recv(left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
 
     async def close(self) -> None:
