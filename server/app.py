@@ -177,6 +177,8 @@ class AppState:
             trajectory_frames=settings.trajectory_frames,
             modes=modes,
             projector=projector,
+            pti_steps=settings.pti_steps,
+            pti_max_rooms=settings.pti_max_rooms,
         )
         state = cls(settings, G, name, device, store, manager, hub, worker)
         worker.start()
@@ -414,7 +416,7 @@ async def image_png(request: Request) -> Response:
     if isinstance(room, Response):
         return room
     try:
-        data = await _state(request).worker.image_png(room.image)
+        data = await _state(request).worker.image_png(room.image, room.id)
     except Exception as e:
         return _engine_error("image", room, e)
     return _download(data, "image/png", f"livedrag-{room.id}.png")

@@ -68,6 +68,8 @@ class Settings:
     max_upload_bytes: int = 8 * 2**20  # largest picture POST /api/rooms/{room}/upload accepts (413)
     uploads_per_minute: float = 6.0  # uploads per room (token bucket, burst 2x; 429 beyond)
     project_steps: int = 100  # optimisation steps of an upload's projection when the request names none
+    pti_steps: int = 0  # pivotal tuning steps after an upload's projection (method optimize); 0: off
+    pti_max_rooms: int = 4  # rooms that may hold a tuned generator copy at once (memory cap)
     torch_threads: int | None = None  # intra-op CPU threads; None: all cores minus one for the loop
     log_level: str = "info"  # debug, info, warning, error
     access_log: bool = True  # uvicorn access log (query strings are always redacted)
@@ -96,6 +98,10 @@ class Settings:
             raise ValueError(
                 f"project_steps must be in 1..{LIMITS['max_project_steps']}, got {self.project_steps}"
             )
+        if not 0 <= self.pti_steps <= LIMITS["max_project_steps"]:
+            raise ValueError(f"pti_steps must be in 0..{LIMITS['max_project_steps']}, got {self.pti_steps}")
+        if self.pti_max_rooms < 1:
+            raise ValueError(f"pti_max_rooms must be >= 1, got {self.pti_max_rooms}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
         if self.log_level not in LOG_LEVELS:
@@ -145,6 +151,8 @@ _INTS = {
     "torch_threads",
     "max_upload_bytes",
     "project_steps",
+    "pti_steps",
+    "pti_max_rooms",
 }
 _FLOATS = {
     "max_fps",

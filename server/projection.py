@@ -134,9 +134,13 @@ class Projector:
 
         return encode(self.encoder, target[None]).to(self.device)
 
-    def upload_session(self, target: np.ndarray, method: str, max_steps: int) -> ProjectionSession:
+    def upload_session(
+        self, target: np.ndarray, method: str, max_steps: int, pti_steps: int = 0
+    ) -> ProjectionSession:
         """Project an uploaded picture: the encoder's latent (w_avg without one), then
-        ``max_steps`` Adam steps (method ``optimize``) or none (method ``encoder``)."""
+        ``max_steps`` Adam steps (method ``optimize``) or none (method ``encoder``). With
+        ``pti_steps > 0`` (method ``optimize`` only) the W+ phase is followed by that many pivotal
+        tuning steps of a private copy of the generator (the session's ``generator``)."""
         from server.engine.project import ProjectOptions, ProjectSession
 
         w_init = self.w_init(target)
@@ -145,7 +149,11 @@ class Projector:
                 raise ProjectionError("this server has no encoder for this model: use method optimize")
             return EncodedSession(self.G, target, w_init)
         return ProjectSession(
-            self.G, target, w_init, ProjectOptions(max_steps=max(1, max_steps)), perceptual=self.perceptual()
+            self.G,
+            target,
+            w_init,
+            ProjectOptions(max_steps=max(1, max_steps), pti_steps=max(0, pti_steps)),
+            perceptual=self.perceptual(),
         )
 
     def blend_session(

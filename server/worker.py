@@ -49,6 +49,17 @@ The session is created from the room's :class:`~server.state.Task` (the target P
 store, the current latent for a blend); the FINISH job commits the latent of the last frame.
 A failed projection commits nothing (the room shows its image again).
 
+Pivotal tuning (``pti_steps > 0``). An upload projected with method ``optimize`` is followed by
+``pti_steps`` pivotal tuning steps of a private copy of the generator (ordinary ticks of the same
+session), while fewer than ``pti_max_rooms`` rooms hold a tuned copy (beyond, it projects without
+and says so in the log). Its commit keeps the tuned copy for that room, keyed by the committed
+latent key; every render, drag, PNG export and trajectory frame of that room's image with that key
+uses it, and a drag committed from such an image maps its new key to the same copy (so undo/redo
+in the chain render right). Other images (undo to before the upload) use the shared generator.
+A room keeps one tuned copy (a later tuned upload replaces it); it is dropped when the room is
+deleted. Tuned copies live in memory only: after a restart the room renders with the shared
+generator, and the latent download stays the latent alone.
+
 Shutdown (:meth:`Worker.stop`): the current tick completes, every running drag is stopped and
 committed (FINISH with reason ``stopped``), then the thread ends. A running projection is
 abandoned (the room stays on its last committed image; the upload stays stored).
@@ -276,6 +287,7 @@ class RoomEngine:
     mask: MaskGrid | None = None
     params: Params | None = None
     frame_latent: torch.Tensor | None = None  # CPU W+ of the last frame of this drag
+    generator: Generator | None = None  # the generator ``session`` runs on (shared or the room's tuned)
     steps: int = 0
     started: float = 0.0  # perf_counter at the first step
     last_frame_at: float | None = None
@@ -290,6 +302,7 @@ class ProjectionState:
     session: ProjectionSession
     steps: int = 0
     latent: torch.Tensor | None = None  # CPU W+ of the last frame
+    pti: bool = False  # the session ends with pivotal tuning of its own generator copy
 
 
 @dataclass
@@ -331,8 +344,16 @@ class Worker:
         trajectory_frames: int = 120,
         modes: dict[str, EngineMode] | None = None,
         projector: Projector | None = None,
+        pti_steps: int = 0,
+        pti_max_rooms: int = 4,
     ) -> None:
+        if pti_steps < 0 or pti_max_rooms < 1:
+            raise ValueError(
+                f"pti_steps must be >= 0 and pti_max_rooms >= 1, got {pti_steps} and {pti_max_rooms}"
+            )
         self.G = G
+        self.pti_steps = pti_steps
+        self.pti_max_rooms = pti_max_rooms
         self.projector = projector if projector is not None else Projector(G)
         self.manager = manager
         self.hub = hub
@@ -349,6 +370,7 @@ class Worker:
         self._trajectories: dict[str, Trajectory] = {}  # worker thread only
         self._latents: OrderedDict[str, bytes] = OrderedDict()  # worker thread only
         self._projections: dict[str, ProjectionState] = {}  # worker thread only
+        self._tuned: dict[str, dict[str, Generator]] = {}  # room -> latent key -> tuned G (worker thread)
         self._cost: dict[tuple[str, str], float] = {}  # (kind, mode) -> seconds per job (EMA)
         self._served: dict[str, int] = {}  # room -> tick it was last served
         self._started: dict[tuple[str, int], float] = {}  # (room, drag) -> loop time of first frame
@@ -518,9 +540,10 @@ class Worker:
 
     # --- downloads (engine thread) --------------------------------------------------------------
 
-    async def image_png(self, image: ImageInfo) -> bytes:
-        """The committed image as PNG (rendered at full quality, not the streamed JPEG)."""
-        return await self.call(self._png, image)
+    async def image_png(self, image: ImageInfo, room: str | None = None) -> bytes:
+        """The committed image as PNG (rendered at full quality, not the streamed JPEG), with the
+        room's tuned generator when ``room`` holds one for this image."""
+        return await self.call(self._png, image, room)
 
     async def latent_bytes(self, image: ImageInfo) -> bytes:
         """The committed image's W+ as safetensors bytes."""
@@ -530,9 +553,10 @@ class Worker:
         """The frames of the room's last (or current) drag, oldest first (empty: none yet)."""
         return await self.call(self._trajectory_items, room_id)
 
-    def _png(self, image: ImageInfo) -> bytes:
+    def _png(self, image: ImageInfo, room: str | None = None) -> bytes:
+        G = self.G if room is None else self._generator(room, image)
         with torch.no_grad():
-            img, _ = self.G.synthesis(self._image_ws(image), noise_mode="const")
+            img, _ = G.synthesis(self._image_ws(image), noise_mode="const")
         return encode_png(_frames(img)[0])
 
     def _latent_file(self, image: ImageInfo) -> bytes:
@@ -557,6 +581,8 @@ class Worker:
                 self._trajectories.pop(gone, None)
             for gone in set(self._projections) - live:
                 self._projections.pop(gone, None)
+            for gone in set(self._tuned) - live:  # a deleted room's tuned generator goes with it
+                self._tuned.pop(gone, None)
         outcomes: list[Outcome] = []
         for job in jobs:
             if job.kind is JobKind.FINISH:
@@ -587,7 +613,7 @@ class Worker:
         elif job.kind is not JobKind.RENDER and st is not None and st.drag == job.drag:
             steps = st.steps
             try:
-                latent, storage_failed = self._commit_latent(st)
+                latent, storage_failed = self._commit_latent(st, job.room)
             except Exception:  # the latent itself is bad: commit nothing
                 latent = None
             self._end_session(st)
@@ -617,6 +643,24 @@ class Worker:
             raise EngineError(f"latent {image.latent[:12]}... is missing from the store")
         return latent_from_bytes(data, G.num_ws, G.w_dim).to(self.device)
 
+    def _generator(self, room: str, image: ImageInfo) -> Generator:
+        """The generator of a room's image: the room's tuned copy for a latent key it holds one
+        for, else the shared one."""
+        if image.latent is not None:
+            tuned = self._tuned.get(room, {}).get(image.latent)
+            if tuned is not None:
+                return tuned
+        return self.G
+
+    def tuned_generator(self, room: str, latent: str) -> Generator | None:
+        """The room's tuned generator for a latent key (None: that image uses the shared one)."""
+        return self._tuned.get(room, {}).get(latent)
+
+    @property
+    def tuned_rooms(self) -> set[str]:
+        """Rooms holding a tuned generator copy or tuning one now (what ``pti_max_rooms`` caps)."""
+        return set(self._tuned) | {r for r, ps in self._projections.items() if ps.pti}
+
     def _room_ws(self, st: RoomEngine, image: ImageInfo) -> torch.Tensor:
         if st.image != image or st.ws is None:
             st.ws, st.image = self._image_ws(image), image
@@ -641,9 +685,10 @@ class Worker:
         while len(self._latents) > LATENT_CACHE:
             self._latents.popitem(last=False)
 
-    def _commit_latent(self, st: RoomEngine) -> tuple[str | None, bool]:
+    def _commit_latent(self, st: RoomEngine, room: str) -> tuple[str | None, bool]:
         """Store the latent of the drag's last frame; (key, storage failed). None: unchanged image
-        (no step, or only the first, whose frame is the start image)."""
+        (no step, or only the first, whose frame is the start image). A drag that ran on the
+        room's tuned generator maps the new key to it too."""
         if st.frame_latent is None or st.steps <= 1:
             return None, False
         data = latent_to_bytes(st.frame_latent, self.model_name)
@@ -654,12 +699,16 @@ class Worker:
             log.error("could not store a latent: %s (kept in memory)", e)
             failed = True
         self._remember_latent(key, data)
+        tuned = self._tuned.get(room)
+        gen = st.generator
+        if tuned is not None and gen is not None and any(g is gen for g in tuned.values()):
+            tuned[key] = gen
         if st.image is not None:  # the room's next image: keep its W+ at hand
             st.image, st.ws = replace(st.image, latent=key), st.frame_latent.to(self.device)
         return key, failed
 
     def _end_session(self, st: RoomEngine) -> None:
-        st.session, st.frame_latent, st.steps, st.drag = None, None, 0, -1
+        st.session, st.frame_latent, st.steps, st.drag, st.generator = None, None, 0, -1, None
         st.pair_ids, st.pair_sig, st.mask, st.params = (), (), None, None
         st.last_frame_at = st.fps = None
 
@@ -668,7 +717,7 @@ class Worker:
         if st is None or st.drag != job.drag:
             return Outcome(job)  # the drag never stepped: nothing to commit
         steps = st.steps
-        latent, failed = self._commit_latent(st)
+        latent, failed = self._commit_latent(st, job.room)
         self._end_session(st)
         return Outcome(job, latent=latent, storage_failed=failed, steps=steps)
 
@@ -699,12 +748,49 @@ class Worker:
         if task.kind is TaskKind.UPLOAD:
             if task.target is None:
                 raise EngineError("an upload projection without a target")
-            session = self.projector.upload_session(self._target(task.target), task.method, task.max_steps)
+            pti = self._pti_allowed(job.room, task.method)
+            target = self._target(task.target)
+            if pti:
+                session = self.projector.upload_session(
+                    target, task.method, task.max_steps, pti_steps=self.pti_steps
+                )
+            else:
+                session = self.projector.upload_session(target, task.method, task.max_steps)
         else:
-            session = self._blend(job, task)
-        ps = self._projections[job.room] = ProjectionState(job.drag, session)
+            pti, session = False, self._blend(job, task)
+        ps = self._projections[job.room] = ProjectionState(job.drag, session, pti=pti)
         self._trajectories.setdefault(job.room, Trajectory(self.trajectory_frames)).reset(job.drag)
         return ps
+
+    def _pti_allowed(self, room: str, method: str) -> bool:
+        """Whether this room's upload gets pivotal tuning: on, method optimize, and the room holds
+        a tuned copy already or fewer than ``pti_max_rooms`` rooms do."""
+        if self.pti_steps <= 0 or method != "optimize":
+            return False
+        others = self.tuned_rooms - {room}
+        if len(others) >= self.pti_max_rooms:
+            log.info(
+                "room %s: upload projected without pivotal tuning: %d room(s) hold a tuned generator "
+                "(pti_max_rooms %d)",
+                room,
+                len(others),
+                self.pti_max_rooms,
+            )
+            return False
+        return True
+
+    def _keep_tuned(self, room: str, key: str, ps: ProjectionState) -> None:
+        """After a tuned projection's commit: the room's tuned copy, for that latent key (it
+        replaces the room's earlier one), without gradients or optimiser state."""
+        tuned = getattr(ps.session, "generator", None)
+        if not ps.pti or not isinstance(tuned, Generator) or tuned is self.G:
+            return  # stopped before pivotal tuning began
+        tuned.requires_grad_(False)
+        for p in tuned.parameters():
+            p.grad = None
+        self._tuned[room] = {key: tuned}
+        mb = sum(p.numel() * p.element_size() for p in tuned.parameters()) / 2**20
+        log.info("room %s: keeps a tuned generator (%.1f MB)", room, mb)
 
     def _blend(self, job: EngineJob, task: Task) -> ProjectionSession:
         region = (
@@ -786,6 +872,7 @@ class Worker:
             log.error("could not store a latent: %s (kept in memory)", e)
             failed = True
         self._remember_latent(key, data)
+        self._keep_tuned(job.room, key, ps)
         st = self._state(job.room)  # the room's next image: keep its W+ at hand
         image = replace(
             job.image, seed=job.image.seed if job.task and job.task.kind is TaskKind.BLEND else None
@@ -795,24 +882,28 @@ class Worker:
 
     def _render_all(self, jobs: list[EngineJob]) -> list[Outcome]:
         outcomes, ready = [], []
+        groups: dict[int, tuple[Generator, list[tuple[EngineJob, torch.Tensor]]]] = {}
         for job in jobs:
             try:
-                ready.append((job, self._room_ws(self._state(job.room), job.image)))
+                ws = self._room_ws(self._state(job.room), job.image)
+                G = self._generator(job.room, job.image)
             except Exception as e:
                 outcomes.append(self._failed(job, e))
-        if not ready:
-            return outcomes
-        t0 = self._clock()
-        try:
-            with torch.no_grad():
-                img, _ = self.G.synthesis(torch.cat([ws for _, ws in ready]), noise_mode="const")
-            frames = _frames(img)
-        except Exception as e:
-            return outcomes + [self._failed(job, e) for job, _ in ready]
-        for (job, _), frame in zip(ready, frames, strict=True):
-            outcomes.append(self._guard(job, lambda j, f=frame: Outcome(j, FrameResult(self._jpeg(f)))))
-        self._measure(("render", ""), t0, len(ready))
-        self.stats.renders += len(ready)
+                continue
+            groups.setdefault(id(G), (G, []))[1].append((job, ws))
+        for G, ready in groups.values():  # one forward pass per generator (shared, or a room's tuned)
+            t0 = self._clock()
+            try:
+                with torch.no_grad():
+                    img, _ = G.synthesis(torch.cat([ws for _, ws in ready]), noise_mode="const")
+                frames = _frames(img)
+            except Exception as e:
+                outcomes += [self._failed(job, e) for job, _ in ready]
+                continue
+            for (job, _), frame in zip(ready, frames, strict=True):
+                outcomes.append(self._guard(job, lambda j, f=frame: Outcome(j, FrameResult(self._jpeg(f)))))
+            self._measure(("render", ""), t0, len(ready))
+            self.stats.renders += len(ready)
         return outcomes
 
     def _jpeg(self, frame: np.ndarray) -> bytes:
@@ -853,7 +944,7 @@ class Worker:
             fixed = job.mask.fixed_region(res, res)
             spec = SessionSpec(
                 job.room,
-                self.G,
+                self._generator(job.room, job.image),
                 self._room_ws(st, job.image),
                 handles,
                 targets,
@@ -861,6 +952,7 @@ class Worker:
                 job.params,
             )
             st.session, st.mode, st.drag = mode.create(spec), mode.name, job.drag
+            st.generator = spec.G
             st.pair_ids, st.pair_sig, st.mask, st.params = (
                 tuple(p.id for p in pairs),
                 sig,

@@ -46,6 +46,15 @@ def register(subparsers) -> None:
     p.add_argument(
         "--project-steps", type=int, default=None, help="optimisation steps of an upload's projection (100)"
     )
+    p.add_argument(
+        "--pti-steps",
+        type=int,
+        default=None,
+        help="pivotal tuning steps of a room's generator copy after an upload's projection (default 0: off)",
+    )
+    p.add_argument(
+        "--pti-max-rooms", type=int, default=None, help="rooms that may hold a tuned generator (default 4)"
+    )
     p.add_argument("--data-dir", type=Path, default=None, help="where rooms are stored (default ./data)")
     p.add_argument(
         "--origin",
@@ -75,6 +84,8 @@ def settings_from_args(args: argparse.Namespace):
         predictor=args.predictor,
         encoder=args.encoder,
         project_steps=args.project_steps,
+        pti_steps=args.pti_steps,
+        pti_max_rooms=args.pti_max_rooms,
         device=args.device,
         data_dir=args.data_dir,
         origins=tuple(args.origin) if args.origin else None,
