@@ -80,10 +80,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
+from server.engine import latent_io
 from server.engine.generator import Generator, to_uint8
+from server.engine.latent_io import latent_to_bytes
 from server.engine.media import decode_image, draw_points, encode_jpeg, encode_png
 from server.engine.session import EditSession, Point, StepResult
 from server.fanout import Hub
@@ -100,7 +100,6 @@ from server.store import StoreError
 
 log = logging.getLogger(__name__)
 
-LATENT_FORMAT = "livedrag.latent"
 SESSION_STEP_CAP = 1_000_000  # optimize: the room enforces params.max_steps; sessions never stop on their own
 LATENT_CACHE = 64  # serialised latents kept in memory (undo/redo without a store read)
 
@@ -212,24 +211,13 @@ def default_modes(predictor: Any | None = None) -> dict[str, EngineMode]:
 # --- latents -------------------------------------------------------------------------------------
 
 
-def latent_to_bytes(w_plus: torch.Tensor, model: str) -> bytes:
-    """W+ [1, num_ws, w_dim] -> safetensors bytes (the store's and the download's format)."""
-    w = w_plus.detach().to("cpu", torch.float32).contiguous()
-    return st_save({"w_plus": w}, metadata={"format": LATENT_FORMAT, "version": "1", "model": model})
-
-
 def latent_from_bytes(data: bytes, num_ws: int, w_dim: int) -> torch.Tensor:
-    """safetensors bytes -> W+ [1, num_ws, w_dim] float32 on the CPU (shape and values checked)."""
+    """Stored latent bytes -> W+ [1, num_ws, w_dim] float32 on the CPU (``latent_io``'s checks;
+    a bad one is an EngineError: the room's job fails with the message)."""
     try:
-        w = st_load(bytes(data))["w_plus"]
-    except Exception as e:
-        raise EngineError(f"stored latent is unreadable: {e}") from None
-    if tuple(w.shape) != (1, num_ws, w_dim):
-        raise EngineError(f"stored latent has shape {list(w.shape)}; this model needs [1, {num_ws}, {w_dim}]")
-    w = w.float()
-    if not torch.isfinite(w).all():
-        raise EngineError("stored latent has NaN or infinite values")
-    return w
+        return latent_io.latent_from_bytes(data, num_ws, w_dim)
+    except latent_io.LatentError as e:
+        raise EngineError(f"stored {e}") from None
 
 
 # --- per-room engine state -----------------------------------------------------------------------
