@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 
+from server.engine.generator import Generator
 from server.manager import CreatedRoom, RoomManager
 from server.outgoing import Outgoing
 from server.protocol import PROTOCOL_VERSION, decode_hello, encode, validate_server
@@ -14,6 +16,24 @@ from server.state import ImageInfo
 from server.store import Store
 
 IMAGE = ImageInfo("synthfaces", 256, 256, seed=42, truncation=0.7)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a small shared machine, more threads only wait for each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def G() -> Generator:
+    """The tiny 32 px generator the worker and app tests run on (seeded)."""
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    return Generator(tiny_config(32)).eval().requires_grad_(False)
 
 
 class FakeClock:

@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
@@ -28,15 +27,6 @@ from tests.server.live import (
     recv_until,
     tiny_predictor,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine, more threads only wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

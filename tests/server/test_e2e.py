@@ -7,7 +7,6 @@ import time
 
 import httpx
 import pytest
-import torch
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -17,15 +16,6 @@ from tests.server.live import WAIT, Client, LiveServer, hello, make_settings
 pytestmark = pytest.mark.slow
 
 STALL_BOUND = 0.75  # a stalled client may cost the others at most 25% of their frame rate
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine, more threads only wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def create_room(server: LiveServer, **body) -> dict:

@@ -4,8 +4,6 @@ message the protocol refuses is answered with the error code the codec predicts.
 from __future__ import annotations
 
 import msgpack
-import pytest
-import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -53,15 +51,6 @@ messages = st.one_of(
     typed.map(pack),
     st.dictionaries(st.integers(0, 5) | st.text(max_size=3), values, max_size=3).map(pack),
 )
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine, more threads only wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def expected_error(data: bytes) -> str | None:

@@ -11,15 +11,8 @@ from server.engine.encoder import Encoder, EncoderConfig, encode
 from server.engine.generator import Generator, to_uint8
 from server.engine.project import ProjectSession
 from server.projection import BlendSource, EncodedSession, Projector
-from tests.conftest import tiny_config
 
 RES = 32
-
-
-@pytest.fixture
-def G() -> Generator:
-    torch.manual_seed(0)
-    return Generator(tiny_config(RES)).eval().requires_grad_(False)
 
 
 @pytest.fixture

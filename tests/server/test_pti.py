@@ -12,25 +12,9 @@ from server.engine.media import encode_jpeg, encode_png
 from server.projection import Projector
 from server.state import Status
 from server.worker import EngineMode, SessionSpec, _create_drag, _frames, _step_drag, latent_from_bytes
-from tests.conftest import tiny_config
 from tests.server.test_worker import RES, Env, until
 
 W_STEPS = 3  # W+ steps of each upload's projection
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine, more threads only wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def G() -> Generator:
-    torch.manual_seed(0)
-    return Generator(tiny_config(RES)).eval().requires_grad_(False)
 
 
 class PixelProjector(Projector):

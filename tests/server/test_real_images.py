@@ -20,15 +20,6 @@ from server.worker import latent_from_bytes
 from tests.server.live import RES, TestClient, hello, make_settings, recv_msg, recv_until
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine, more threads only wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def make_client(tmp_path: Path):
     clients: list[TestClient] = []

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -34,7 +33,6 @@ from server.worker import (
     latent_from_bytes,
     trajectory_gif,
 )
-from tests.conftest import tiny_config
 from tests.server.live import tiny_predictor
 
 RES = 32
@@ -100,21 +98,6 @@ async def until(pred: Callable[[], bool], timeout: float = 90.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.005)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine, more threads only wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def G() -> Generator:
-    torch.manual_seed(0)
-    return Generator(tiny_config(RES)).eval().requires_grad_(False)
 
 
 class CountingSession:

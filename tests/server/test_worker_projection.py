@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from server.engine.generator import Generator
@@ -11,14 +10,7 @@ from server.engine.media import encode_png
 from server.engine.session import StepResult
 from server.projection import Projector
 from server.state import Status
-from tests.conftest import tiny_config
 from tests.server.test_worker import RES, Env, until
-
-
-@pytest.fixture
-def G() -> Generator:
-    torch.manual_seed(0)
-    return Generator(tiny_config(RES)).eval().requires_grad_(False)
 
 
 class FakeSession:
