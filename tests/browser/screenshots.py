@@ -1,7 +1,7 @@
 """Screenshots of the web client, taken in headless Chromium against a real server.
 
     python -m tests.browser.screenshots                 # every view into ./screenshots/
-    python -m tests.browser.screenshots --readme        # also docs/img/room.png (the README's)
+    python -m tests.browser.screenshots --readme        # also docs/img/room.png and room_projecting.png
     python -m tests.browser.screenshots --checkpoint G.safetensors
 
 The README's picture is a room with two editors mid-drag: points from both, a flexible mask, the
@@ -75,6 +75,7 @@ def run(out: Path, checkpoint: str | None, readme: bool) -> None:
             with sync_playwright() as pw:
                 browser = launch_chromium(pw)
                 _room_views(browser, srv, room, out, readme)
+                _upload_view(browser, srv, out, readme)
                 _other_views(browser, srv, out)
                 _offline_view(browser, srv, room, out)
                 browser.close()
@@ -130,6 +131,33 @@ def _room_views(browser: Any, srv: LiveServer, room: dict[str, Any], out: Path, 
     shoot(phone, out / "phone-panel.png")
     tablet = new_page(browser, srv.url + edit_path(room), "Kim", {"width": 820, "height": 1180}, scale=1)
     shoot(tablet, out / "tablet-room.png")
+
+
+def _upload_view(browser: Any, srv: LiveServer, out: Path, readme: bool) -> None:
+    """A projection in progress: a rendered SynthFaces face (a picture the generator never drew)
+    uploaded by one editor, watched converging with its target thumbnail and PSNR."""
+    import io
+
+    from PIL import Image
+
+    from server.synthfaces import render_seed
+
+    img, _ = render_seed(5_000_123, 256)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    room = srv.create_room(seed=4)
+    ada = new_page(browser, srv.url + edit_path(room), "Ada", DESKTOP)
+    ada.wait_for_function("livedrag.model.frame !== null")
+    ada.set_input_files(
+        "#upload-file", files=[{"name": "face.png", "mimeType": "image/png", "buffer": buf.getvalue()}]
+    )
+    ada.wait_for_function("livedrag.model.progress && livedrag.model.progress.step >= 25", timeout=60_000)
+    time.sleep(3.5)  # the "Projecting your picture" toast fades
+    ada.wait_for_function("document.getElementById('target-img').naturalWidth > 0")
+    time.sleep(0.3)
+    shoot(ada, out / "room-projecting.png")
+    if readme:
+        shoot(ada, REPO / "docs" / "img" / "room_projecting.png")
 
 
 def _other_views(browser: Any, srv: LiveServer, out: Path) -> None:
