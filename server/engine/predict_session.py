@@ -51,6 +51,9 @@ class PredictOptions:
     single_shot: bool = False  # one prediction over the whole distance, then a final tracking step
     reg_alpha: float | None = None  # regularizer strength; None = the trained default, 0 = off
     max_steps: int = 40  # step budget since the points last changed (the last step only tracks)
+    # grow the budget to cover the longest drag: ceil(distance / substep) sub-steps + the tracking step
+    # (off by default: on validation drags the extra sub-steps cost more fidelity than they gain MD)
+    cover_distance: bool = False
     stop_distance: float | None = None  # pixels; None = DragGAN's rule (1 px up to 5 handles, else 2)
     r2: float = 12.0  # point-tracking search half-size at 512 px
     r2_min: int = 3  # lower bound on the scaled r2, pixels
@@ -122,6 +125,7 @@ LIVE_OPTIONS = frozenset(
         "single_shot",
         "reg_alpha",
         "max_steps",
+        "cover_distance",
         "stop_distance",
         "r2",
         "r2_min",
@@ -226,6 +230,16 @@ class PredictSession:
     @property
     def reason(self) -> StopReason | None:
         return self._reason
+
+    @property
+    def budget(self) -> int:
+        """Steps this drag may take since its points were set: ``max_steps``, or with
+        ``cover_distance`` enough sub-steps for the longest handle's distance plus the final
+        tracking step when that is more (a 20 px drag with 2 px sub-steps gets 11)."""
+        b = self.options.max_steps
+        if self.options.cover_distance and not self.options.single_shot and len(self._d0):
+            b = max(b, math.ceil(float(self._d0.max()) / self.options.substep - 1e-6) + 1)
+        return b
 
     @property
     def stop_distance(self) -> float:
@@ -401,9 +415,7 @@ def _step_group(sessions: list[PredictSession]) -> list[StepResult]:
         hs, ts = host[off : off + 2 * k].reshape(k, 2), host[off + 2 * k : off + 4 * k].reshape(k, 2)
         off += 4 * k
         reached.append(bool(((hs - ts).norm(dim=1) <= s.stop_distance + 1e-6).all()))
-        last.append(
-            s._since_change + 1 >= s.options.max_steps or (s.options.single_shot and s._since_change >= 1)
-        )
+        last.append(s._since_change + 1 >= s.budget or (s.options.single_shot and s._since_change >= 1))
     update = [i for i in range(len(sessions)) if not (reached[i] or last[i])]
     if update:
         ups = [sessions[i] for i in update]

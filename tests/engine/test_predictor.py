@@ -238,15 +238,33 @@ def test_step_result_and_interface(tiny_G: Generator) -> None:
 def test_identity_predictor_stops_at_max_steps(tiny_G: Generator) -> None:
     """An untrained predictor never moves: the session ends at its budget with the start latent."""
     model = small_bundle(tiny_G)
-    s = PredictSession.from_seed(
-        tiny_G, 1, [(5, 5)], [(25, 25)], options=PredictOptions(max_steps=4), model=model
-    )
+    opts = PredictOptions(max_steps=4, cover_distance=False)
+    s = PredictSession.from_seed(tiny_G, 1, [(5, 5)], [(25, 25)], options=opts, model=model)
     w0 = s.latent()
     results = [s.step() for _ in range(4)]
     assert [r.done for r in results] == [False, False, False, True]
     assert results[-1].reason == "max_steps" and torch.equal(s.latent(), w0)
     again = s.step()
     assert again.step == 4 and again.done and again.seconds == 0.0
+
+
+def test_budget_covers_the_longest_drag(tiny_G: Generator) -> None:
+    """With cover_distance a drag longer than max_steps sub-steps gets enough steps to cover it
+    (ceil(distance / substep) + the tracking step); without it (the default), max_steps holds."""
+    model = small_bundle(tiny_G)
+    opts = PredictOptions(max_steps=4, substep=2.0, cover_distance=True)
+    h, t = [(5, 5), (20, 20)], [(25, 5), (21, 20)]
+    s = PredictSession.from_seed(tiny_G, 1, h, t, options=opts, model=model)
+    assert s.budget == 11  # 20 px / 2 px = 10 sub-steps + 1
+    steps = 0
+    while not s.done:
+        steps = s.step().step
+    assert steps == 11 and s.reason == "max_steps"
+    s.set_points([(5, 5)], [(8, 5)])
+    assert s.budget == 4  # a short drag keeps max_steps
+    s.set_options(cover_distance=False)
+    s.set_points([(5, 5)], [(25, 5)])
+    assert s.budget == 4
 
 
 def test_reached_at_once_does_not_update(tiny_G: Generator) -> None:
@@ -297,7 +315,7 @@ def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
                 3,
                 [(8, 8)],
                 [(20, 20)],
-                options=PredictOptions(max_steps=3, reg_alpha=0.0),
+                options=PredictOptions(max_steps=3, reg_alpha=0.0, cover_distance=False),
                 model=model,
             ),
         ]
@@ -319,7 +337,7 @@ def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
 
 def test_points_and_options_change_mid_drag(tiny_G: Generator) -> None:
     model = small_bundle(tiny_G, moving=True)
-    opts = PredictOptions(max_steps=2)
+    opts = PredictOptions(max_steps=2, cover_distance=False)
     s = PredictSession.from_seed(
         tiny_G, 0, [(10, 12), (20, 20)], [(16, 12), (20, 26)], options=opts, model=model
     )
