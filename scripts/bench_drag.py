@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""SynthFaces landmark manipulation: the analogue of DragGAN's face-landmark table (DESIGN.md section 4).
+"""SynthFaces landmark manipulation: the analogue of DragGAN's face-landmark table.
 
 For each pair i of random generated faces (seeds --seed + 2i and --seed + 2i + 1, truncation
 --trunc), detect landmarks on both with the shipped SynthFaces detector, then drag 1, 5 or all

@@ -14,7 +14,7 @@ run's allocator history and peak memory do not leak into the next):
   * cpu: process CPU time per repetition (all threads together): on a busy shared machine the
     wall times grow with the load, the CPU time much less.
 Weights are random: timing does not depend on them. CPU runs use ``--threads`` torch threads (2).
-Prints a table and writes JSON. Set the malloc variables of DESIGN.md section 2 (the Makefile
+Prints a table and writes JSON. Set the glibc malloc variables (the Makefile
 exports them); the script says whether they are set.
 """
 
@@ -297,7 +297,7 @@ def main() -> int:
     )
     print(f"torch {info['torch']}, CUDA device: {info['cuda']}")
     print(
-        "malloc env (DESIGN.md section 2): "
+        "malloc env: "
         + ("all set" if not unset else f"NOT SET: {', '.join(unset)} (run through `make` or export them)")
     )
     env = dict(os.environ)

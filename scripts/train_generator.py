@@ -9,8 +9,8 @@ directory's checkpoint and stops cleanly (checkpoint written) after --minutes or
     .venv/bin/python scripts/train_generator.py --out runs/sf64 --export-only \\
         --export server/assets/synthfaces_g.safetensors
 
-Run as a script, it re-executes itself once with the glibc malloc settings of DESIGN.md
-section 2 (up to 1.8x faster on the CPU) and OMP_WAIT_POLICY=PASSIVE (OpenMP threads that spin
+Run as a script, it re-executes itself once with the project's glibc malloc settings
+(up to 1.8x faster on the CPU) and OMP_WAIT_POLICY=PASSIVE (OpenMP threads that spin
 on a shared, busy CPU slow everything down many times), unless they are already set.
 
 The run directory gets checkpoint.pt, log.jsonl, grids/*.png and snapshots/*.safetensors

@@ -1,7 +1,7 @@
 """DragGAN's optimisation mode as a step-at-a-time session (Pan et al., SIGGRAPH 2023).
 
 One ``DragSession`` is one edit: a start latent, handle/target points, an optional mask. Each
-``step()`` runs exactly one iteration of the official loop (notes/draggan.md section 1):
+``step()`` runs exactly one iteration of DragGAN's official loop:
 
 1. one forward pass of the synthesis network with the chosen features (first ``n_opt_rows``
    W+ rows optimised, the rest held at their start values);

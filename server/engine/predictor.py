@@ -18,7 +18,7 @@ directions E_m, weighted per point by coefficients read from its encoded token, 
 requested sub-step s_k (a drag's first-order shape, which an MLP only learns slowly). Rows from
 ``n_rows`` on are never changed (DragGAN optimises only the first 6 rows).
 
-This is the design of UserControllableLT (notes/draggan.md section 4) used autoregressively:
+This is the design of UserControllableLT (Endo, 2022) used autoregressively:
 ``PredictSession`` asks for one short sub-step at a time and tracks the handles in between.
 Shapes: B = batch, K = handle points (padded, with a validity mask), R = n_rows, D = w_dim.
 """
