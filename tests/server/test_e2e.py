@@ -88,7 +88,9 @@ async def count_frames(client: Client, seconds: float) -> int:
 
 async def test_a_client_that_stops_reading_does_not_slow_the_others(tmp_path):
     """A spectator that never reads nor acks costs a healthy client less than 25% of its frame rate
-    (windows before, during and after the stall, so that the machine's own load drifts out)."""
+    (windows before, during and after the stall, so that the machine's own load drifts out; a
+    second stall is measured when the first window pair disagrees, since a busy test machine can
+    stall everything once, while a server that waits on the slow client fails every time)."""
     with LiveServer(make_settings(tmp_path, max_fps=15)) as server:
         room = create_room(server)
         ada = await join(server, room)
@@ -96,20 +98,27 @@ async def test_a_client_that_stops_reading_does_not_slow_the_others(tmp_path):
         await ada.send({"t": "set_params", "params": {"max_steps": 10000, "stop_dist": 0.1}})
         await ada.send({"t": "start"})
         await ada.next("frame", step=2)
-        before = await count_frames(ada, 2.0)
-        url = f"{server.ws}/ws/{room['room']}"  # the stalled client reads nothing after its hello
-        stalled = await connect(url, proxy=None, compression=None, max_queue=1, close_timeout=0.5)
-        await stalled.send(hello(room["view_token"], "Stuck"))
-        seq0 = ada.frames[-1]["seq"]
-        for i in range(40):  # control traffic the stalled client also has to take
-            await ada.send({"t": "move_point", "pair": "p1", "which": "target", "pos": [24.0, 20.0 + i % 4]})
-        during = await count_frames(ada, 2.0)
-        produced = ada.frames[-1]["seq"] - seq0
-        stalled.transport.abort()
-        after = await count_frames(ada, 2.0)
-        assert min(before, after) >= 5, (before, after)
-        assert during >= STALL_BOUND * min(before, after), (before, during, after)
-        assert during >= 0.9 * produced - 2  # the healthy client got (nearly) every frame made
+        url = f"{server.ws}/ws/{room['room']}"
+        tries = []
+        for _ in range(2):
+            before = await count_frames(ada, 2.0)
+            stalled = await connect(url, proxy=None, compression=None, max_queue=1, close_timeout=0.5)
+            await stalled.send(hello(room["view_token"], "Stuck"))  # it reads nothing after its hello
+            seq0 = ada.frames[-1]["seq"]
+            for i in range(40):  # control traffic the stalled client also has to take
+                pos = [24.0, 20.0 + i % 4]
+                await ada.send({"t": "move_point", "pair": "p1", "which": "target", "pos": pos})
+            during = await count_frames(ada, 2.0)
+            produced = ada.frames[-1]["seq"] - seq0
+            stalled.transport.abort()
+            after = await count_frames(ada, 2.0)
+            tries.append((before, during, after, produced))
+            if min(before, after) >= 5 and during >= STALL_BOUND * min(before, after):
+                break
+        before, during, after, produced = tries[-1]
+        assert min(before, after) >= 5, tries
+        assert during >= STALL_BOUND * min(before, after), tries
+        assert during >= 0.9 * produced - 2, tries  # the healthy client got (nearly) every frame made
         await ada.send({"t": "stop"})
         await ada.next("status", status="idle")
         await ada.close()
