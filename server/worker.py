@@ -220,6 +220,23 @@ def latent_from_bytes(data: bytes, num_ws: int, w_dim: int) -> torch.Tensor:
         raise EngineError(f"stored {e}") from None
 
 
+def step_isolated(
+    step_many: Callable[[Sequence[Any]], list[StepResult]], sessions: Sequence[Any]
+) -> list[StepResult | BaseException]:
+    """One batched step of ``sessions``; when the batch fails, each session alone, so one room's
+    failure does not stop the others. -> a StepResult or the exception, per session."""
+    try:
+        return list(step_many(sessions))
+    except Exception:
+        results: list[StepResult | BaseException] = []
+        for s in sessions:
+            try:
+                results.append(step_many([s])[0])
+            except Exception as e:
+                results.append(e)
+        return results
+
+
 # --- per-room engine state -----------------------------------------------------------------------
 
 
@@ -808,15 +825,7 @@ class Worker:
         t0 = self._clock()
         sessions = [ps.session for _, ps in ready]
         latents = [s.latent().detach().clone() for s in sessions]  # what this step's frames show
-        try:
-            results: list[StepResult | BaseException] = list(self.projector.step_many(sessions))
-        except Exception:
-            results = []  # one room's failure must not stop the others: retry one by one
-            for sess in sessions:
-                try:
-                    results.append(self.projector.step_many([sess])[0])
-                except Exception as e:
-                    results.append(e)
+        results = step_isolated(self.projector.step_many, sessions)
         self._measure(("project", ""), t0, len(ready))
         for (job, ps), res, before in zip(ready, results, latents, strict=True):
             if isinstance(res, BaseException):
@@ -989,15 +998,7 @@ class Worker:
             t0 = self._clock()
             sessions = [st.session for _, st in items]
             latents = [s.latent() for s in sessions]  # the latents these frames are rendered from
-            try:
-                results: list[StepResult | BaseException] = list(mode.step_many(sessions))
-            except Exception:
-                results = []  # one room's failure must not stop the others: retry one by one
-                for s in sessions:
-                    try:
-                        results.append(mode.step_many([s])[0])
-                    except Exception as e:
-                        results.append(e)
+            results = step_isolated(mode.step_many, sessions)
             self._measure(("step", mode_name), t0, len(items))
             for (job, st), res, lat in zip(items, results, latents, strict=True):
                 if isinstance(res, BaseException):

@@ -33,3 +33,24 @@ def tiny_cfg() -> GeneratorConfig:
 def tiny_G() -> Generator:
     torch.manual_seed(0)
     return Generator(tiny_config()).eval().requires_grad_(False)
+
+
+def small_predictor(G: Generator, moving: bool = False, seed: int = 0, **defaults):
+    """A tiny random predictor bundle that fits ``G``: the identity unless ``moving`` (non-zero
+    output layers); ``defaults`` are added to its recommended options (sub-step 2 px)."""
+    from server.engine.predictor import LatentPredictor, PredictorConfig, latent_stats
+    from server.engine.predictor_io import GeneratorIdentity, PredictorBundle
+    from server.engine.regularizer import LatentRegularizer, RegularizerConfig
+
+    torch.manual_seed(seed)
+    pcfg = PredictorConfig.for_generator(G, d_model=32, n_heads=2, enc_layers=1, dec_layers=1, grid=2)
+    P = LatentPredictor(pcfg)
+    R = LatentRegularizer(RegularizerConfig(w_dim=G.w_dim, n_rows=pcfg.n_rows, hidden=32, blocks=1))
+    mean, std = latent_stats(G, n=256)
+    for m in (P, R):
+        m.w_avg.copy_(mean)
+        m.w_std.copy_(std)
+    if moving:
+        torch.nn.init.normal_(P.head.weight, std=0.3)
+        torch.nn.init.normal_(R.head.weight, std=0.05)
+    return PredictorBundle(P, R, GeneratorIdentity.of(G), defaults={"substep": 2.0, **defaults}).eval()

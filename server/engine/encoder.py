@@ -34,7 +34,7 @@ from safetensors.torch import safe_open, save_file
 from torch import nn
 
 from .generator import Generator
-from .predictor_io import GeneratorIdentity, PredictorMismatchError
+from .predictor_io import GeneratorIdentity, PredictorMismatchError, load_matching, read_network_file
 
 FORMAT = "livedrag.encoder"
 FORMAT_VERSION = "1"
@@ -244,16 +244,7 @@ def load_encoder(
                 "(docs/real-images.md) or project by optimisation alone"
             )
         raise EncoderError(f"encoder file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-    except (SafetensorError, OSError) as e:
-        raise EncoderError(f"{path} is not a safetensors file ({e})") from e
-    if meta.get("format") != FORMAT:
-        raise EncoderError(f"{path} is not a livedrag encoder (metadata format={meta.get('format')!r})")
-    if meta.get("version") != FORMAT_VERSION:
-        raise EncoderError(f"{path}: unsupported encoder format version {meta.get('version')!r}")
+    meta, sd = read_network_file(path, FORMAT, FORMAT_VERSION, "encoder", EncoderError)
     try:
         cfg = EncoderConfig.from_dict(json.loads(meta["config"]))
         identity = GeneratorIdentity(**json.loads(meta["generator"]))
@@ -261,18 +252,10 @@ def load_encoder(
         raise EncoderError(f"{path}: bad encoder metadata: {e}") from e
     if G is not None:
         try:
-            identity.check(G, allow_other_weights=allow_other_weights, source=str(path))
+            retrain = "train an encoder for it with scripts/train_encoder.py"
+            identity.check(G, allow_other_weights=allow_other_weights, source=str(path), retrain=retrain)
         except PredictorMismatchError as e:
-            msg = (
-                str(e)
-                .replace("this predictor", "this encoder")
-                .replace(
-                    "train a predictor for this generator with scripts/make_trajectories.py and "
-                    "scripts/train_predictor.py",
-                    "train an encoder for it with scripts/train_encoder.py",
-                )
-            )
-            raise EncoderError(f"encoder mismatch: {msg}") from None
+            raise EncoderError(f"encoder mismatch: {e}") from None
         if (cfg.num_ws, cfg.w_dim) != (G.num_ws, G.w_dim):
             raise EncoderError(
                 f"{path}: encoder predicts [{cfg.num_ws}, {cfg.w_dim}] latents, generator needs "
@@ -281,13 +264,6 @@ def load_encoder(
         if device is None:
             device = G.mapping.w_avg.device
     enc = Encoder(cfg)
-    want = enc.state_dict()
-    missing, unexpected = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
-    bad = [k for k in sorted(set(want) & set(sd)) if want[k].shape != sd[k].shape]
-    if missing or unexpected or bad:
-        raise EncoderError(
-            f"{path}: tensors do not match its config (missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"mis-shaped {bad[:5]})"
-        )
-    enc.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    load_matching(enc, sd, str(path), EncoderError)
     return enc.eval().requires_grad_(False).to(device or "cpu")

@@ -35,6 +35,9 @@ from .regularizer import LatentRegularizer, RegularizerConfig
 FORMAT = "livedrag.predictor"
 FORMAT_VERSION = "1"
 DEFAULT_NAME = "synthfaces_predictor.safetensors"
+RETRAIN_PREDICTOR = (
+    "train a predictor for this generator with scripts/make_trajectories.py and scripts/train_predictor.py"
+)
 
 
 class PredictorError(ValueError):
@@ -75,16 +78,22 @@ class GeneratorIdentity:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def check(self, G: Generator, allow_other_weights: bool = False, source: str = "") -> None:
-        """Raise ``PredictorMismatchError`` unless ``G`` is the generator this identity names."""
+    def check(
+        self,
+        G: Generator,
+        allow_other_weights: bool = False,
+        source: str = "",
+        retrain: str = RETRAIN_PREDICTOR,
+    ) -> None:
+        """Raise ``PredictorMismatchError`` unless ``G`` is the generator this identity names;
+        ``retrain`` says how to make a network for another architecture."""
         other = GeneratorIdentity.of(G)
-        where = f"{source} " if source else "this predictor "
+        where = f"{source} " if source else "this network "
         if other.config_hash != self.config_hash:
             raise PredictorMismatchError(
                 f"{where}was trained for generator {self.name or '(unnamed)'} (architecture "
                 f"{self.config_hash}), not for {other.name or '(unnamed)'} (architecture "
-                f"{other.config_hash}); train a predictor for this generator with "
-                "scripts/make_trajectories.py and scripts/train_predictor.py"
+                f"{other.config_hash}); {retrain}"
             )
         if other.weights_hash != self.weights_hash and not allow_other_weights:
             raise PredictorMismatchError(
@@ -114,6 +123,39 @@ class PredictorBundle:
         self.predictor.eval().requires_grad_(False)
         self.regularizer.eval().requires_grad_(False)
         return self
+
+
+def read_network_file(
+    path: Path, fmt: str, version: str, what: str, error: type[Exception]
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a livedrag network file of format ``fmt`` (a predictor, an encoder);
+    ``error`` with a message naming ``what`` for anything else."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+    except (SafetensorError, OSError) as e:
+        raise error(f"{path} is not a safetensors file ({e})") from e
+    if meta.get("format") != fmt:
+        raise error(f"{path} is not a livedrag {what} (metadata format={meta.get('format')!r})")
+    if meta.get("version") != version:
+        raise error(f"{path}: unsupported {what} format version {meta.get('version')!r}")
+    return meta, sd
+
+
+def load_matching(
+    module: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, error: type[Exception]
+) -> None:
+    """Load ``sd`` into ``module`` after checking it has exactly the module's tensors and shapes."""
+    want = module.state_dict()
+    missing, unexpected = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
+    bad = [k for k in sorted(set(want) & set(sd)) if want[k].shape != sd[k].shape]
+    if missing or unexpected or bad:
+        raise error(
+            f"{source} tensors do not match its config "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]}, mis-shaped {bad[:5]})"
+        )
+    module.load_state_dict(sd)
 
 
 def default_predictor_path() -> Path:
@@ -169,16 +211,7 @@ def load_predictor(
                 "or use --method optimize"
             )
         raise PredictorNotFoundError(f"predictor file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-    except (SafetensorError, OSError) as e:
-        raise PredictorError(f"{path} is not a safetensors file ({e})") from e
-    if meta.get("format") != FORMAT:
-        raise PredictorError(f"{path} is not a livedrag predictor (metadata format={meta.get('format')!r})")
-    if meta.get("version") != FORMAT_VERSION:
-        raise PredictorError(f"{path}: unsupported predictor format version {meta.get('version')!r}")
+    meta, sd = read_network_file(path, FORMAT, FORMAT_VERSION, "predictor", PredictorError)
     try:
         pcfg = PredictorConfig.from_dict(json.loads(meta["predictor"]))
         rcfg = RegularizerConfig.from_dict(json.loads(meta["regularizer"]))
@@ -194,14 +227,6 @@ def load_predictor(
     predictor, regularizer = LatentPredictor(pcfg), LatentRegularizer(rcfg)
     for prefix, module in (("predictor", predictor), ("regularizer", regularizer)):
         part = {k[len(prefix) + 1 :]: v.float() for k, v in sd.items() if k.startswith(prefix + ".")}
-        want = module.state_dict()
-        missing, unexpected = sorted(set(want) - set(part)), sorted(set(part) - set(want))
-        bad = [k for k in sorted(set(want) & set(part)) if want[k].shape != part[k].shape]
-        if missing or unexpected or bad:
-            raise PredictorError(
-                f"{path}: {prefix} tensors do not match its config "
-                f"(missing {missing[:5]}, unexpected {unexpected[:5]}, mis-shaped {bad[:5]})"
-            )
-        module.load_state_dict(part)
+        load_matching(module, part, f"{path}: {prefix}", PredictorError)
     bundle = PredictorBundle(predictor, regularizer, identity, defaults, training).eval()
     return bundle.to(device or "cpu")

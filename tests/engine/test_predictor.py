@@ -25,7 +25,7 @@ from server.engine.predictor_io import (
 )
 from server.engine.regularizer import LatentRegularizer, RegularizerConfig, perturb_latents
 from server.engine.session import EditSession, StepResult
-from tests.conftest import tiny_config
+from tests.conftest import small_predictor, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,18 +48,7 @@ def load_script(name: str):
 
 def small_bundle(G: Generator, moving: bool = False, seed: int = 0) -> PredictorBundle:
     """A tiny random predictor for ``G``; ``moving`` gives it a non-zero output layer."""
-    torch.manual_seed(seed)
-    pcfg = PredictorConfig.for_generator(G, d_model=32, n_heads=2, enc_layers=1, dec_layers=1, grid=2)
-    P = LatentPredictor(pcfg)
-    R = LatentRegularizer(RegularizerConfig(w_dim=G.w_dim, n_rows=pcfg.n_rows, hidden=32, blocks=1))
-    mean, std = latent_stats(G, n=256)
-    for m in (P, R):
-        m.w_avg.copy_(mean)
-        m.w_std.copy_(std)
-    if moving:
-        torch.nn.init.normal_(P.head.weight, std=0.3)
-        torch.nn.init.normal_(R.head.weight, std=0.05)
-    return PredictorBundle(P, R, GeneratorIdentity.of(G), defaults={"substep": 2.0}).eval()
+    return small_predictor(G, moving=moving, seed=seed)
 
 
 def predictor_inputs(cfg: PredictorConfig, b: int, k: int, gen: torch.Generator) -> tuple:

@@ -41,19 +41,9 @@ def tiny_checkpoint(directory: Path, res: int = RES) -> Path:
 def tiny_predictor(G: Generator, **defaults):
     """A small random predictor bundle that fits ``G`` (predict mode runs; it edits nothing useful);
     ``defaults`` become its recommended options (e.g. ``max_steps=2``)."""
-    from server.engine.predictor import LatentPredictor, PredictorConfig, latent_stats
-    from server.engine.predictor_io import GeneratorIdentity, PredictorBundle
-    from server.engine.regularizer import LatentRegularizer, RegularizerConfig
+    from tests.conftest import small_predictor
 
-    torch.manual_seed(0)
-    pcfg = PredictorConfig.for_generator(G, d_model=32, n_heads=2, enc_layers=1, dec_layers=1, grid=2)
-    P = LatentPredictor(pcfg)
-    R = LatentRegularizer(RegularizerConfig(w_dim=G.w_dim, n_rows=pcfg.n_rows, hidden=32, blocks=1))
-    mean, std = latent_stats(G, n=64)
-    for m in (P, R):
-        m.w_avg.copy_(mean)
-        m.w_std.copy_(std)
-    return PredictorBundle(P, R, GeneratorIdentity.of(G), defaults={"substep": 2.0, **defaults}).eval()
+    return small_predictor(G, **defaults)
 
 
 def make_settings(tmp_path: Path, **kw: Any) -> Settings:
