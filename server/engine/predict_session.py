@@ -9,9 +9,9 @@ Each ``step()`` is one autoregressive sub-step, with no optimisation:
 3. stop check: every handle within the stop distance -> done ("reached"); the last step of the
    budget only tracks ("max_steps");
 4. the Latent Predictor maps (w_t, features, handles, targets, sub-step) to the first rows of
-   w_{t+1}, where each handle still outside the stop distance is asked to move
-   ``min(substep, remaining)`` px straight toward its target; the Latent Regularizer then removes
-   the part of that step that leaves the generator's W distribution (``regularize_step``);
+   w_{t+1}, where each handle more than 1 px from its target (DragGAN's motion-supervision rule)
+   is asked to move ``min(substep, remaining)`` px straight toward it; the Latent Regularizer then
+   removes the part of that step that leaves the generator's W distribution (``regularize_step``);
 5. with a mask set, ``mask_iters`` damped Polyak steps on DragGAN's fixed-region term
    L1(F * M, F0 * M) at w_{t+1} (one extra forward and backward pass each): the predictor knows
    nothing of masks, so the fixed region is pulled back after each predicted step.
@@ -40,7 +40,7 @@ from .drag import DTYPES, _check_latent, _check_mask, _frames, _rebind_points, _
 from .generator import Generator
 from .predictor_io import PredictorBundle, load_predictor
 from .session import Point, StepResult, StopReason
-from .tracking import features_at, mask_loss, resize_features, track_points
+from .tracking import MOTION_MIN_DISTANCE, features_at, mask_loss, resize_features, track_points
 
 
 @dataclass(frozen=True)
@@ -332,14 +332,17 @@ class PredictSession:
 
     def _substep(self) -> torch.Tensor:
         """Requested move of each handle in this step, [K, 2]: toward the target, at most
-        ``substep`` px (the whole way in single-shot mode), zero within the stop distance."""
+        ``substep`` px (the whole way in single-shot mode). As in DragGAN's motion supervision, a
+        handle is asked to move while it is more than 1 px away (``MOTION_MIN_DISTANCE``, or the
+        stop distance if that is smaller), so with more than 5 handles, whose stop distance is
+        2 px, the handles 1-2 px away keep moving until all of them are within 2 px."""
         rem = self._targets - self._handles
         dist = rem.norm(dim=1, keepdim=True)
         if self.options.single_shot:
             step = rem
         else:
             step = rem * (self.options.substep / dist.clamp(min=1e-6)).clamp(max=1.0)
-        return step * (dist > self.stop_distance + 1e-6)
+        return step * (dist > min(MOTION_MIN_DISTANCE, self.stop_distance) + 1e-6)
 
     def _progress(self) -> torch.Tensor:
         dist = (self._targets - self._handles).norm(dim=1)

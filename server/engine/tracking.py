@@ -21,6 +21,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+# DragGAN's motion supervision leaves a handle alone once it is this close to its target (px, at
+# any resolution); the predictor asks the same handles to move (``PredictSession``).
+MOTION_MIN_DISTANCE = 1.0
+
 
 def resize_features(feats: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
     """Resize each [N, C_i, h, w] map bilinearly (align_corners=False) to ``size`` and concatenate.
@@ -196,7 +200,7 @@ def motion_supervision_loss(
     t = targets.to(field.device, torch.float32)
     delta = t - p  # [K, 2]
     norm = delta.norm(dim=1, keepdim=True)  # [K, 1]
-    active = (norm[:, 0] > 1.0).float()  # [K]
+    active = (norm[:, 0] > MOTION_MIN_DISTANCE).float()  # [K]
     direction = delta / (norm + 1e-7)  # [K, 2]
     q = p.round()[:, None, :] + _disk_offsets(r1, field.device)[None].float()  # [K, S, 2]
     qx, qy = q[..., 0], q[..., 1]

@@ -288,6 +288,25 @@ def test_substep_is_clipped_and_zero_within_stop_distance(tiny_G: Generator) -> 
     assert torch.allclose(sub[2], torch.tensor([1.5, 0.0]))  # the last bit is shorter than a sub-step
 
 
+
+def test_handles_between_1_px_and_the_stop_distance_keep_moving(tiny_G: Generator) -> None:
+    """Six handles: the stop distance is 2 px, but as in DragGAN's motion supervision a handle
+    1.5 px away is still asked to move while the drag goes on; one 0.5 px away is not."""
+    model = small_bundle(tiny_G, moving=True)
+    handles = [(4 + 4 * i, 10) for i in range(6)]
+    targets = [(x + 0.5, y) for x, y in handles[:5]] + [(handles[5][0] + 1.5, 10)]
+    s = PredictSession.from_seed(tiny_G, 0, handles, targets, model=model)
+    assert s.stop_distance == 2.0
+    sub = s._substep()
+    assert torch.equal(sub[:5], torch.zeros(5, 2))
+    assert torch.allclose(sub[5], torch.tensor([1.5, 0.0]))
+    s.set_points(handles + [(10, 20)], targets + [(10, 26)])  # a seventh handle 6 px away
+    sub = s._substep()
+    assert torch.equal(sub[:5], torch.zeros(5, 2))
+    assert torch.allclose(sub[5], torch.tensor([1.5, 0.0]))
+    assert torch.allclose(sub[6], torch.tensor([0.0, 2.0]))
+    assert not s.step().done
+
 def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
     """predict_step_batch gives each session what stepping it alone gives (float noise aside)."""
     model = small_bundle(tiny_G, moving=True)

@@ -41,6 +41,8 @@ def test_report_rows_columns_and_merge(tmp_path: Path, capsys: pytest.CaptureFix
     for r in report["rows"]:
         assert {"md", "md_ratio", "fid_detector", "seconds_median", "seconds_p90", "steps_median"} <= set(r)
         assert len(r["md_per_pair"]) == 2
+        assert {"cpu_seconds_median", "cpu_seconds_mean"} <= set(r) and len(r["cpu_seconds_per_pair"]) == 2
+        assert r["cpu_seconds_mean"] == pytest.approx(sum(r["cpu_seconds_per_pair"]) / 2, abs=1e-4)
     none, opt = report["rows"][0], report["rows"][1]
     assert none["md_ratio"] == pytest.approx(1.0) and none["steps_median"] == 0
     assert 1 <= opt["steps_median"] <= 3 and opt["seconds_median"] > 0
@@ -53,3 +55,30 @@ def test_report_rows_columns_and_merge(tmp_path: Path, capsys: pytest.CaptureFix
 
     with pytest.raises(SystemExit, match="measured other edits"):
         bench.main([*common, "--seed", "5", "--methods", "none", "--merge", str(first)])
+
+
+def test_targets_judge_speed_on_median_cpu_time() -> None:
+    """The speed goal uses median CPU time where measured (a busy machine inflates wall time),
+    the mean is reported beside it; MD and fidelity limits are 1.25x and 1.10x the optimiser's."""
+    bench = _bench()
+
+    def row(method: str, wall: float, cpu: float, cpu_mean: float, md: float, fid: float) -> dict:
+        return {
+            "points": "1",
+            "method": method,
+            "seconds_median": wall,
+            "cpu_seconds_median": cpu,
+            "cpu_seconds_mean": cpu_mean,
+            "md": md,
+            "fid_detector": fid,
+        }
+
+    opt = row("optimize", 3.0, 1.0, 2.0, 1.0, 1.0)
+    (t,) = bench.compare([opt, row("predict", 0.1, 0.05, 0.1, 1.2, 1.05)], ["1"])
+    assert t["speedup"] == pytest.approx(30) and t["speedup_cpu_time"] == pytest.approx(20)
+    assert t["speedup_cpu_time_mean"] == pytest.approx(20) and t["met"]
+    (t,) = bench.compare([opt, row("predict", 0.1, 0.2, 0.1, 1.0, 1.0)], ["1"])  # 15x wall, 5x CPU
+    assert not t["met"]
+    assert not bench.compare([opt, row("predict", 0.1, 0.05, 0.1, 1.3, 1.0)], ["1"])[0]["met"]
+    assert not bench.compare([opt, row("predict", 0.1, 0.05, 0.1, 1.0, 1.2)], ["1"])[0]["met"]
+    assert bench.compare([opt], ["1"]) == []
