@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['points']:>6} {r['method']:<14} {r['md']:7.2f} {r['md_ratio']:8.2f} "
             f"{r['fid_detector']:8.3f} {r['seconds_median']:7.3f} {r['seconds_p90']:7.3f} "
-            f"{r.get('cpu_seconds_median', float('nan')):7.3f} {r.get('cpu_seconds_mean', float('nan')):7.3f} "
+            f"{r.get('cpu_seconds_median', float('nan')):7.3f} "
+            f"{r.get('cpu_seconds_mean', float('nan')):7.3f} "
             f"{r['steps_median']:6.0f} {100 * r['reached']:6.0f}%"
         )
     print(

@@ -288,7 +288,6 @@ def test_substep_is_clipped_and_zero_within_stop_distance(tiny_G: Generator) -> 
     assert torch.allclose(sub[2], torch.tensor([1.5, 0.0]))  # the last bit is shorter than a sub-step
 
 
-
 def test_handles_between_1_px_and_the_stop_distance_keep_moving(tiny_G: Generator) -> None:
     """Six handles: the stop distance is 2 px, but as in DragGAN's motion supervision a handle
     1.5 px away is still asked to move while the drag goes on; one 0.5 px away is not."""
@@ -306,6 +305,7 @@ def test_handles_between_1_px_and_the_stop_distance_keep_moving(tiny_G: Generato
     assert torch.allclose(sub[5], torch.tensor([1.5, 0.0]))
     assert torch.allclose(sub[6], torch.tensor([0.0, 2.0]))
     assert not s.step().done
+
 
 def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
     """predict_step_batch gives each session what stepping it alone gives (float noise aside)."""
