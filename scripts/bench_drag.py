@@ -68,12 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default=None, help="landmark detector (default: the shipped one)")
     p.add_argument("--max-steps", type=int, default=200, help="optimize: step budget (default 200)")
     p.add_argument("--lr", type=float, default=2e-3, help="optimize: Adam step size (default 2e-3)")
-    p.add_argument("--predict-max-steps", type=int, default=None, help="predict: step budget (default: 40)")
+    p.add_argument(
+        "--predict-max-steps", type=int, default=None, help="predict: step budget (default: the file's)"
+    )
     p.add_argument(
         "--substep", type=float, default=None, help="predict: sub-step px (default: trained value)"
     )
     p.add_argument(
         "--reg-alpha", type=float, default=None, help="predict: regularizer strength (default: the file's)"
+    )
+    p.add_argument(
+        "--predict-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="predict: any PredictOptions field (e.g. budget_rule=fit, max_steps=4); repeatable",
     )
     p.add_argument(
         "--merge",
@@ -94,13 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_predict_options(items: list[str]) -> dict:
+    """``["budget_rule=fit", "substep=1.5"]`` -> PredictOptions changes (SystemExit if bad)."""
+    from server.engine.predict_session import PredictOptions
+
+    try:
+        return PredictOptions.parse_changes(items)
+    except ValueError as e:
+        raise SystemExit(f"--predict-option {e}") from None
+
+
 def make_session(method: str, G, w, handles, targets, args, model):
     from server.engine.drag import DragOptions, DragSession
     from server.engine.predict_session import PredictOptions, PredictSession
 
     if method == "optimize":
         return DragSession(G, w, handles, targets, options=DragOptions(lr=args.lr, max_steps=args.max_steps))
-    changes: dict = {}
+    changes: dict = dict(args.predict_options)
     if args.predict_max_steps is not None:
         changes["max_steps"] = args.predict_max_steps
     if args.substep is not None:
@@ -204,6 +223,7 @@ def compare(rows: list[dict], points: list[str]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.predict_options = parse_predict_options(args.predict_option)
     if args.threads:
         torch.set_num_threads(args.threads)
     from server.cli.common import pick_device, progress

@@ -542,20 +542,10 @@ def parse_defaults(items: list[str]) -> dict:
     """``KEY=VALUE`` pairs -> recommended PredictOptions for the exported file (checked by PredictOptions)."""
     from server.engine.predict_session import PredictOptions
 
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--default {item!r}: write KEY=VALUE, e.g. max_steps=12")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
     try:
-        PredictOptions(**out)
-    except (TypeError, ValueError) as e:
-        raise SystemExit(f"--default: {e}") from None
-    return out
+        return PredictOptions.parse_changes(items)
+    except ValueError as e:
+        raise SystemExit(f"--default {e}") from None
 
 
 def export(G: Generator, args: argparse.Namespace) -> Path:

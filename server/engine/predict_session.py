@@ -26,6 +26,7 @@ sessions with one synthesis pass and one predictor pass per (generator, predicto
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -42,6 +43,8 @@ from .predictor_io import PredictorBundle, load_predictor
 from .session import Point, StepResult, StopReason
 from .tracking import MOTION_MIN_DISTANCE, features_at, mask_loss, resize_features, track_points
 
+BUDGET_RULES = ("fixed", "fit", "cover")
+
 
 @dataclass(frozen=True)
 class PredictOptions:
@@ -51,9 +54,10 @@ class PredictOptions:
     single_shot: bool = False  # one prediction over the whole distance, then a final tracking step
     reg_alpha: float | None = None  # regularizer strength; None = the trained default, 0 = off
     max_steps: int = 40  # step budget since the points last changed (the last step only tracks)
-    # grow the budget to cover the longest drag: ceil(distance / substep) sub-steps + the tracking step
-    # (off by default: on validation drags the extra sub-steps cost more fidelity than they gain MD)
-    cover_distance: bool = False
+    # how the budget follows the drag's length, need = ceil(longest distance / substep) sub-steps +
+    # the tracking step: "fixed" = max_steps; "fit" = min(max_steps, need) (no correction steps
+    # beyond the plan); "cover" = max(max_steps, need) (long drags run to the end)
+    budget_rule: str = "fixed"
     stop_distance: float | None = None  # pixels; None = DragGAN's rule (1 px up to 5 handles, else 2)
     r2: float = 12.0  # point-tracking search half-size at 512 px
     r2_min: int = 3  # lower bound on the scaled r2, pixels
@@ -74,6 +78,8 @@ class PredictOptions:
             raise ValueError(f"reg_alpha must be None or in [0, 1], got {self.reg_alpha!r}")
         if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
             raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
+        if self.budget_rule not in BUDGET_RULES:
+            raise ValueError(f"budget_rule must be one of {BUDGET_RULES}, got {self.budget_rule!r}")
         if self.stop_distance is not None and not (
             math.isfinite(self.stop_distance) and self.stop_distance >= 0
         ):
@@ -105,6 +111,26 @@ class PredictOptions:
             base["feature_blocks"] = tuple(base["feature_blocks"])
         return cls(**{**base, **changes})
 
+    @classmethod
+    def parse_changes(cls, items: Sequence[str]) -> dict[str, Any]:
+        """``["budget_rule=fit", "max_steps=4"]`` (command-line ``KEY=VALUE``; VALUE is read as
+        JSON, else taken as a string) -> a checked dict of option changes; ValueError if bad."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        out: dict[str, Any] = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or key not in known:
+                raise ValueError(f"{item!r}: write KEY=VALUE with KEY one of {sorted(known)}")
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = value
+        try:
+            cls(**out)
+        except TypeError as e:
+            raise ValueError(str(e)) from None
+        return out
+
     def radius(self, resolution: int) -> int:
         """The tracking search half-size in pixels at ``resolution`` (as ``DragOptions.radii``)."""
         return max(self.r2_min, round(self.r2 * resolution / 512))
@@ -125,7 +151,7 @@ LIVE_OPTIONS = frozenset(
         "single_shot",
         "reg_alpha",
         "max_steps",
-        "cover_distance",
+        "budget_rule",
         "stop_distance",
         "r2",
         "r2_min",
@@ -233,13 +259,14 @@ class PredictSession:
 
     @property
     def budget(self) -> int:
-        """Steps this drag may take since its points were set: ``max_steps``, or with
-        ``cover_distance`` enough sub-steps for the longest handle's distance plus the final
-        tracking step when that is more (a 20 px drag with 2 px sub-steps gets 11)."""
-        b = self.options.max_steps
-        if self.options.cover_distance and not self.options.single_shot and len(self._d0):
-            b = max(b, math.ceil(float(self._d0.max()) / self.options.substep - 1e-6) + 1)
-        return b
+        """Steps this drag may take since its points were set (``budget_rule``): with 2 px
+        sub-steps and ``max_steps`` 4, a 1.5 px drag gets 2 under "fit" (one prediction and the
+        tracking step) and a 20 px drag 11 under "cover"; "fixed" always gives ``max_steps``."""
+        o = self.options
+        if o.budget_rule == "fixed" or o.single_shot or not len(self._d0):
+            return o.max_steps
+        need = math.ceil(float(self._d0.max()) / o.substep - 1e-6) + 1
+        return min(o.max_steps, max(need, 1)) if o.budget_rule == "fit" else max(o.max_steps, need)
 
     @property
     def stop_distance(self) -> float:

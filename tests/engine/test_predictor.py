@@ -227,7 +227,7 @@ def test_step_result_and_interface(tiny_G: Generator) -> None:
 def test_identity_predictor_stops_at_max_steps(tiny_G: Generator) -> None:
     """An untrained predictor never moves: the session ends at its budget with the start latent."""
     model = small_bundle(tiny_G)
-    opts = PredictOptions(max_steps=4, cover_distance=False)
+    opts = PredictOptions(max_steps=4, budget_rule="fixed")
     s = PredictSession.from_seed(tiny_G, 1, [(5, 5)], [(25, 25)], options=opts, model=model)
     w0 = s.latent()
     results = [s.step() for _ in range(4)]
@@ -237,11 +237,12 @@ def test_identity_predictor_stops_at_max_steps(tiny_G: Generator) -> None:
     assert again.step == 4 and again.done and again.seconds == 0.0
 
 
-def test_budget_covers_the_longest_drag(tiny_G: Generator) -> None:
-    """With cover_distance a drag longer than max_steps sub-steps gets enough steps to cover it
-    (ceil(distance / substep) + the tracking step); without it (the default), max_steps holds."""
+def test_budget_rules(tiny_G: Generator) -> None:
+    """need = ceil(longest distance / substep) + the tracking step. "cover" lets a long drag run
+    to its end, "fit" stops a short one after its planned sub-steps, "fixed" keeps max_steps;
+    the rule is a live option and bad values are refused."""
     model = small_bundle(tiny_G)
-    opts = PredictOptions(max_steps=4, substep=2.0, cover_distance=True)
+    opts = PredictOptions(max_steps=4, substep=2.0, budget_rule="cover")
     h, t = [(5, 5), (20, 20)], [(25, 5), (21, 20)]
     s = PredictSession.from_seed(tiny_G, 1, h, t, options=opts, model=model)
     assert s.budget == 11  # 20 px / 2 px = 10 sub-steps + 1
@@ -251,9 +252,18 @@ def test_budget_covers_the_longest_drag(tiny_G: Generator) -> None:
     assert steps == 11 and s.reason == "max_steps"
     s.set_points([(5, 5)], [(8, 5)])
     assert s.budget == 4  # a short drag keeps max_steps
-    s.set_options(cover_distance=False)
+    s.set_options(budget_rule="fit")
+    assert s.budget == 3  # 3 px: two sub-steps + 1
+    s.set_points([(5, 5)], [(6.5, 5)])
+    assert s.budget == 2
+    steps = [s.step() for _ in range(2)]
+    assert [r.done for r in steps] == [False, True] and s.reason == "max_steps"
     s.set_points([(5, 5)], [(25, 5)])
+    assert s.budget == 4  # fit never exceeds max_steps
+    s.set_options(budget_rule="fixed")
     assert s.budget == 4
+    with pytest.raises(ValueError, match="budget_rule"):
+        PredictOptions(budget_rule="grow")
 
 
 def test_reached_at_once_does_not_update(tiny_G: Generator) -> None:
@@ -323,7 +333,7 @@ def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
                 3,
                 [(8, 8)],
                 [(20, 20)],
-                options=PredictOptions(max_steps=3, reg_alpha=0.0, cover_distance=False),
+                options=PredictOptions(max_steps=3, reg_alpha=0.0, budget_rule="fixed"),
                 model=model,
             ),
         ]
@@ -345,7 +355,7 @@ def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
 
 def test_points_and_options_change_mid_drag(tiny_G: Generator) -> None:
     model = small_bundle(tiny_G, moving=True)
-    opts = PredictOptions(max_steps=2, cover_distance=False)
+    opts = PredictOptions(max_steps=2, budget_rule="fixed")
     s = PredictSession.from_seed(
         tiny_G, 0, [(10, 12), (20, 20)], [(16, 12), (20, 26)], options=opts, model=model
     )
@@ -531,9 +541,13 @@ def test_trajectories_training_and_export_end_to_end(tmp_path: Path) -> None:
     assert tp.main([*stage2, "--iters", "4"]) == 0
     assert tp.main([*stage2, "--iters", "6"]) == 0  # resumes at 4
     out = tmp_path / "pred.safetensors"
-    assert tp.main(["--checkpoint", ckpt, "--out", str(run), "--export", str(out)]) == 0
+    export = ["--checkpoint", ckpt, "--out", str(run), "--export", str(out)]
+    with pytest.raises(SystemExit, match="budget_rule"):
+        tp.main([*export, "--default", "budget_rule=grow"])
+    assert tp.main([*export, "--default", "budget_rule=fit", "--default", "max_steps=3"]) == 0
     model = load_predictor(out, G=G)
     assert model.training["stage2_iters"] == 6 and model.defaults["substep"] == 1.0
+    assert PredictOptions.recommended(model).budget_rule == "fit"
     s = PredictSession.from_seed(G, 0, [(10, 10)], [(16, 10)], model=model)
     assert s.step().step == 1
 

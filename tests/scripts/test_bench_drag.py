@@ -82,3 +82,21 @@ def test_targets_judge_speed_on_median_cpu_time() -> None:
     assert not bench.compare([opt, row("predict", 0.1, 0.05, 0.1, 1.3, 1.0)], ["1"])[0]["met"]
     assert not bench.compare([opt, row("predict", 0.1, 0.05, 0.1, 1.0, 1.2)], ["1"])[0]["met"]
     assert bench.compare([opt], ["1"]) == []
+
+
+def test_predict_options_are_parsed_and_checked() -> None:
+    bench = _bench()
+    assert bench.parse_predict_options(["budget_rule=fit", "substep=1.5", "single_shot=true"]) == {
+        "budget_rule": "fit",
+        "substep": 1.5,
+        "single_shot": True,
+    }
+    bad = [
+        ("nope=1", "KEY=VALUE"),
+        ("substep", "KEY=VALUE"),
+        ("substep=x", "substep"),
+        ("max_steps=0", ">= 1"),
+    ]
+    for item, msg in bad + [("budget_rule=grow", "budget_rule")]:
+        with pytest.raises(SystemExit, match=msg):
+            bench.parse_predict_options([item])

@@ -258,7 +258,7 @@ async def test_predict_mode_runs_when_a_predictor_is_registered(G):
 async def test_predict_drag_ends_when_the_predictors_own_budget_is_spent(G):
     """A predictor recommending 2 steps ends the drag after them (reason max_steps), whatever the
     room's larger cap: longer chains drift, so the file's budget is the one that counts."""
-    env = Env(G, modes=default_modes(tiny_predictor(G, max_steps=2, cover_distance=False)))
+    env = Env(G, modes=default_modes(tiny_predictor(G, max_steps=2, budget_rule="fixed")))
     rid, ada = env.room()
     env.send(rid, ada, {"t": "set_params", "params": {"mode": "predict", "r2": 4.0}})
     env.drag(rid, ada, max_steps=50)
