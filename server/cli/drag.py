@@ -176,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         frames.append(start_frame)
         points.append((session.handles, session.targets))
     t0 = time.perf_counter()
-    bar = progress(total=session.options.max_steps, desc=f"drag ({args.method})")
+    # a predict session's budget may follow the drag's length (its budget_rule)
+    bar = progress(total=getattr(session, "budget", session.options.max_steps), desc=f"drag ({args.method})")
     result = None
     while not session.done:
         result = session.step()
