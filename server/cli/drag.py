@@ -58,7 +58,8 @@ def register(subparsers) -> None:
         "--steps",
         type=int,
         default=None,
-        help="step budget (default: 200 for optimize; the predictor file's recommendation for predict)",
+        help="step budget (default: 200 for optimize; for predict the predictor file's rule, which "
+        "fits the budget to the drag's length; with --steps a predict drag takes up to N steps)",
     )
     p.add_argument("--lr", type=float, default=2e-3, help="Adam step size (default 2e-3)")
     p.add_argument("--space", choices=("w", "w+"), default="w+", help="latent space optimised (default w+)")
@@ -106,7 +107,7 @@ def make_session(method: str, G, w_plus, handles, targets, mask, args: argparse.
             mask,
             path=getattr(args, "predictor", None),
             stop_distance=args.stop_distance,
-            **({} if args.steps is None else {"max_steps": args.steps}),
+            **({} if args.steps is None else {"max_steps": args.steps, "budget_rule": "fixed"}),
         )
     raise ValueError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
 

@@ -166,8 +166,14 @@ def test_predict_method_with_the_default_model(tmp_path: Path, capsys: pytest.Ca
     from server.engine.checkpoint import load_generator
     from server.engine.predictor_io import load_predictor
 
-    budget = load_predictor(G=load_generator()).defaults["max_steps"]
+    defaults = load_predictor(G=load_generator()).defaults
+    budget = defaults["max_steps"]
+    if defaults.get("budget_rule") == "fit":
+        budget = min(budget, 3)  # a 4 px drag in 2 px sub-steps: two predictions and the tracking step
     assert report["method"] == "predict" and 1 <= report["steps"] <= budget  # the file's own budget
+    # --steps N is a plain budget of N steps, whatever the file's rule
+    assert main([*args, "--steps", "5", "--stop-distance", "0", "--json", str(tmp_path / "r5.json")]) == 0
+    assert json.loads((tmp_path / "r5.json").read_text())["steps"] == 5
 
 
 @pytest.mark.parametrize(
