@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -255,17 +256,25 @@ async def test_predict_mode_runs_when_a_predictor_is_registered(G):
     await env.worker.stop()
 
 
-async def test_predict_drag_ends_when_the_predictors_own_budget_is_spent(G):
-    """A predictor recommending 2 steps ends the drag after them (reason max_steps), whatever the
-    room's larger cap: longer chains drift, so the file's budget is the one that counts."""
-    env = Env(G, modes=default_modes(tiny_predictor(G, max_steps=2, budget_rule="fixed")))
+@pytest.mark.parametrize(
+    "rule,max_steps,steps",
+    [
+        ("fixed", 2, 2),
+        ("fit", 8, 5),  # the drag is 6.3 px: ceil(6.3 / 2 px) = 4 sub-steps + the tracking step
+        ("fit", 3, 3),
+    ],
+)
+async def test_predict_drag_ends_when_the_predictors_own_budget_is_spent(G, rule, max_steps, steps):
+    """A predictor's own budget (its file's max_steps and budget rule) ends the drag (reason
+    max_steps), whatever the room's larger cap: longer chains drift, so the file's budget counts."""
+    env = Env(G, modes=default_modes(tiny_predictor(G, max_steps=max_steps, budget_rule=rule)))
     rid, ada = env.room()
     env.send(rid, ada, {"t": "set_params", "params": {"mode": "predict", "r2": 4.0}})
     env.drag(rid, ada, max_steps=50)
     env.worker.start()
     await until(lambda: env.status(rid) is Status.IDLE and env.hub.of(rid, "status")[-1]["status"] == "idle")
     assert env.hub.of(rid, "status")[-1]["reason"] == "max_steps"
-    assert [f["step"] for f in env.hub.of(rid, "frame") if f["step"] > 0] == [1, 2]
+    assert [f["step"] for f in env.hub.of(rid, "frame") if f["step"] > 0] == list(range(1, steps + 1))
     assert env.manager.rooms[rid].history.to_wire()["size"] == 2
     await env.worker.stop()
 
