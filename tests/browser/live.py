@@ -45,6 +45,17 @@ def make_checkpoint(directory: Path, res: int = 32, seed: int = 0, **overrides: 
     return save_generator(Generator(cfg).eval(), directory / f"gen{res}.safetensors")
 
 
+def make_predictor(checkpoint: Path, directory: Path, **defaults: Any) -> Path:
+    """A small random predictor file for ``checkpoint`` (predict mode runs; it edits nothing
+    useful); ``defaults`` are its recommended options, e.g. ``max_steps=3``."""
+    from server.engine.checkpoint import load_generator
+    from server.engine.predictor_io import save_predictor
+    from tests.conftest import small_predictor
+
+    bundle = small_predictor(load_generator(checkpoint), **defaults)
+    return save_predictor(bundle, directory / "predictor.safetensors")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -54,8 +65,16 @@ def free_port() -> int:
 class LiveServer:
     """``python -m server.cli serve`` on 127.0.0.1:port with its own data dir."""
 
-    def __init__(self, checkpoint: Path, data_dir: Path, port: int | None = None, max_fps: float = 15.0):
+    def __init__(
+        self,
+        checkpoint: Path,
+        data_dir: Path,
+        port: int | None = None,
+        max_fps: float = 15.0,
+        predictor: Path | None = None,
+    ):
         self.checkpoint = checkpoint
+        self.predictor = predictor
         self.data_dir = data_dir
         self.port = port or free_port()
         self.max_fps = max_fps
@@ -74,6 +93,8 @@ class LiveServer:
             "--device", "cpu", "--torch-threads", "1", "--max-fps", str(self.max_fps),
             "--no-access-log", "--log-level", "info",
         ]  # fmt: skip
+        if self.predictor is not None:
+            cmd += ["--predictor", str(self.predictor)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the process's lifetime)
         try:

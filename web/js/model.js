@@ -37,7 +37,7 @@ export class RoomModel {
     this.pending = []; // [{id, msg, t}]
     this.tracked = {}; // pair id -> handle from the newest frame of the running drag
     this.frame = null; // {seq, drag, step, status, w, h, fps}
-    this.lastEnd = null; // {reason, message, drag, step, task} of the last finished drag or projection
+    this.lastEnd = null; // {reason, message, drag, step, task, mode, cap} of the last finished drag or projection
     this.lastTask = null; // the task of the newest projection ({kind, method, max_steps, by})
     this.lastTaskDrag = -1; // the run number of lastTask
     this.progress = null; // {drag, step, psnr, loss} of the running projection (from its frames)
@@ -87,7 +87,18 @@ export class RoomModel {
       case "status":
         if (m.status === DragStatus.IDLE) {
           const task = this.lastTask && this.lastTaskDrag === m.drag ? this.lastTask : null;
-          this.lastEnd = { reason: m.reason, message: m.message ?? null, drag: m.drag, step: m.step, task };
+          // the mode and the room's step cap as the drag ended: a predict drag may end on the
+          // predictor's own, shorter budget
+          const params = this.state?.params ?? {};
+          this.lastEnd = {
+            reason: m.reason,
+            message: m.message ?? null,
+            drag: m.drag,
+            step: m.step,
+            task,
+            mode: params.mode ?? null,
+            cap: params.max_steps ?? null,
+          };
           this.progress = null;
         } else if (m.status === DragStatus.RUNNING || m.status === DragStatus.PROJECTING) {
           this.lastEnd = null;

@@ -48,6 +48,20 @@ const END_TEXT = {
   error: (n, m) => `The drag failed${m ? `: ${m}` : ""}.`,
 };
 
+/** A predict drag that spent the predictor's own budget (fewer steps than the room's cap). */
+const PREDICT_BUDGET_TEXT = (n) =>
+  `The predictor made its planned step${n === 1 ? "" : "s"} (${n}); press Start to go further.`;
+
+/** The sentence for the last finished drag or projection (model.lastEnd), or "". */
+function endText(end) {
+  if (!end) return "";
+  if (!end.task && end.reason === "max_steps" && end.mode === "predict" && (end.cap == null || end.step < end.cap)) {
+    return PREDICT_BUDGET_TEXT(end.step);
+  }
+  const texts = end.task ? PROJECT_END_TEXT : END_TEXT;
+  return texts[end.reason] ? texts[end.reason](end.step, end.message) : "";
+}
+
 /** What a finished projection says (lastEnd.task set): the same reasons, named for a projection. */
 const PROJECT_END_TEXT = {
   converged: (n) => `Projection converged after ${n} step${n === 1 ? "" : "s"}.`,
@@ -488,13 +502,8 @@ class RoomApp {
     apply.title = hasRegion ? "Blend the source into the flexible area" : "Paint the area with the Flexible brush first";
     const end = this.model.lastEnd;
     const result = $("drag-result");
-    const texts = end?.task ? PROJECT_END_TEXT : END_TEXT;
-    if (end && texts[end.reason]) {
-      setText(result, texts[end.reason](end.step, end.message));
-      result.classList.toggle("is-error", end.reason === "error");
-    } else {
-      setText(result, "");
-    }
+    setText(result, endText(end));
+    result.classList.toggle("is-error", end?.reason === "error");
     this.setDownloads();
   }
 

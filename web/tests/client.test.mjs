@@ -523,3 +523,14 @@ test("a snapshot taken mid-projection restores the task; blend messages validate
   assert.deepEqual(msg.blend("seed", { seed: 3 }), { t: "blend", source: "seed", seed: 3 });
   assert.deepEqual(msg.blend("upload", { steps: 9 }), { t: "blend", source: "upload", steps: 9 });
 });
+
+test("a drag's end remembers the mode and the room's step cap it ended under", () => {
+  const model = joinedModel();
+  assert.notEqual(model.state.params.mode, "predict");
+  const params = { ...model.state.params, mode: "predict", max_steps: 200 };
+  model.receive({ t: "op", v: model.version + 1, op: "set_params", by: "m1", ref: 1, patch: { params } });
+  model.receive({ t: "status", status: "idle", reason: "max_steps", drag: 1, step: 3 });
+  assert.equal(model.lastEnd.mode, "predict");
+  assert.equal(model.lastEnd.cap, 200);
+  assert.equal(model.lastEnd.step, 3);
+});
