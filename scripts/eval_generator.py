@@ -36,9 +36,10 @@ from server.engine.drag import DragOptions, DragSession  # noqa: E402
 from server.engine.generator import Generator, to_uint8  # noqa: E402
 from server.engine.media import draw_points, make_grid, upscale, write_gif  # noqa: E402
 from server.synthfaces import render_batch  # noqa: E402
+from server.synthfaces.demos import DEMO_DRAGS  # noqa: E402
 from server.synthfaces.detector import load_detector  # noqa: E402
 from server.synthfaces.fid import frechet_distance  # noqa: E402
-from server.synthfaces.landmarks import LANDMARK_NAMES, geometric_sanity  # noqa: E402
+from server.synthfaces.landmarks import geometric_sanity  # noqa: E402
 
 HELD_OUT_SEED = 10_000_000  # training used renderer seeds [0, N); evaluation seeds start here
 
@@ -99,24 +100,12 @@ def line_plot(xs: list[float], ys: list[float], refs: dict[str, float], path: Pa
 
 def drag_demos(G: Generator, detector, out_dir: Path, steps: int) -> list[dict]:
     """A few drags on generated faces, with handles placed by the landmark detector."""
-    idx = {n: i for i, n in enumerate(LANDMARK_NAMES)}
-    demos = [
-        ("smile", 3, [("mouth_left", (-3, -2)), ("mouth_right", (3, -2))]),
-        ("open_mouth", 5, [("lower_lip_bottom", (0, 4))]),
-        ("turn_head", 8, [("nose_tip", (5, 0))]),
-        ("raise_brows", 11, [("left_brow_mid", (0, -3)), ("right_brow_mid", (0, -3))]),
-    ]
     results = []
-    for name, seed, moves in tqdm(demos, desc="drag demos"):
+    for demo in tqdm(DEMO_DRAGS, desc="drag demos"):
+        name, seed = demo.name, demo.seed
         ws = G.ws_from_seed(seed)
         img, _ = G.synthesize(ws)
-        lm = detector.detect(to_uint8(img))[0]
-        res = G.img_resolution
-        handles = [lm[idx[n]].tolist() for n, _ in moves]
-        targets = [
-            [min(res - 1.0, max(0.0, h[0] + d[0])), min(res - 1.0, max(0.0, h[1] + d[1]))]
-            for h, (_, d) in zip(handles, moves, strict=True)
-        ]
+        handles, targets = demo.points(detector.detect(to_uint8(img))[0], G.img_resolution)
         sess = DragSession(G, ws, handles, targets, options=DragOptions(max_steps=steps))
         frames, points = [to_uint8(img)[0]], [(handles, targets)]
         t0 = time.perf_counter()

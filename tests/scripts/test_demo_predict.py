@@ -1,0 +1,62 @@
+"""scripts/demo_predict.py: side-by-side pictures of the optimiser and the shipped predictor."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from server.engine.checkpoint import default_checkpoint_path
+from server.engine.predictor_io import default_predictor_path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    default_checkpoint_path() is None or not default_predictor_path().is_file(),
+    reason="needs the embedded generator and the shipped predictor",
+)
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("demo_predict", ROOT / "scripts" / "demo_predict.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pictures_and_report(tmp_path: Path) -> None:
+    demo = _script()
+    report = tmp_path / "demo.json"
+    args = [
+        "--out-dir",
+        str(tmp_path),
+        "--json",
+        str(report),
+        "--max-steps",
+        "3",
+        "--gif",
+        "smile",
+        "--frame-ms",
+        "5",
+    ]
+    assert demo.main(args) == 0
+    demos = json.loads(report.read_text())["demos"]
+    assert [d["name"] for d in demos] == ["smile", "open_mouth", "turn_head", "raise_brows"]
+    for d in demos:
+        assert 1 <= d["DragGAN"]["steps"] <= 3 and 1 <= d["predictor"]["steps"] <= 4
+        assert d["predictor"]["cpu_seconds"] > 0 and len(d["start_distance_px"]) == len(
+            d["predictor"]["detected_distance_px"]
+        )
+        with Image.open(tmp_path / f"predict_vs_optimize_{d['name']}.png") as im:
+            assert im.size == (3 * 64 * demo.SCALE, 64 * demo.SCALE)  # start | DragGAN | predictor
+    with Image.open(tmp_path / "predict_vs_optimize_smile.gif") as gif:
+        assert gif.n_frames >= 3 and gif.size == (2 * 64 * demo.SCALE, 64 * demo.SCALE)
+    assert not (tmp_path / "predict_vs_optimize_turn_head.gif").exists()
+
+
+def test_unknown_demo_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        _script().main(["--out-dir", str(tmp_path), "--gif", "wink"])
