@@ -577,3 +577,34 @@ def test_shipped_predictor_moves_handles_toward_targets() -> None:
         d1 = np.hypot(t[0] - r.handles[0][0], t[1] - r.handles[0][1])
         closer += int(d1 <= d0 - 1.5)  # as shipped (4 steps, the last only tracks): >= 1.5 px closer
     assert closer >= 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_predict_sessions_run_on_cuda_as_on_the_cpu(tiny_G: Generator) -> None:
+    """The same predicted sub-steps on CUDA as on the CPU (float noise aside), one session alone
+    and two in one batch; latents come back on the CPU."""
+    import copy
+
+    G_gpu = copy.deepcopy(tiny_G).cuda()
+    m_cpu = small_bundle(tiny_G, moving=True)
+    m_gpu = copy.deepcopy(m_cpu).to("cuda")
+    opts = PredictOptions(max_steps=3, budget_rule="fixed")
+    points = [([(10, 12)], [(18, 12)]), ([(20, 20), (5, 5)], [(20, 12), (9, 5)])]
+
+    def latents(G: Generator, model, batch: bool) -> list[torch.Tensor]:
+        sessions = [
+            PredictSession.from_seed(G, i, h, t, options=opts, model=model) for i, (h, t) in enumerate(points)
+        ]
+        for _ in range(2):
+            if batch:
+                predict_step_batch(sessions)
+            else:
+                for s in sessions:
+                    s.step()
+        return [s.latent() for s in sessions]
+
+    ref = latents(tiny_G, m_cpu, batch=False)
+    for batch in (False, True):
+        for w_gpu, w_cpu in zip(latents(G_gpu, m_gpu, batch), ref, strict=True):
+            assert w_gpu.device.type == "cpu"
+            torch.testing.assert_close(w_gpu, w_cpu, atol=5e-3, rtol=1e-3)
