@@ -608,3 +608,39 @@ def test_predict_sessions_run_on_cuda_as_on_the_cpu(tiny_G: Generator) -> None:
         for w_gpu, w_cpu in zip(latents(G_gpu, m_gpu, batch), ref, strict=True):
             assert w_gpu.device.type == "cpu"
             torch.testing.assert_close(w_gpu, w_cpu, atol=5e-3, rtol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trajectories_and_training_on_cuda(tmp_path: Path) -> None:
+    """The training pipeline with --device cuda: shards, both stages, an export that loads and
+    steps on the CPU."""
+    device = "cuda"
+    torch.manual_seed(0)
+    G = Generator(tiny_config()).eval().requires_grad_(False)
+    ckpt = str(save_generator(G, tmp_path / "g.safetensors"))
+    mt, tp = load_script("make_trajectories"), load_script("train_predictor")
+    traj, run, out = tmp_path / "traj", tmp_path / "run", tmp_path / "pred.safetensors"
+    shards = [
+        "--checkpoint",
+        ckpt,
+        "--out",
+        str(traj),
+        "--per-shard",
+        "3",
+        "--batch",
+        "3",
+        "--max-steps",
+        "4",
+    ]
+    assert mt.main([*shards, "--shards", "1", "--no-detector", "--no-progress", "--device", device]) == 0
+    base = ["--checkpoint", ckpt, "--out", str(run), "--no-progress", "--device", device]
+    assert tp.main([*base, "--stage", "1", "--iters", "4", "--batch", "16", "--reg-hidden", "16"]) == 0
+    small = ["--d-model", "16", "--heads", "2", "--enc-layers", "1", "--dec-layers", "1", "--grid", "2"]
+    stage2 = ["--stage", "2", "--traj", str(traj), "--batch", "4", "--feat-batch", "2", "--iters", "3"]
+    assert tp.main([*base, *stage2, *small]) == 0
+    assert tp.main(["--checkpoint", ckpt, "--out", str(run), "--export", str(out)]) == 0
+    from server.engine.checkpoint import load_generator
+
+    G = load_generator(ckpt)
+    s = PredictSession.from_seed(G, 0, [(10, 10)], [(16, 10)], model=load_predictor(out, G=G))
+    assert s.step().step == 1
