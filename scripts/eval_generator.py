@@ -9,7 +9,10 @@ and a JSON report (--json, default docs/generator_eval.json) with:
   * the FID-style score (Frechet distance on the SynthFaces landmark detector's pooled features;
     NOT Inception FID) of generated (psi 1) vs held-out rendered images, next to the floor
     (rendered vs rendered, disjoint seeds) and the ceiling (the untrained generator);
-  * the fraction of generated faces whose detected landmarks pass geometric sanity checks.
+  * the fraction of generated faces whose detected landmarks pass geometric sanity checks;
+  * the landmark spread: the mean distance between the same landmark on two faces (generated at
+    psi 1 and 0.7, rendered), and along the snapshots (generator_spread_curve.png): the drag
+    benchmark's `pairs` drags are that long.
 
     .venv/bin/python scripts/eval_generator.py --run runs/sf64 --n 2000
 """
@@ -39,7 +42,7 @@ from server.synthfaces import render_batch  # noqa: E402
 from server.synthfaces.demos import DEMO_DRAGS  # noqa: E402
 from server.synthfaces.detector import load_detector  # noqa: E402
 from server.synthfaces.fid import frechet_distance  # noqa: E402
-from server.synthfaces.landmarks import geometric_sanity  # noqa: E402
+from server.synthfaces.landmarks import geometric_sanity, pair_spread  # noqa: E402
 
 HELD_OUT_SEED = 10_000_000  # training used renderer seeds [0, N); evaluation seeds start here
 
@@ -138,7 +141,7 @@ def drag_demos(G: Generator, detector, out_dir: Path, steps: int) -> list[dict]:
     return results
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="generator (default: the embedded model)")
     p.add_argument("--run", default=None, help="training run dir with snapshots/ for the FID curve")
@@ -147,7 +150,7 @@ def main() -> int:
     p.add_argument("--json", default=str(ROOT / "docs" / "generator_eval.json"))
     p.add_argument("--drag-steps", type=int, default=80)
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,13 +181,24 @@ def main() -> int:
     untrained = Generator(G.cfg).eval()
     ceiling = frechet_distance(det.features(generate(untrained, n)), fa)
     fake = generate(G, n, seed=1)
+    fake07 = generate(G, n, seed=1, psi=0.7)
     score = frechet_distance(det.features(fake), fa)
-    score_psi07 = frechet_distance(det.features(generate(G, n, seed=1, psi=0.7)), fa)
-    sane_fake = float(geometric_sanity(det.detect(fake)).mean())
-    sane_real = float(geometric_sanity(det.detect(real_a)).mean())
+    score_psi07 = frechet_distance(det.features(fake07), fa)
+    lm_fake, lm_real = det.detect(fake), det.detect(real_a)
+    sane_fake = float(geometric_sanity(lm_fake).mean())
+    sane_real = float(geometric_sanity(lm_real).mean())
+    # geometric variety: how far the same landmark lies on two faces (the drag benchmark's
+    # no-edit MD); a generator that collapses face geometry makes that benchmark's drags tiny
+    spread = {
+        "generated_psi1": pair_spread(lm_fake[: n - n % 2]),
+        "generated_psi0.7": pair_spread(det.detect(fake07)[: n - n % 2]),
+        "rendered": pair_spread(lm_real[: n - n % 2]),
+    }
     print(
         f"FID-style: generated {score:.2f} (psi 0.7: {score_psi07:.2f}), floor {floor:.2f}, "
-        f"untrained {ceiling:.2f}; sane landmarks: generated {sane_fake:.1%}, rendered {sane_real:.1%}"
+        f"untrained {ceiling:.2f}; sane landmarks: generated {sane_fake:.1%}, rendered {sane_real:.1%}; "
+        f"landmark spread (px): generated {spread['generated_psi1']:.2f} "
+        f"(psi 0.7: {spread['generated_psi0.7']:.2f}), rendered {spread['rendered']:.2f}"
     )
 
     curve = []
@@ -193,7 +207,9 @@ def main() -> int:
         for sp in tqdm(snaps, desc="snapshots"):
             kimg = int(re.findall(r"(\d+)", sp.stem)[-1])
             Gs = load_generator(sp)
-            curve.append((kimg, frechet_distance(det.features(generate(Gs, n, seed=1)), fa)))
+            imgs = generate(Gs, n, seed=1)
+            lm = det.detect(imgs)[: n - n % 2]
+            curve.append((kimg, frechet_distance(det.features(imgs), fa), pair_spread(lm)))
         if curve:
             line_plot(
                 [c[0] for c in curve],
@@ -201,6 +217,13 @@ def main() -> int:
                 {"untrained": ceiling, "rendered vs rendered": floor},
                 out_dir / "generator_fid_curve.png",
                 "FID-style score (SynthFaces detector features) vs kimg",
+            )
+            line_plot(
+                [c[0] for c in curve],
+                [c[2] for c in curve],
+                {"rendered": spread["rendered"]},
+                out_dir / "generator_spread_curve.png",
+                "landmark spread between two faces (px, psi 1) vs kimg",
             )
 
     drags = drag_demos(G, det, out_dir, args.drag_steps)
@@ -216,13 +239,16 @@ def main() -> int:
             "feature_network": "SynthFaces landmark detector (pooled)",
         },
         "landmark_sanity": {"generated": sane_fake, "rendered": sane_real},
-        "curve": [{"kimg": k, "fid_style": v} for k, v in curve],
+        "landmark_spread_px": spread,
+        "curve": [{"kimg": k, "fid_style": v, "landmark_spread_px": sp} for k, v, sp in curve],
         "drags": drags,
         "seconds": round(time.perf_counter() - t_start, 1),
         "threads": args.threads,
     }
     Path(args.json).write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: report[k] for k in ("fid_style", "landmark_sanity")}, indent=2))
+    print(
+        json.dumps({k: report[k] for k in ("fid_style", "landmark_sanity", "landmark_spread_px")}, indent=2)
+    )
     for d in drags:
         print(f"drag {d['name']}: {d['reason']} in {d['seconds']} s, final distance {d['final_distance_px']}")
     return 0

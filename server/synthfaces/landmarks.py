@@ -71,6 +71,16 @@ def face_size(landmarks) -> float | np.ndarray:
     return float(dist) if lm.ndim == 2 else dist
 
 
+def pair_spread(landmarks) -> float:
+    """Geometric variety of a set of faces: the mean distance (px) between the same landmarks of
+    faces 2i and 2i + 1, i.e. the no-edit MD of the drag benchmark's ``pairs`` protocol with all
+    landmarks. [N, K, 2], N even and >= 2 -> float."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.ndim != 3 or lm.shape[0] < 2 or lm.shape[0] % 2 or lm.shape[2] != 2:
+        raise ValueError(f"landmarks must be [N, K, 2] with N even and >= 2, got {lm.shape}")
+    return float(np.linalg.norm(lm[0::2] - lm[1::2], axis=-1).mean())
+
+
 def geometric_sanity(landmarks) -> np.ndarray:
     """Does each landmark set look like a face? [K, 2] or [N, K, 2] -> bool [N].
 

@@ -125,3 +125,14 @@ def test_geometric_sanity_on_rendered_and_shuffled():
     mirrored = lms.copy()
     mirrored[..., 0] = 64 - mirrored[..., 0]  # mirrored without renaming: left is now right
     assert not geometric_sanity(mirrored).any()
+
+
+def test_pair_spread_is_the_mean_landmark_distance_between_pairs() -> None:
+    from server.synthfaces.landmarks import pair_spread
+
+    a = np.zeros((NUM_LANDMARKS, 2))
+    faces = np.stack([a, a + [3.0, 4.0], a, a])  # pair 0: 5 px apart, pair 1: identical
+    assert pair_spread(faces) == pytest.approx(2.5)
+    for bad in (faces[:3], faces[:, :, :1], faces[0]):
+        with pytest.raises(ValueError, match="N even"):
+            pair_spread(bad)
