@@ -493,14 +493,16 @@ def test_cli_drag_with_predict_method(tmp_path: Path, monkeypatch: pytest.Monkey
 # -- scripts -----------------------------------------------------------------------------------------
 
 
-def test_trajectories_training_and_export_end_to_end(tmp_path: Path) -> None:
-    """make_trajectories (resumable) -> stage 1 -> stage 2 -> export -> a working PredictSession."""
+def tiny_checkpoint(tmp_path: Path) -> str:
+    """A tiny random generator saved for the training scripts (seeded)."""
     torch.manual_seed(0)
     G = Generator(tiny_config()).eval().requires_grad_(False)
-    ckpt = str(save_generator(G, tmp_path / "g.safetensors"))
-    mt, tp = load_script("make_trajectories"), load_script("train_predictor")
-    traj = tmp_path / "traj"
-    common = [
+    return str(save_generator(G, tmp_path / "g.safetensors"))
+
+
+def shard_args(ckpt: str, traj: Path, max_steps: int) -> list[str]:
+    """make_trajectories arguments for a few tiny shards of 3 drags."""
+    return [
         "--checkpoint",
         ckpt,
         "--out",
@@ -510,8 +512,16 @@ def test_trajectories_training_and_export_end_to_end(tmp_path: Path) -> None:
         "--batch",
         "3",
         "--max-steps",
-        "6",
+        str(max_steps),
     ]
+
+
+def test_trajectories_training_and_export_end_to_end(tmp_path: Path) -> None:
+    """make_trajectories (resumable) -> stage 1 -> stage 2 -> export -> a working PredictSession."""
+    ckpt = tiny_checkpoint(tmp_path)
+    mt, tp = load_script("make_trajectories"), load_script("train_predictor")
+    traj = tmp_path / "traj"
+    common = shard_args(ckpt, traj, max_steps=6)
     assert mt.main([*common, "--shards", "1", "--no-detector", "--no-progress"]) == 0
     first = (traj / "shard_00000.safetensors").stat().st_mtime_ns
     assert mt.main([*common, "--shards", "2", "--no-detector", "--no-progress"]) == 0
@@ -615,23 +625,10 @@ def test_trajectories_and_training_on_cuda(tmp_path: Path) -> None:
     """The training pipeline with --device cuda: shards, both stages, an export that loads and
     steps on the CPU."""
     device = "cuda"
-    torch.manual_seed(0)
-    G = Generator(tiny_config()).eval().requires_grad_(False)
-    ckpt = str(save_generator(G, tmp_path / "g.safetensors"))
+    ckpt = tiny_checkpoint(tmp_path)
     mt, tp = load_script("make_trajectories"), load_script("train_predictor")
     traj, run, out = tmp_path / "traj", tmp_path / "run", tmp_path / "pred.safetensors"
-    shards = [
-        "--checkpoint",
-        ckpt,
-        "--out",
-        str(traj),
-        "--per-shard",
-        "3",
-        "--batch",
-        "3",
-        "--max-steps",
-        "4",
-    ]
+    shards = shard_args(ckpt, traj, max_steps=4)
     assert mt.main([*shards, "--shards", "1", "--no-detector", "--no-progress", "--device", device]) == 0
     base = ["--checkpoint", ckpt, "--out", str(run), "--no-progress", "--device", device]
     assert tp.main([*base, "--stage", "1", "--iters", "4", "--batch", "16", "--reg-hidden", "16"]) == 0
