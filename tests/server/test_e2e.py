@@ -74,7 +74,13 @@ async def test_a_late_joiner_gets_the_snapshot_and_latest_frame_at_once(tmp_path
         t0 = time.monotonic()
         frame = await late.next("frame", timeout=5)
         assert time.monotonic() - t0 < 0.25  # the stored frame, sent with the snapshot
-        assert late.state["status"] == "running" and late.state["pairs"] == ada.state["pairs"]
+        assert late.state["status"] == "running"
+        while ada.version < late.version:  # ada may not have read the ops the snapshot includes yet
+            await ada.recv(5)
+        if ada.version == late.version:  # the same state version: the same points
+            assert late.state["pairs"] == ada.state["pairs"]
+        key = [(p["id"], p["target"], p["owner"]) for p in late.state["pairs"]]
+        assert key == [(p["id"], p["target"], p["owner"]) for p in ada.state["pairs"]] and len(key) == 1
         assert frame["drag"] == 1 and frame["step"] >= 2
         await ada.close()
         await late.close()
