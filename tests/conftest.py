@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
 from server.engine.generator import Generator, GeneratorConfig
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` (the scripts folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: small networks on a small shared machine run fastest that way (more
+    threads only wait for each other) and leave the other core to the rest."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def tiny_config(res: int = 32, arch: str = "skip", c_dim: int = 0) -> GeneratorConfig:

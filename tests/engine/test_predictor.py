@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -25,25 +24,9 @@ from server.engine.predictor_io import (
 )
 from server.engine.regularizer import LatentRegularizer, RegularizerConfig, perturb_latents
 from server.engine.session import EditSession, StepResult
-from tests.conftest import small_predictor, tiny_config
+from tests.conftest import load_script, small_predictor, tiny_config
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These small networks run fastest on one thread (and leave the other core to the rest)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_bundle(G: Generator, moving: bool = False, seed: int = 0) -> PredictorBundle:

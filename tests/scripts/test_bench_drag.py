@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from server.engine.checkpoint import default_checkpoint_path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import load_script
 
 pytestmark = pytest.mark.skipif(default_checkpoint_path() is None, reason="embedded generator not built")
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_drag", ROOT / "scripts" / "bench_drag.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_report_rows_columns_and_merge(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Two pairs with a short budget give one row per (points, method) with every column, and a
     second run merges those rows instead of repeating the optimiser; another seed is refused."""
-    bench = _bench()
+    bench = load_script("bench_drag")
     first = tmp_path / "a.json"
     common = ["--pairs", "2", "--points", "1", "5", "--threads", "1", "--no-progress", "--protocol", "shift"]
     methods = ["--methods", "none", "optimize"]
@@ -60,7 +51,7 @@ def test_report_rows_columns_and_merge(tmp_path: Path, capsys: pytest.CaptureFix
 def test_targets_judge_speed_on_median_cpu_time() -> None:
     """The speed goal uses median CPU time where measured (a busy machine inflates wall time),
     the mean is reported beside it; MD and fidelity limits are 1.25x and 1.10x the optimiser's."""
-    bench = _bench()
+    bench = load_script("bench_drag")
 
     def row(method: str, wall: float, cpu: float, cpu_mean: float, md: float, fid: float) -> dict:
         return {
@@ -85,7 +76,7 @@ def test_targets_judge_speed_on_median_cpu_time() -> None:
 
 
 def test_predict_options_are_parsed_and_checked() -> None:
-    bench = _bench()
+    bench = load_script("bench_drag")
     assert bench.parse_predict_options(["budget_rule=fit", "substep=1.5", "single_shot=true"]) == {
         "budget_rule": "fit",
         "substep": 1.5,

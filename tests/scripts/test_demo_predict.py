@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,8 +10,7 @@ from PIL import Image
 
 from server.engine.checkpoint import default_checkpoint_path
 from server.engine.predictor_io import default_predictor_path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import load_script
 
 pytestmark = pytest.mark.skipif(
     default_checkpoint_path() is None or not default_predictor_path().is_file(),
@@ -20,15 +18,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("demo_predict", ROOT / "scripts" / "demo_predict.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_pictures_and_report(tmp_path: Path) -> None:
-    demo = _script()
+    demo = load_script("demo_predict")
     report = tmp_path / "demo.json"
     args = [
         "--out-dir",
@@ -59,4 +50,4 @@ def test_pictures_and_report(tmp_path: Path) -> None:
 
 def test_unknown_demo_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        _script().main(["--out-dir", str(tmp_path), "--gif", "wink"])
+        load_script("demo_predict").main(["--out-dir", str(tmp_path), "--gif", "wink"])

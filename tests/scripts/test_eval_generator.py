@@ -3,7 +3,6 @@ sanity and spread, the snapshot curves and the demo drags all come out."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,14 +10,11 @@ import torch
 
 from server.engine.checkpoint import save_generator
 from server.engine.generator import Generator, GeneratorConfig
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import load_script
 
 
 def test_report_and_pictures(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("eval_generator", ROOT / "scripts" / "eval_generator.py")
-    ev = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ev)
+    ev = load_script("eval_generator")
     torch.manual_seed(0)
     cfg = GeneratorConfig(
         img_resolution=64, channel_base=256, channel_max=32, z_dim=32, w_dim=32, mapping_layers=2

@@ -19,12 +19,9 @@ IMAGE = ImageInfo("synthfaces", 256, 256, seed=42, truncation=0.7)
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine, more threads only wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every server test runs with one torch thread (``tests/conftest.one_torch_thread``)."""
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -25,6 +24,7 @@ from server.protocol import (
     parse_client,
     validate_server,
 )
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT / "shared"
@@ -37,10 +37,7 @@ def golden(sub: str) -> list[Path]:
 
 
 def load_make_golden():
-    s = importlib.util.spec_from_file_location("make_golden", ROOT / "scripts" / "make_golden.py")
-    mod = importlib.util.module_from_spec(s)
-    s.loader.exec_module(mod)
-    return mod
+    return load_script("make_golden")
 
 
 # --- contract files ---------------------------------------------------------------------------

@@ -227,14 +227,9 @@ def test_dataset_flip_and_state() -> None:
 
 def test_cli_train_resume_export(tmp_path) -> None:
     """The CLI trains a chunk, resumes the run, refuses to change the networks, and exports G_ema."""
-    import importlib.util
-    from pathlib import Path
+    from tests.conftest import load_script
 
-    spec = importlib.util.spec_from_file_location(
-        "train_generator", Path(__file__).resolve().parents[2] / "scripts" / "train_generator.py"
-    )
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("train_generator")
     out = tmp_path / "runs" / "t"
     common = ["--out", str(out), "--no-progress", "--device", "cpu"]
     net = [
