@@ -19,6 +19,9 @@ Loss (each term relative, about 1 for the identity map):
     feature  |F(w_{t+1}) - F(w_{t+k})|_1 / |F(w_t) - F(w_{t+k})|_1, F = DragGAN's feature block
     motion   DragGAN's motion supervision made one-shot: for pixels q within r1 of each handle,
              |F(w_{t+1})(q + s) - sg(F(w_t)(q))|_1, relative to the same with F(w_t)
+    local    (off by default, --local-weight) change away from the handles: |F(w_{t+1}) - F(w_t)|_1
+             over the pixels farther than res / 8 from every handle, relative to the teacher's
+             |F(w_{t+k}) - F(w_t)|_1 there (1 = as much as DragGAN changed them)
     denoise  the stage-1 loss on fresh mapping samples, so R stays a regularizer
 
 The feature and motion terms put the generator in the loop (one forward and backward pass on
@@ -107,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feat-weight", type=float, default=0.5, help="generator-in-the-loop feature term weight")
     p.add_argument(
         "--motion-weight", type=float, default=0.5, help="generator-in-the-loop motion term weight"
+    )
+    p.add_argument(
+        "--local-weight",
+        type=float,
+        default=0.0,
+        help="weight of the locality term (change away from the handles; 0: off)",
     )
     p.add_argument(
         "--feat-batch", type=int, default=8, help="samples per batch given the feature/motion terms"
@@ -228,9 +237,10 @@ def stage2_losses(
     feat_weight: float,
     feat_batch: int,
     motion_weight: float = 0.0,
+    local_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The relative latent loss and, with the generator in the loop on ``feat_batch`` samples,
-    the relative feature and motion losses of one batch (see the module docstring)."""
+    the relative feature, motion and locality losses of one batch (see the module docstring)."""
     n = P.cfg.n_rows
     track = G.default_feature_block()
     blocks = tuple(sorted(set(P.cfg.feature_blocks) | {track}))
@@ -243,22 +253,43 @@ def stage2_losses(
     err = ((out - b["w_next"]) / P.w_std).square().mean()
     base = ((rows - b["w_next"]) / P.w_std).square().mean().clamp(min=1e-12)
     losses = {"latent": err / base}
-    if (feat_weight > 0 or motion_weight > 0) and feat_batch > 0:
+    if (feat_weight > 0 or motion_weight > 0 or local_weight > 0) and feat_batch > 0:
         m = min(feat_batch, len(rows))
         size = (G.img_resolution, G.img_resolution)
         ws_pred = torch.cat([out[:m], b["w_t"][:m, n:]], dim=1)
         f_pred = resize_features([G.synthesis(ws_pred, feature_blocks=(track,))[1][track]], size)
         f_t = resize_features([feats[track][:m]], size)
-        if feat_weight > 0:
+        if feat_weight > 0 or local_weight > 0:
             ws_next = torch.cat([b["w_next"][:m], b["w_t"][:m, n:]], dim=1)
             with torch.no_grad():
                 f_next = resize_features([G.synthesis(ws_next, feature_blocks=(track,))[1][track]], size)
-                denom = (f_t - f_next).abs().sum().clamp(min=1e-6)
+        if feat_weight > 0:
+            denom = (f_t - f_next).abs().sum().clamp(min=1e-6)
             losses["feature"] = (f_pred - f_next).abs().sum() / denom
+        if local_weight > 0:
+            far = far_from_handles(b["handles"][:m], b["valid"][:m], size, G.img_resolution / 8)
+            with torch.no_grad():
+                denom = ((f_next - f_t).abs() * far).sum().clamp(min=1e-6)
+            losses["local"] = ((f_pred - f_t).abs() * far).sum() / denom
         if motion_weight > 0:
             h, s, v = b["handles"][:m], b["substep"][:m], b["valid"][:m]
             losses["motion"] = motion_loss(f_pred, f_t, h, s, v & (s.norm(dim=-1) > 0.5))
     return losses
+
+
+def far_from_handles(
+    handles: torch.Tensor, valid: torch.Tensor, size: tuple[int, int], radius: float
+) -> torch.Tensor:
+    """[B, 1, H, W] float mask: 1 where a pixel lies farther than ``radius`` from every valid handle
+    (handles [B, K, 2] pixels x, y; valid bool [B, K])."""
+    hgt, wid = size
+    ys = torch.arange(hgt, dtype=torch.float32, device=handles.device)
+    xs = torch.arange(wid, dtype=torch.float32, device=handles.device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    dx = gx[None, None] - handles[..., 0, None, None]  # [B, K, H, W]
+    dy = gy[None, None] - handles[..., 1, None, None]
+    near = (dx.square() + dy.square() <= radius * radius) & valid[..., None, None]
+    return (~near.any(1, keepdim=True)).float()
 
 
 def motion_loss(
@@ -471,16 +502,15 @@ def train_stage2(G: Generator, args: argparse.Namespace, device: torch.device, b
         vrng = np.random.default_rng([args.seed, 77])
         val_batches = [val_pairs.batch(batch, vrng, device) for _ in range(4)]
 
+    loss_args = (args.feat_weight, args.feat_batch, args.motion_weight, args.local_weight)
+
     def evaluate() -> dict:
         if not val_batches:
             return {}
         P.eval()
         R.eval()
         with torch.no_grad():
-            ls = [
-                stage2_losses(P, R, G, vb, alpha, args.feat_weight, args.feat_batch, args.motion_weight)
-                for vb in val_batches
-            ]
+            ls = [stage2_losses(P, R, G, vb, alpha, *loss_args) for vb in val_batches]
         P.train()
         R.train()
         return {f"val_{k}": float(np.mean([d[k].item() for d in ls])) for k in ls[0]}
@@ -509,9 +539,10 @@ def train_stage2(G: Generator, args: argparse.Namespace, device: torch.device, b
         for g in opt.param_groups:
             g["lr"] = lr_at(it, iters, lr) * g["scale"]
         b = train_pairs.batch(batch, rng, device)
-        losses = stage2_losses(P, R, G, b, alpha, args.feat_weight, args.feat_batch, args.motion_weight)
+        losses = stage2_losses(P, R, G, b, alpha, *loss_args)
         total = losses["latent"] + args.feat_weight * losses.get("feature", 0.0)
         total = total + args.motion_weight * losses.get("motion", 0.0)
+        total = total + args.local_weight * losses.get("local", 0.0)
         if args.reg_weight > 0:
             dn, _ = denoise_loss(R, G, 64, gen)
             losses["denoise"] = dn

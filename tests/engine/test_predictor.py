@@ -186,6 +186,51 @@ def test_motion_loss_is_one_for_no_change_and_zero_for_the_requested_shift() -> 
     assert tp.motion_loss(shifted, f_t, handles, substep, valid).item() < 1e-6
 
 
+def test_far_from_handles_masks_only_the_neighbourhood_of_valid_handles() -> None:
+    """The locality term's mask: 0 within the radius of a valid handle, 1 elsewhere; padded handles
+    (valid False) mask nothing."""
+    tp = load_script("train_predictor")
+    handles = torch.tensor([[[4.0, 4.0], [12.0, 8.0]], [[8.0, 8.0], [0.0, 0.0]]])
+    valid = torch.tensor([[True, True], [True, False]])
+    far = tp.far_from_handles(handles, valid, (16, 16), 2.0)
+    assert far.shape == (2, 1, 16, 16)
+    assert far[0, 0, 4, 4] == 0 and far[0, 0, 4, 6] == 0 and far[0, 0, 4, 7] == 1  # x = 6: 2 px away
+    assert far[0, 0, 8, 12] == 0 and far[0, 0, 15, 15] == 1
+    assert far[1, 0, 0, 0] == 1 and far[1, 0, 8, 8] == 0  # the padded handle at (0, 0) masks nothing
+    assert int((far[1] == 0).sum()) == 13  # a disk of radius 2 px: 13 pixels
+
+
+def test_stage2_locality_term_is_reported_and_weighted(tiny_G: Generator) -> None:
+    """--local-weight adds a `local` loss (change away from the handles, relative to the teacher's);
+    without it the term is not computed."""
+    tp = load_script("train_predictor")
+    bundle = small_predictor(tiny_G).eval()
+    P, R = bundle.predictor, bundle.regularizer
+    torch.manual_seed(0)
+    w_t = tiny_G.ws_from_seed(0).repeat(2, 1, 1)
+    n = P.cfg.n_rows
+    b = {
+        "w_t": w_t,
+        "w_next": w_t[:, :n] + 0.3 * torch.randn_like(w_t[:, :n]),
+        "handles": torch.tensor([[[8.0, 8.0]], [[20.0, 20.0]]]),
+        "targets": torch.tensor([[[10.0, 8.0]], [[20.0, 22.0]]]),
+        "substep": torch.tensor([[[2.0, 0.0]], [[0.0, 2.0]]]),
+        "progress": torch.zeros(2, 1),
+        "valid": torch.ones(2, 1, dtype=torch.bool),
+    }
+    with torch.no_grad():
+        without = tp.stage2_losses(P, R, tiny_G, b, 0.5, 0.5, 2, 0.5)
+        with_local = tp.stage2_losses(P, R, tiny_G, b, 0.5, 0.5, 2, 0.5, 1.0)
+    assert "local" not in without and "local" in with_local
+    # the untrained predictor is the identity: nothing changes anywhere, so the term is 0
+    assert with_local["local"].item() == pytest.approx(0.0, abs=1e-6)
+    assert with_local["feature"].item() == pytest.approx(without["feature"].item())
+    moving = small_predictor(tiny_G, moving=True).eval()  # a predictor that changes the latent
+    with torch.no_grad():
+        changed = tp.stage2_losses(moving.predictor, moving.regularizer, tiny_G, b, 0.5, 0.5, 2, 0.5, 1.0)
+    assert changed["local"].item() > 0
+
+
 # -- sessions ----------------------------------------------------------------------------------------
 
 
