@@ -189,10 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     sane_real = float(geometric_sanity(lm_real).mean())
     # geometric variety: how far the same landmark lies on two faces (the drag benchmark's
     # no-edit MD); a generator that collapses face geometry makes that benchmark's drags tiny
+    even = n - n % 2  # pair_spread pairs faces 2i and 2i + 1
     spread = {
-        "generated_psi1": pair_spread(lm_fake[: n - n % 2]),
-        "generated_psi0.7": pair_spread(det.detect(fake07)[: n - n % 2]),
-        "rendered": pair_spread(lm_real[: n - n % 2]),
+        "generated_psi1": pair_spread(lm_fake[:even]),
+        "generated_psi0.7": pair_spread(det.detect(fake07)[:even]),
+        "rendered": pair_spread(lm_real[:even]),
     }
     print(
         f"FID-style: generated {score:.2f} (psi 0.7: {score_psi07:.2f}), floor {floor:.2f}, "
@@ -208,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             kimg = int(re.findall(r"(\d+)", sp.stem)[-1])
             Gs = load_generator(sp)
             imgs = generate(Gs, n, seed=1)
-            lm = det.detect(imgs)[: n - n % 2]
-            curve.append((kimg, frechet_distance(det.features(imgs), fa), pair_spread(lm)))
+            curve.append(
+                (kimg, frechet_distance(det.features(imgs), fa), pair_spread(det.detect(imgs)[:even]))
+            )
         if curve:
             line_plot(
                 [c[0] for c in curve],

@@ -14,7 +14,6 @@ from server.engine.predict_session import PredictOptions, PredictSession, predic
 from server.engine.predictor import LatentPredictor, PredictorConfig, latent_stats
 from server.engine.predictor_io import (
     GeneratorIdentity,
-    PredictorBundle,
     PredictorError,
     PredictorMismatchError,
     PredictorNotFoundError,
@@ -27,11 +26,6 @@ from server.engine.session import EditSession, StepResult
 from tests.conftest import load_script, small_predictor, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def small_bundle(G: Generator, moving: bool = False, seed: int = 0) -> PredictorBundle:
-    """A tiny random predictor for ``G``; ``moving`` gives it a non-zero output layer."""
-    return small_predictor(G, moving=moving, seed=seed)
 
 
 def predictor_inputs(cfg: PredictorConfig, b: int, k: int, gen: torch.Generator) -> tuple:
@@ -204,7 +198,7 @@ def test_stage2_locality_term_is_reported_and_weighted(tiny_G: Generator) -> Non
     """--local-weight adds a `local` loss (change away from the handles, relative to the teacher's);
     without it the term is not computed."""
     tp = load_script("train_predictor")
-    bundle = small_predictor(tiny_G).eval()
+    bundle = small_predictor(tiny_G)
     P, R = bundle.predictor, bundle.regularizer
     torch.manual_seed(0)
     w_t = tiny_G.ws_from_seed(0).repeat(2, 1, 1)
@@ -219,15 +213,18 @@ def test_stage2_locality_term_is_reported_and_weighted(tiny_G: Generator) -> Non
         "valid": torch.ones(2, 1, dtype=torch.bool),
     }
     with torch.no_grad():
-        without = tp.stage2_losses(P, R, tiny_G, b, 0.5, 0.5, 2, 0.5)
-        with_local = tp.stage2_losses(P, R, tiny_G, b, 0.5, 0.5, 2, 0.5, 1.0)
+        weights = {"alpha": 0.5, "feat_weight": 0.5, "feat_batch": 2, "motion_weight": 0.5}
+        without = tp.stage2_losses(P, R, tiny_G, b, **weights)
+        with_local = tp.stage2_losses(P, R, tiny_G, b, **weights, local_weight=1.0)
     assert "local" not in without and "local" in with_local
     # the untrained predictor is the identity: nothing changes anywhere, so the term is 0
     assert with_local["local"].item() == pytest.approx(0.0, abs=1e-6)
     assert with_local["feature"].item() == pytest.approx(without["feature"].item())
-    moving = small_predictor(tiny_G, moving=True).eval()  # a predictor that changes the latent
+    moving = small_predictor(tiny_G, moving=True)  # a predictor that changes the latent
     with torch.no_grad():
-        changed = tp.stage2_losses(moving.predictor, moving.regularizer, tiny_G, b, 0.5, 0.5, 2, 0.5, 1.0)
+        changed = tp.stage2_losses(
+            moving.predictor, moving.regularizer, tiny_G, b, **weights, local_weight=1.0
+        )
     assert changed["local"].item() > 0
 
 
@@ -236,7 +233,7 @@ def test_stage2_locality_term_is_reported_and_weighted(tiny_G: Generator) -> Non
 
 def test_step_result_and_interface(tiny_G: Generator) -> None:
     """One step: the frame of the pre-step latent, tracked handles, counters; the latent moves."""
-    model = small_bundle(tiny_G, moving=True)
+    model = small_predictor(tiny_G, moving=True)
     s = PredictSession.from_seed(tiny_G, 0, [(10, 12)], [(18, 12)], model=model)
     assert isinstance(s, EditSession)
     assert s.options.substep == 2.0  # the bundle's recommended options
@@ -254,7 +251,7 @@ def test_step_result_and_interface(tiny_G: Generator) -> None:
 
 def test_identity_predictor_stops_at_max_steps(tiny_G: Generator) -> None:
     """An untrained predictor never moves: the session ends at its budget with the start latent."""
-    model = small_bundle(tiny_G)
+    model = small_predictor(tiny_G)
     opts = PredictOptions(max_steps=4, budget_rule="fixed")
     s = PredictSession.from_seed(tiny_G, 1, [(5, 5)], [(25, 25)], options=opts, model=model)
     w0 = s.latent()
@@ -269,7 +266,7 @@ def test_budget_rules(tiny_G: Generator) -> None:
     """need = ceil(longest distance / substep) + the tracking step. "cover" lets a long drag run
     to its end, "fit" stops a short one after its planned sub-steps, "fixed" keeps max_steps;
     the rule is a live option and bad values are refused."""
-    model = small_bundle(tiny_G)
+    model = small_predictor(tiny_G)
     opts = PredictOptions(max_steps=4, substep=2.0, budget_rule="cover")
     h, t = [(5, 5), (20, 20)], [(25, 5), (21, 20)]
     s = PredictSession.from_seed(tiny_G, 1, h, t, options=opts, model=model)
@@ -295,7 +292,7 @@ def test_budget_rules(tiny_G: Generator) -> None:
 
 
 def test_reached_at_once_does_not_update(tiny_G: Generator) -> None:
-    model = small_bundle(tiny_G, moving=True)
+    model = small_predictor(tiny_G, moving=True)
     s = PredictSession.from_seed(tiny_G, 0, [(10, 10), (20, 5)], [(10.5, 10), (20, 5)], model=model)
     w0 = s.latent()
     r = s.step()
@@ -304,7 +301,7 @@ def test_reached_at_once_does_not_update(tiny_G: Generator) -> None:
 
 def test_single_shot_finishes_after_one_prediction(tiny_G: Generator) -> None:
     """Single-shot: one prediction over the whole distance, then one tracking step."""
-    model = small_bundle(tiny_G, moving=True)
+    model = small_predictor(tiny_G, moving=True)
     s = PredictSession.from_seed(
         tiny_G, 2, [(8, 8)], [(24, 20)], options=PredictOptions(single_shot=True), model=model
     )
@@ -315,7 +312,7 @@ def test_single_shot_finishes_after_one_prediction(tiny_G: Generator) -> None:
 
 
 def test_substep_is_clipped_and_zero_within_stop_distance(tiny_G: Generator) -> None:
-    model = small_bundle(tiny_G)
+    model = small_predictor(tiny_G)
     handles, targets = [(4, 4), (10, 10), (20, 20)], [(4, 14), (11, 10), (21.5, 20)]
     s = PredictSession.from_seed(
         tiny_G, 0, handles, targets, options=PredictOptions(substep=3.0), model=model
@@ -329,7 +326,7 @@ def test_substep_is_clipped_and_zero_within_stop_distance(tiny_G: Generator) -> 
 def test_handles_between_1_px_and_the_stop_distance_keep_moving(tiny_G: Generator) -> None:
     """Six handles: the stop distance is 2 px, but as in DragGAN's motion supervision a handle
     1.5 px away is still asked to move while the drag goes on; one 0.5 px away is not."""
-    model = small_bundle(tiny_G, moving=True)
+    model = small_predictor(tiny_G, moving=True)
     handles = [(4 + 4 * i, 10) for i in range(6)]
     targets = [(x + 0.5, y) for x, y in handles[:5]] + [(handles[5][0] + 1.5, 10)]
     s = PredictSession.from_seed(tiny_G, 0, handles, targets, model=model)
@@ -347,7 +344,7 @@ def test_handles_between_1_px_and_the_stop_distance_keep_moving(tiny_G: Generato
 
 def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
     """predict_step_batch gives each session what stepping it alone gives (float noise aside)."""
-    model = small_bundle(tiny_G, moving=True)
+    model = small_predictor(tiny_G, moving=True)
 
     def make() -> list[PredictSession]:
         return [
@@ -382,7 +379,7 @@ def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
 
 
 def test_points_and_options_change_mid_drag(tiny_G: Generator) -> None:
-    model = small_bundle(tiny_G, moving=True)
+    model = small_predictor(tiny_G, moving=True)
     opts = PredictOptions(max_steps=2, budget_rule="fixed")
     s = PredictSession.from_seed(
         tiny_G, 0, [(10, 12), (20, 20)], [(16, 12), (20, 26)], options=opts, model=model
@@ -416,7 +413,7 @@ def test_points_and_options_change_mid_drag(tiny_G: Generator) -> None:
     ],
 )
 def test_bad_points_raise_like_drag_sessions(tiny_G: Generator, handles, targets, match: str) -> None:
-    model = small_bundle(tiny_G)
+    model = small_predictor(tiny_G)
     ws = tiny_G.ws_from_seed(0)
     with pytest.raises(ValueError, match=match):
         PredictSession(tiny_G, ws, handles, targets, model=model)
@@ -426,7 +423,7 @@ def test_bad_points_raise_like_drag_sessions(tiny_G: Generator, handles, targets
 
 
 def test_bad_latents_masks_and_options_raise(tiny_G: Generator) -> None:
-    model = small_bundle(tiny_G)
+    model = small_predictor(tiny_G)
     with pytest.raises(ValueError, match="NaN"):
         PredictSession(tiny_G, torch.full((1, 8, 32), float("nan")), [(1, 1)], [(2, 2)], model=model)
     with pytest.raises(ValueError, match="shape"):
@@ -452,7 +449,7 @@ def test_mask_keeps_the_fixed_region(tiny_G: Generator) -> None:
     as without a mask (random predictor, 5 sub-steps, two mask-correction steps each)."""
     from tests.engine.test_drag import features
 
-    model = small_bundle(tiny_G)
+    model = small_predictor(tiny_G)
     torch.nn.init.normal_(model.predictor.head.weight, std=0.02)
     flexible = np.zeros((32, 32), dtype=bool)
     flexible[:, :20] = True
@@ -475,7 +472,7 @@ def test_mask_keeps_the_fixed_region(tiny_G: Generator) -> None:
 
 
 def test_save_load_round_trip_and_refusals(tmp_path: Path, tiny_G: Generator) -> None:
-    model = small_bundle(tiny_G, moving=True)
+    model = small_predictor(tiny_G, moving=True)
     path = save_predictor(model, tmp_path / "p.safetensors")
     got = load_predictor(path, G=tiny_G)
     assert got.predictor.cfg == model.predictor.cfg and got.regularizer.cfg == model.regularizer.cfg
@@ -510,7 +507,7 @@ def test_cli_drag_with_predict_method(tmp_path: Path, monkeypatch: pytest.Monkey
     G = Generator(tiny_config()).eval().requires_grad_(False)
     ckpt = save_generator(G, tmp_path / "tiny.safetensors")
     G = __import__("server.engine.checkpoint", fromlist=["load_generator"]).load_generator(ckpt)
-    pred = save_predictor(small_bundle(G, moving=True), tmp_path / "pred.safetensors")
+    pred = save_predictor(small_predictor(G, moving=True), tmp_path / "pred.safetensors")
     monkeypatch.setattr(pio, "default_predictor_path", lambda: pred)
     out = tmp_path / "r.png"
     args = ["drag", "--seed", "0", "--point", "8,8:14,10", "--method", "predict", "--steps", "5"]
@@ -624,7 +621,7 @@ def test_predict_sessions_run_on_cuda_as_on_the_cpu(tiny_G: Generator) -> None:
     import copy
 
     G_gpu = copy.deepcopy(tiny_G).cuda()
-    m_cpu = small_bundle(tiny_G, moving=True)
+    m_cpu = small_predictor(tiny_G, moving=True)
     m_gpu = copy.deepcopy(m_cpu).to("cuda")
     opts = PredictOptions(max_steps=3, budget_rule="fixed")
     points = [([(10, 12)], [(18, 12)]), ([(20, 20), (5, 5)], [(20, 12), (9, 5)])]
