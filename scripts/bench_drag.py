@@ -10,7 +10,9 @@ mouth corners: ``LANDMARK_GROUPS["one" | "five" | "all"]``), re-detect on the re
     over pairs; MD / no-edit MD (the no-edit row is face A itself);
   * fidelity: an FID-style score between the edited images and the initial images, on the
     project's landmark-detector features (server/synthfaces/fid.py), NOT Inception FID; it is
-    only comparable with itself (same detector, image size and number of pairs);
+    only comparable with itself (same detector, image size and number of pairs); with its 95%
+    interval from a paired bootstrap over the pairs (--bootstrap draws; every method's score on
+    the same draw), and the same interval for the predictor / optimiser ratio;
   * median and p90 seconds per edit (one edit at a time, from the first step to the finishing
     step, the final frame included), median steps per edit, share of edits that reached the
     stop distance; the device.
@@ -27,6 +29,9 @@ the whole distance, UserControllableLT-style). Same seeds, same device, same sto
 
     .venv/bin/python scripts/bench_drag.py --pairs 200 --json out/bench_drag.json
     .venv/bin/python scripts/bench_drag.py --pairs 20 --points 1 5 --methods none predict   # quick
+
+With --json, the edited images' detector features go beside the report (<report>.features.npz,
+plain float arrays, read without pickle) so that a later --merge of it can still bootstrap those rows.
 """
 
 from __future__ import annotations
@@ -99,8 +104,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a PNG per point set: the first 6 pairs, columns = methods; red = handles, "
         "blue = targets on the initial image, red = re-detected landmarks on the edits",
     )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="paired bootstrap draws for the fidelity intervals (default 1000; 0 = none)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def features_path(report: Path) -> Path:
+    """Where a report's edited-image features live: a.json -> a.features.npz."""
+    return report.with_name(report.stem + ".features.npz")
+
+
+def feature_key(pts: str, method: str) -> str:
+    return f"{method}@{pts}"
+
+
+def fmt_interval(ci: list[float] | None) -> str:
+    return "" if ci is None else f"{ci[0]:.2f}-{ci[1]:.2f}"
 
 
 def parse_predict_options(items: list[str]) -> dict:
@@ -173,8 +198,9 @@ def save_examples(path: Path, pts: str, methods, img_a, out, handles, targets, d
     return dest
 
 
-def read_merge(path: Path, args: argparse.Namespace, res: int) -> list[dict]:
-    """Rows of an earlier report, after checking it measured the same edits."""
+def read_merge(path: Path, args: argparse.Namespace, res: int) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Rows of an earlier report, after checking it measured the same edits, and the edited
+    images' features where its .features.npz is there ({feature_key: [pairs, D]})."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -190,7 +216,45 @@ def read_merge(path: Path, args: argparse.Namespace, res: int) -> list[dict]:
     diff = {k: (old.get(k), v) for k, v in want.items() if old.get(k) != v}
     if diff:
         raise SystemExit(f"--merge {path} measured other edits (theirs, ours): {diff}")
-    return [r for r in old["rows"] if r["method"] in args.methods]
+    rows = [r for r in old["rows"] if r["method"] in args.methods]
+    feats: dict[str, np.ndarray] = {}
+    fpath = features_path(path)
+    if fpath.is_file():
+        try:
+            with np.load(fpath, allow_pickle=False) as z:
+                feats = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--merge {fpath}: cannot read it: {e}") from None
+        bad = [k for k, v in feats.items() if v.ndim != 2 or len(v) != args.pairs]
+        if bad:
+            raise SystemExit(f"--merge {fpath}: {bad} are not [{args.pairs}, D] feature arrays")
+    return rows, feats
+
+
+def fidelity_intervals(
+    rows: list[dict], targets: list[dict], feats: dict[str, np.ndarray], feats_a, n_boot: int, seed: int
+) -> None:
+    """Add the paired-bootstrap 95% intervals: ``fid_ci95`` to each edit row whose features are
+    known, ``fid_vs_optimize_ci95`` and the share of draws above the 1.10 goal to each target."""
+    from server.synthfaces.fid import bootstrap_frechet
+
+    for pts in dict.fromkeys(r["points"] for r in rows):
+        sets = {
+            r["method"]: feats[feature_key(pts, r["method"])]
+            for r in rows
+            if r["points"] == pts and r["method"] != "none" and feature_key(pts, r["method"]) in feats
+        }
+        if not sets:
+            continue
+        boot = bootstrap_frechet(feats_a, sets, n_boot=n_boot, seed=seed)
+        for r in rows:
+            if r["points"] == pts and r["method"] in boot:
+                r["fid_ci95"] = [float(v) for v in np.percentile(boot[r["method"]], [2.5, 97.5])]
+        for t in targets:
+            if t["points"] == pts and {"predict", "optimize"} <= set(boot):
+                ratio = boot["predict"] / np.maximum(boot["optimize"], 1e-9)
+                t["fid_vs_optimize_ci95"] = [float(v) for v in np.percentile(ratio, [2.5, 97.5])]
+                t["fid_ratio_draws_above_goal"] = float(np.mean(ratio > 1.10))
 
 
 def compare(rows: list[dict], points: list[str]) -> list[dict]:
@@ -263,9 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     feats_a = detector.features(img_a)
 
     merged_rows: list[dict] = []
+    feats: dict[str, np.ndarray] = {}  # edited images' detector features, by feature_key
     for path in args.merge:
         seen = {(r["points"], r["method"]) for r in merged_rows}
-        merged_rows += [r for r in read_merge(path, args, res) if (r["points"], r["method"]) not in seen]
+        old_rows, old_feats = read_merge(path, args, res)
+        for r in old_rows:
+            if (r["points"], r["method"]) not in seen:
+                merged_rows.append(r)
+                key = feature_key(r["points"], r["method"])
+                if key in old_feats:
+                    feats[key] = old_feats[key]
     merged_methods = {r["method"] for r in merged_rows}
     methods = [m for m in args.methods if m not in merged_methods]
     rows: list[dict] = []
@@ -305,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             det = detector.detect(finals)[:, idx]
             md = np.linalg.norm(det - targets_det, axis=-1).mean(axis=1)  # [n]
-            fid = 0.0 if method == "none" else frechet_distance(detector.features(finals), feats_a)
+            fid = 0.0
+            if method != "none":
+                feats[feature_key(pts, method)] = f_edit = detector.features(finals)
+                fid = frechet_distance(f_edit, feats_a)
             rows.append(
                 {
                     "points": pts,
@@ -333,17 +407,20 @@ def main(argv: list[str] | None = None) -> int:
         key=lambda r: (args.points.index(r["points"]), order[r["method"]]),
     )
     targets = compare(rows, args.points)
+    if args.bootstrap > 0:
+        fidelity_intervals(rows, targets, feats, feats_a, args.bootstrap, args.seed)
 
     header = (
         f"{'points':>6} {'method':<14} {'MD px':>7} {'/no-edit':>8} {'FID*':>8} "
-        f"{'s med':>7} {'s p90':>7} {'cpu s':>7} {'cpu avg':>7} {'steps':>6} {'reached':>7}"
+        f"{'FID* 95%':>13} {'s med':>7} {'s p90':>7} {'cpu s':>7} {'cpu avg':>7} {'steps':>6} {'reached':>7}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
             f"{r['points']:>6} {r['method']:<14} {r['md']:7.2f} {r['md_ratio']:8.2f} "
-            f"{r['fid_detector']:8.3f} {r['seconds_median']:7.3f} {r['seconds_p90']:7.3f} "
+            f"{r['fid_detector']:8.3f} {fmt_interval(r.get('fid_ci95')):>13} "
+            f"{r['seconds_median']:7.3f} {r['seconds_p90']:7.3f} "
             f"{r.get('cpu_seconds_median', float('nan')):7.3f} "
             f"{r.get('cpu_seconds_mean', float('nan')):7.3f} "
             f"{r['steps_median']:6.0f} {100 * r['reached']:6.0f}%"
@@ -352,13 +429,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{n} pairs, {res} px, device {device}; MD in image pixels; FID* = FID-style score on the SynthFaces "
         "landmark detector's features (not Inception), edited vs initial images; cpu s = process CPU "
         "time per edit (median; cpu avg: mean)"
+        + (
+            f"; FID* 95% = paired bootstrap interval ({args.bootstrap} draws of the pairs)"
+            if args.bootstrap
+            else ""
+        )
     )
     for t in targets:
         print(
             f"points {t['points']}: predict is {t['speedup']:.1f}x faster than optimize (goal >= 10; "
             f"{t['speedup_cpu_time']:.1f}x in CPU time; {t['speedup_cpu_time_mean']:.1f}x in mean CPU time), "
             f"MD {t['md_vs_optimize']:.2f}x optimize's (goal <= 1.25), fidelity score "
-            f"{t['fid_vs_optimize']:.2f}x optimize's (goal <= 1.10): "
+            f"{t['fid_vs_optimize']:.2f}x optimize's (goal <= 1.10"
+            + (
+                f"; 95% interval {fmt_interval(t['fid_vs_optimize_ci95'])}, "
+                f"{100 * t['fid_ratio_draws_above_goal']:.0f}% of draws above 1.10"
+                if "fid_vs_optimize_ci95" in t
+                else ""
+            )
+            + "): "
             + ("all met" if t["met"] else "NOT met")
         )
     if args.json is not None:
@@ -384,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        kept = {feature_key(r["points"], r["method"]) for r in rows}
+        np.savez(features_path(args.json), **{k: v for k, v in feats.items() if k in kept})
+        print(f"wrote {args.json} and {features_path(args.json).name}")
     return 0
 
 

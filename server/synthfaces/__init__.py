@@ -14,7 +14,8 @@ API (stable, other modules build on it)::
 Phase 2 (import from the submodules; they need torch):
     server.synthfaces.detector: load_detector(path=None, device="cpu") -> Detector with
         .detect(images) -> float32 [N, K, 2] (any image size) and .features(images) -> [N, D]
-    server.synthfaces.fid: frechet_distance(feats_a, feats_b), fid_score(images_a, images_b, detector)
+    server.synthfaces.fid: frechet_distance(feats_a, feats_b), fid_score(images_a, images_b, detector),
+        bootstrap_frechet(feats_ref, sets, n_boot, seed)
         (an FID-style score on the detector's features, not Inception FID)
 
 Landmarks are (x, y) pixel coordinates; pixel (i, j) covers [i, i+1) x [j, j+1), so its centre

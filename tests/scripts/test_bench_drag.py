@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from server.engine.checkpoint import default_checkpoint_path
@@ -43,6 +44,12 @@ def test_report_rows_columns_and_merge(tmp_path: Path, capsys: pytest.CaptureFix
     assert bench.main([*common, *methods, "--merge", str(first), "--json", str(second)]) == 0
     merged = json.loads(second.read_text())
     assert [r["md_per_pair"] for r in merged["rows"]] == [r["md_per_pair"] for r in report["rows"]]
+    # the edited images' features travel with the report, so merged rows keep their intervals
+    for a, b in zip(report["rows"], merged["rows"], strict=True):
+        assert a.get("fid_ci95") == b.get("fid_ci95")
+        assert (a["method"] == "none") == ("fid_ci95" not in a)
+    with np.load(bench.features_path(second), allow_pickle=False) as z:
+        assert sorted(z.files) == ["optimize@1", "optimize@5"] and z["optimize@1"].shape[0] == 2
 
     with pytest.raises(SystemExit, match="measured other edits"):
         bench.main([*common, "--seed", "5", "--methods", "none", "--merge", str(first)])
@@ -73,6 +80,24 @@ def test_targets_judge_speed_on_median_cpu_time() -> None:
     assert not bench.compare([opt, row("predict", 0.1, 0.05, 0.1, 1.3, 1.0)], ["1"])[0]["met"]
     assert not bench.compare([opt, row("predict", 0.1, 0.05, 0.1, 1.0, 1.2)], ["1"])[0]["met"]
     assert bench.compare([opt], ["1"]) == []
+
+
+def test_fidelity_intervals_pair_the_methods_draw_by_draw() -> None:
+    """The predictor / optimiser interval comes from the same draws of pairs for both: edits whose
+    features differ by a constant keep their exact ratio on every draw; rows without features
+    (an older report) get no interval."""
+    bench = load_script("bench_drag")
+    rng = np.random.default_rng(0)
+    feats_a = rng.normal(size=(50, 4))
+    feats = {"optimize@1": feats_a + 0.5, "predict@1": feats_a + 0.5 * 1.2**0.5}
+    rows = [{"points": p, "method": m} for p in ("1", "5") for m in ("none", "optimize", "predict")]
+    targets = [{"points": "1"}, {"points": "5"}]
+    bench.fidelity_intervals(rows, targets, feats, feats_a, n_boot=50, seed=0)
+    assert targets[0]["fid_vs_optimize_ci95"] == pytest.approx([1.2, 1.2])
+    assert targets[0]["fid_ratio_draws_above_goal"] == 1.0
+    assert "fid_vs_optimize_ci95" not in targets[1]
+    assert [("fid_ci95" in r) for r in rows] == [False, True, True, False, False, False]
+    assert rows[1]["fid_ci95"] == pytest.approx([1.0, 1.0])
 
 
 def test_predict_options_are_parsed_and_checked() -> None:

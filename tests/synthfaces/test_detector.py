@@ -15,7 +15,7 @@ from server.synthfaces.detector import (
     load_detector,
     save_detector,
 )
-from server.synthfaces.fid import fid_score, frechet_distance
+from server.synthfaces.fid import bootstrap_frechet, fid_score, frechet_distance
 
 # held-out faces: training uses seeds < 40000, validation 1_001_000+, the docs' evaluation 1_000_000+
 SEEDS = range(2_000_000, 2_000_032)
@@ -103,6 +103,26 @@ def test_frechet_distance_zero_and_growing():
     b = rng.normal(size=(4000, 16)) * 2.0 + 0.3
     expected = 16 * 0.3**2 + np.sum((a.std(0, ddof=1) - b.std(0, ddof=1)) ** 2)
     assert frechet_distance(a, b) == pytest.approx(expected, rel=0.05)
+
+
+def test_bootstrap_frechet_is_paired_and_brackets_the_score():
+    """Every set is scored on the same draw of rows: a set that is the reference shifted by a
+    constant scores exactly |shift|^2 on every draw, two sets with the same edits score
+    identically, and the draws of a noisy edit spread around its full-sample score."""
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(300, 8))
+    noisy = ref + rng.normal(size=ref.shape) * 0.5
+    boot = bootstrap_frechet(ref, {"shift": ref + 0.5, "noisy": noisy, "same": noisy.copy()}, n_boot=200)
+    assert {k: v.shape for k, v in boot.items()} == {"shift": (200,), "noisy": (200,), "same": (200,)}
+    np.testing.assert_allclose(boot["shift"], 8 * 0.25, rtol=1e-6)
+    np.testing.assert_array_equal(boot["noisy"], boot["same"])
+    lo, hi = np.percentile(boot["noisy"], [2.5, 97.5])
+    assert lo < frechet_distance(noisy, ref) < hi and hi - lo > 0.05
+    assert np.array_equal(boot["noisy"], bootstrap_frechet(ref, {"noisy": noisy}, n_boot=200)["noisy"])
+    with pytest.raises(ValueError, match="pair up"):
+        bootstrap_frechet(ref, {"short": noisy[:-1]})
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_frechet(ref, {"noisy": noisy}, n_boot=0)
 
 
 def test_fid_score_sees_degradation(detector, faces64):
