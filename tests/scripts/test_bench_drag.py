@@ -90,14 +90,18 @@ def test_fidelity_intervals_pair_the_methods_draw_by_draw() -> None:
     rng = np.random.default_rng(0)
     feats_a = rng.normal(size=(50, 4))
     feats = {"optimize@1": feats_a + 0.5, "predict@1": feats_a + 0.5 * 1.2**0.5}
-    rows = [{"points": p, "method": m} for p in ("1", "5") for m in ("none", "optimize", "predict")]
-    targets = [{"points": "1"}, {"points": "5"}]
+    fid = {"none": 0.0, "optimize": 1.0, "predict": 1.2}  # 4 dims x 0.5^2 (x 1.2)
+    rows = [{"points": p, "method": m, "fid_detector": fid[m]} for p in ("1", "5") for m in fid]
+    targets = [{"points": "1", "fid_vs_optimize": 1.2}, {"points": "5", "fid_vs_optimize": 1.2}]
     bench.fidelity_intervals(rows, targets, feats, feats_a, n_boot=50, seed=0)
     assert targets[0]["fid_vs_optimize_ci95"] == pytest.approx([1.2, 1.2])
     assert targets[0]["fid_ratio_draws_above_goal"] == 1.0
     assert "fid_vs_optimize_ci95" not in targets[1]
     assert [("fid_ci95" in r) for r in rows] == [False, True, True, False, False, False]
-    assert rows[1]["fid_ci95"] == pytest.approx([1.0, 1.0])
+    assert rows[1]["fid_ci95"] == pytest.approx([1.0, 1.0]) and rows[2]["fid_ci95"] == pytest.approx(
+        [1.2, 1.2]
+    )
+    assert rows[1]["fid_bootstrap_inflation"] == pytest.approx(1.0)
 
 
 def test_predict_options_are_parsed_and_checked() -> None:

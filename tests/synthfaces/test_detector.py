@@ -15,7 +15,7 @@ from server.synthfaces.detector import (
     load_detector,
     save_detector,
 )
-from server.synthfaces.fid import bootstrap_frechet, fid_score, frechet_distance
+from server.synthfaces.fid import bootstrap_frechet, bootstrap_interval, fid_score, frechet_distance
 
 # held-out faces: training uses seeds < 40000, validation 1_001_000+, the docs' evaluation 1_000_000+
 SEEDS = range(2_000_000, 2_000_032)
@@ -123,6 +123,22 @@ def test_bootstrap_frechet_is_paired_and_brackets_the_score():
         bootstrap_frechet(ref, {"short": noisy[:-1]})
     with pytest.raises(ValueError, match="n_boot"):
         bootstrap_frechet(ref, {"noisy": noisy}, n_boot=0)
+
+
+def test_bootstrap_interval_keeps_the_spread_and_drops_the_bias():
+    """Draws centred 1.5x above the estimate (what repeated rows do to a Frechet distance) give an
+    interval around the estimate with the draws' relative width; bad draws are refused."""
+    rng = np.random.default_rng(2)
+    draws = 3.0 * 1.5 * np.exp(rng.normal(0, 0.1, 4000))
+    lo, hi = bootstrap_interval(draws, 3.0)
+    assert lo < 3.0 < hi
+    assert hi / lo == pytest.approx(np.exp(2 * 1.96 * 0.1), rel=0.05)
+    assert bootstrap_interval(draws, 3.0, level=0.5)[1] < hi
+    for bad in ([], [1.0, -1.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="positive finite"):
+            bootstrap_interval(bad, 1.0)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_interval(draws, 1.0, level=1.0)
 
 
 def test_fid_score_sees_degradation(detector, faces64):
