@@ -52,6 +52,7 @@ import torch  # noqa: E402
 
 METHODS = ("none", "optimize", "predict", "predict_noreg", "single_shot")
 POINT_SETS = {"1": "one", "5": "five", "all": "all"}
+MIN_PAIRS_FID_INF = 20  # fewer pairs: no extrapolated score
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,14 +232,15 @@ def read_merge(path: Path, args: argparse.Namespace, res: int) -> tuple[list[dic
     return rows, feats
 
 
-def fidelity_intervals(
+def fidelity_statistics(
     rows: list[dict], targets: list[dict], feats: dict[str, np.ndarray], feats_a, n_boot: int, seed: int
 ) -> None:
-    """Add the paired-bootstrap 95% intervals (``fid.bootstrap_interval``: the draws' spread around
-    the estimate): ``fid_ci95`` and ``fid_bootstrap_inflation`` (median draw / estimate) to each
-    edit row whose features are known; ``fid_vs_optimize_ci95`` and the share of draws above the
-    1.10 goal, on the same scale, to each target."""
-    from server.synthfaces.fid import bootstrap_frechet, bootstrap_interval
+    """For each edit row whose features are known: ``fid_inf`` (``fid.frechet_distance_inf``, the
+    score extrapolated to infinitely many pairs) and, with ``n_boot`` > 0, the paired-bootstrap 95%
+    interval ``fid_ci95`` (``fid.bootstrap_interval``: the draws' spread around the estimate) and
+    ``fid_bootstrap_inflation`` (median draw / estimate). Each target gets ``fid_inf_vs_optimize``
+    and, with ``n_boot``, ``fid_vs_optimize_ci95`` and the share of draws above the 1.10 goal."""
+    from server.synthfaces.fid import bootstrap_frechet, bootstrap_interval, frechet_distance_inf
 
     for pts in dict.fromkeys(r["points"] for r in rows):
         sets = {
@@ -247,6 +249,17 @@ def fidelity_intervals(
             if r["points"] == pts and r["method"] != "none" and feature_key(pts, r["method"]) in feats
         }
         if not sets:
+            continue
+        # the 1 / pairs fit needs subsets of several sizes, each large enough for a covariance
+        enough = len(feats_a) >= MIN_PAIRS_FID_INF
+        inf = {m: frechet_distance_inf(f, feats_a, seed=seed)[0] for m, f in sets.items()} if enough else {}
+        for r in rows:
+            if r["points"] == pts and r["method"] in inf:
+                r["fid_inf"] = inf[r["method"]]
+        for t in targets:
+            if t["points"] == pts and {"predict", "optimize"} <= set(inf):
+                t["fid_inf_vs_optimize"] = inf["predict"] / max(inf["optimize"], 1e-9)
+        if n_boot <= 0:
             continue
         boot = bootstrap_frechet(feats_a, sets, n_boot=n_boot, seed=seed)
         for r in rows:
@@ -412,12 +425,12 @@ def main(argv: list[str] | None = None) -> int:
         key=lambda r: (args.points.index(r["points"]), order[r["method"]]),
     )
     targets = compare(rows, args.points)
-    if args.bootstrap > 0:
-        fidelity_intervals(rows, targets, feats, feats_a, args.bootstrap, args.seed)
+    fidelity_statistics(rows, targets, feats, feats_a, args.bootstrap, args.seed)
 
     header = (
         f"{'points':>6} {'method':<14} {'MD px':>7} {'/no-edit':>8} {'FID*':>8} "
-        f"{'FID* 95%':>13} {'s med':>7} {'s p90':>7} {'cpu s':>7} {'cpu avg':>7} {'steps':>6} {'reached':>7}"
+        f"{'FID* 95%':>13} {'FID*inf':>7} {'s med':>7} {'s p90':>7} {'cpu s':>7} {'cpu avg':>7} "
+        f"{'steps':>6} {'reached':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -425,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['points']:>6} {r['method']:<14} {r['md']:7.2f} {r['md_ratio']:8.2f} "
             f"{r['fid_detector']:8.3f} {fmt_interval(r.get('fid_ci95')):>13} "
+            f"{r['fid_inf'] if 'fid_inf' in r else float('nan'):7.3f} "
             f"{r['seconds_median']:7.3f} {r['seconds_p90']:7.3f} "
             f"{r.get('cpu_seconds_median', float('nan')):7.3f} "
             f"{r.get('cpu_seconds_mean', float('nan')):7.3f} "
@@ -433,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{n} pairs, {res} px, device {device}; MD in image pixels; FID* = FID-style score on the SynthFaces "
         "landmark detector's features (not Inception), edited vs initial images; cpu s = process CPU "
-        "time per edit (median; cpu avg: mean)"
+        "time per edit (median; cpu avg: mean); FID*inf = FID* extrapolated to infinitely many pairs "
+        "(fit in 1 / pairs over subsets)"
         + (
             f"; FID* 95% = paired bootstrap interval ({args.bootstrap} draws of the pairs)"
             if args.bootstrap
@@ -450,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"; 95% interval {fmt_interval(t['fid_vs_optimize_ci95'])}, "
                 f"{100 * t['fid_ratio_draws_above_goal']:.0f}% of draws above 1.10"
                 if "fid_vs_optimize_ci95" in t
+                else ""
+            )
+            + (
+                f"; extrapolated to infinitely many pairs {t['fid_inf_vs_optimize']:.2f}x"
+                if "fid_inf_vs_optimize" in t
                 else ""
             )
             + "): "

@@ -82,7 +82,7 @@ def test_targets_judge_speed_on_median_cpu_time() -> None:
     assert bench.compare([opt], ["1"]) == []
 
 
-def test_fidelity_intervals_pair_the_methods_draw_by_draw() -> None:
+def test_fidelity_statistics_pair_the_methods_draw_by_draw() -> None:
     """The predictor / optimiser interval comes from the same draws of pairs for both: edits whose
     features differ by a constant keep their exact ratio on every draw; rows without features
     (an older report) get no interval."""
@@ -93,7 +93,7 @@ def test_fidelity_intervals_pair_the_methods_draw_by_draw() -> None:
     fid = {"none": 0.0, "optimize": 1.0, "predict": 1.2}  # 4 dims x 0.5^2 (x 1.2)
     rows = [{"points": p, "method": m, "fid_detector": fid[m]} for p in ("1", "5") for m in fid]
     targets = [{"points": "1", "fid_vs_optimize": 1.2}, {"points": "5", "fid_vs_optimize": 1.2}]
-    bench.fidelity_intervals(rows, targets, feats, feats_a, n_boot=50, seed=0)
+    bench.fidelity_statistics(rows, targets, feats, feats_a, n_boot=50, seed=0)
     assert targets[0]["fid_vs_optimize_ci95"] == pytest.approx([1.2, 1.2])
     assert targets[0]["fid_ratio_draws_above_goal"] == 1.0
     assert "fid_vs_optimize_ci95" not in targets[1]
@@ -102,6 +102,10 @@ def test_fidelity_intervals_pair_the_methods_draw_by_draw() -> None:
         [1.2, 1.2]
     )
     assert rows[1]["fid_bootstrap_inflation"] == pytest.approx(1.0)
+    # a constant shift has no finite-sample part: the extrapolated scores are the scores
+    assert rows[1]["fid_inf"] == pytest.approx(1.0) and targets[0]["fid_inf_vs_optimize"] == pytest.approx(
+        1.2
+    )
 
 
 def test_predict_options_are_parsed_and_checked() -> None:

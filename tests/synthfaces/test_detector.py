@@ -15,7 +15,13 @@ from server.synthfaces.detector import (
     load_detector,
     save_detector,
 )
-from server.synthfaces.fid import bootstrap_frechet, bootstrap_interval, fid_score, frechet_distance
+from server.synthfaces.fid import (
+    bootstrap_frechet,
+    bootstrap_interval,
+    fid_score,
+    frechet_distance,
+    frechet_distance_inf,
+)
 
 # held-out faces: training uses seeds < 40000, validation 1_001_000+, the docs' evaluation 1_000_000+
 SEEDS = range(2_000_000, 2_000_032)
@@ -123,6 +129,25 @@ def test_bootstrap_frechet_is_paired_and_brackets_the_score():
         bootstrap_frechet(ref, {"short": noisy[:-1]})
     with pytest.raises(ValueError, match="n_boot"):
         bootstrap_frechet(ref, {"noisy": noisy}, n_boot=0)
+
+
+def test_frechet_distance_inf_removes_the_finite_sample_part():
+    """b = a + independent noise: the population distance is D (sqrt(1 + s^2) - 1)^2; the estimate
+    from 300 pairs in 32 dimensions is about twice that, the extrapolation is close to it."""
+    rng = np.random.default_rng(3)
+    d, s = 32, 0.5
+    a = rng.normal(size=(300, d))
+    b = a + rng.normal(size=a.shape) * s
+    truth = d * (np.sqrt(1 + s**2) - 1) ** 2
+    plain = frechet_distance(b, a)
+    inf, slope = frechet_distance_inf(b, a, draws=30)
+    assert plain > 1.6 * truth and slope > 0
+    assert abs(inf - truth) < 0.3 * (plain - truth)
+    assert frechet_distance_inf(a + 0.5, a) == pytest.approx((d * 0.25, 0.0), abs=1e-6)
+    with pytest.raises(ValueError, match="as many rows"):
+        frechet_distance_inf(b[:-1], a)
+    with pytest.raises(ValueError, match="distinct subset sizes"):
+        frechet_distance_inf(b[:2], a[:2])
 
 
 def test_bootstrap_interval_keeps_the_spread_and_drops_the_bias():
