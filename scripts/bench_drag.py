@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['points']:>6} {r['method']:<14} {r['md']:7.2f} {r['md_ratio']:8.2f} "
             f"{r['fid_detector']:8.3f} {fmt_interval(r.get('fid_ci95')):>13} "
-            f"{r['fid_inf'] if 'fid_inf' in r else float('nan'):7.3f} "
+            f"{format(r['fid_inf'], '7.3f') if 'fid_inf' in r else '':>7} "
             f"{r['seconds_median']:7.3f} {r['seconds_p90']:7.3f} "
             f"{r.get('cpu_seconds_median', float('nan')):7.3f} "
             f"{r.get('cpu_seconds_mean', float('nan')):7.3f} "
