@@ -54,6 +54,13 @@ def _frechet(mu_a, s_a, ra, mu_b, s_b) -> float:
     return float(fd.clamp(min=0))
 
 
+def frechet_distance(feats_a, feats_b) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets [Na, D] and [Nb, D]."""
+    a, b = _as_features(feats_a, feats_b)
+    (mu_a, s_a), (mu_b, s_b) = _gaussian(a), _gaussian(b)
+    return _frechet(mu_a, s_a, _sqrtm_psd(s_a), mu_b, s_b)
+
+
 def frechet_distance_inf(
     feats_a, feats_b, fractions=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0), draws: int = 50, seed: int = 0
 ) -> tuple[float, float]:
@@ -71,35 +78,20 @@ def frechet_distance_inf(
     sizes = sorted({max(2, min(n, round(f * n))) for f in fractions})
     if len(sizes) < 2:
         raise ValueError(f"need two or more distinct subset sizes, got {sizes} from {n} rows")
+
+    def score(idx: np.ndarray) -> float:
+        i = torch.as_tensor(idx)
+        mu_a, s_a = _gaussian(a[i])
+        return _frechet(mu_a, s_a, _sqrtm_psd(s_a), *_gaussian(b[i]))
+
     rng = np.random.default_rng(seed)
     means = []
     for m in sizes:
         picks = [np.arange(n)] if m == n else [rng.choice(n, m, replace=False) for _ in range(draws)]
-        means.append(np.mean([frechet_distance(a[i], b[i]) for i in (torch.as_tensor(p) for p in picks)]))
+        means.append(np.mean([score(p) for p in picks]))
     x = np.stack([np.ones(len(sizes)), 1.0 / np.asarray(sizes)], 1)
     (intercept, slope), *_ = np.linalg.lstsq(x, np.asarray(means), rcond=None)
     return float(intercept), float(slope)
-
-
-def bootstrap_interval(draws, estimate: float, level: float = 0.95) -> tuple[float, float]:
-    """``estimate * q / median(draws)`` for the (1 - level) / 2 and (1 + level) / 2 quantiles q of
-    positive bootstrap ``draws``: their relative spread around the estimate, without the bias a
-    resample's repeated rows put on their location (the module docstring)."""
-    d = np.asarray(draws, dtype=np.float64)
-    if d.ndim != 1 or not len(d) or not np.all(np.isfinite(d)) or np.any(d <= 0):
-        raise ValueError("draws must be a non-empty 1-d array of positive finite numbers")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    lo, hi = np.percentile(d, [50 * (1 - level), 50 * (1 + level)])
-    scale = estimate / np.median(d)
-    return float(lo * scale), float(hi * scale)
-
-
-def frechet_distance(feats_a, feats_b) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets [Na, D] and [Nb, D]."""
-    a, b = _as_features(feats_a, feats_b)
-    (mu_a, s_a), (mu_b, s_b) = _gaussian(a), _gaussian(b)
-    return _frechet(mu_a, s_a, _sqrtm_psd(s_a), mu_b, s_b)
 
 
 def bootstrap_frechet(
@@ -128,6 +120,20 @@ def bootstrap_frechet(
         for k, b in feats.items():
             out[k][j] = _frechet(mu_a, s_a, ra, *_gaussian(b[idx]))
     return out
+
+
+def bootstrap_interval(draws, estimate: float, level: float = 0.95) -> tuple[float, float]:
+    """``estimate * q / median(draws)`` for the (1 - level) / 2 and (1 + level) / 2 quantiles q of
+    positive bootstrap ``draws``: their relative spread around the estimate, without the bias a
+    resample's repeated rows put on their location (the module docstring)."""
+    d = np.asarray(draws, dtype=np.float64)
+    if d.ndim != 1 or not len(d) or not np.all(np.isfinite(d)) or np.any(d <= 0):
+        raise ValueError("draws must be a non-empty 1-d array of positive finite numbers")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    lo, hi = np.percentile(d, [50 * (1 - level), 50 * (1 + level)])
+    scale = estimate / np.median(d)
+    return float(lo * scale), float(hi * scale)
 
 
 def fid_score(images_a, images_b, detector=None) -> float:
