@@ -12,7 +12,9 @@ mouth corners: ``LANDMARK_GROUPS["one" | "five" | "all"]``), re-detect on the re
     project's landmark-detector features (server/synthfaces/fid.py), NOT Inception FID; it is
     only comparable with itself (same detector, image size and number of pairs); with its 95%
     interval from a paired bootstrap over the pairs (--bootstrap draws; every method's score on
-    the same draw), and the same interval for the predictor / optimiser ratio;
+    the same draw), and the same interval for the predictor / optimiser ratio; and the score
+    extrapolated to infinitely many pairs (FID*inf, ``fid.frechet_distance_inf``; 20 pairs or
+    more), which drops the finite-sample part that both methods share;
   * median and p90 seconds per edit (one edit at a time, from the first step to the finishing
     step, the final frame included), median steps per edit, share of edits that reached the
     stop distance; the device.
