@@ -54,11 +54,15 @@ def _frechet(mu_a, s_a, ra, mu_b, s_b) -> float:
     return float(fd.clamp(min=0))
 
 
+def _frechet_of(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The distance between Gaussians fitted to two float64 feature tensors."""
+    mu_a, s_a = _gaussian(a)
+    return _frechet(mu_a, s_a, _sqrtm_psd(s_a), *_gaussian(b))
+
+
 def frechet_distance(feats_a, feats_b) -> float:
     """Frechet distance between Gaussians fitted to two feature sets [Na, D] and [Nb, D]."""
-    a, b = _as_features(feats_a, feats_b)
-    (mu_a, s_a), (mu_b, s_b) = _gaussian(a), _gaussian(b)
-    return _frechet(mu_a, s_a, _sqrtm_psd(s_a), mu_b, s_b)
+    return _frechet_of(*_as_features(feats_a, feats_b))
 
 
 def frechet_distance_inf(
@@ -78,17 +82,11 @@ def frechet_distance_inf(
     sizes = sorted({max(2, min(n, round(f * n))) for f in fractions})
     if len(sizes) < 2:
         raise ValueError(f"need two or more distinct subset sizes, got {sizes} from {n} rows")
-
-    def score(idx: np.ndarray) -> float:
-        i = torch.as_tensor(idx)
-        mu_a, s_a = _gaussian(a[i])
-        return _frechet(mu_a, s_a, _sqrtm_psd(s_a), *_gaussian(b[i]))
-
     rng = np.random.default_rng(seed)
     means = []
     for m in sizes:
         picks = [np.arange(n)] if m == n else [rng.choice(n, m, replace=False) for _ in range(draws)]
-        means.append(np.mean([score(p) for p in picks]))
+        means.append(np.mean([_frechet_of(a[i], b[i]) for i in map(torch.as_tensor, picks)]))
     x = np.stack([np.ones(len(sizes)), 1.0 / np.asarray(sizes)], 1)
     (intercept, slope), *_ = np.linalg.lstsq(x, np.asarray(means), rcond=None)
     return float(intercept), float(slope)
