@@ -244,7 +244,7 @@ def fidelity_statistics(
     interval ``fid_ci95`` (``fid.bootstrap_interval``: the draws' spread around the estimate) and
     ``fid_bootstrap_inflation`` (median draw / estimate). Each target gets ``fid_inf_vs_optimize``
     and, with ``n_boot``, ``fid_vs_optimize_ci95`` and the share of draws above ``FID_GOAL``."""
-    from server.synthfaces.fid import bootstrap_frechet, bootstrap_interval, frechet_distance_inf
+    from server.synthfaces.fid import bootstrap_frechet, bootstrap_interval, frechet_distance_inf, recentred
 
     # the 1 / pairs fit needs subsets of several sizes, each large enough for a covariance
     enough = len(feats_a) >= MIN_PAIRS_FID_INF
@@ -275,7 +275,7 @@ def fidelity_statistics(
             if t["points"] == pts and {"predict", "optimize"} <= set(boot):
                 ratio = boot["predict"] / np.maximum(boot["optimize"], 1e-9)
                 t["fid_vs_optimize_ci95"] = list(bootstrap_interval(ratio, t["fid_vs_optimize"]))
-                moved = ratio * t["fid_vs_optimize"] / np.median(ratio)
+                moved = recentred(ratio, t["fid_vs_optimize"])
                 t["fid_ratio_draws_above_goal"] = float(np.mean(moved > FID_GOAL))
 
 

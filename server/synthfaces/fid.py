@@ -120,18 +120,22 @@ def bootstrap_frechet(
     return out
 
 
-def bootstrap_interval(draws, estimate: float, level: float = 0.95) -> tuple[float, float]:
-    """``estimate * q / median(draws)`` for the (1 - level) / 2 and (1 + level) / 2 quantiles q of
-    positive bootstrap ``draws``: their relative spread around the estimate, without the bias a
-    resample's repeated rows put on their location (the module docstring)."""
+def recentred(draws, estimate: float) -> np.ndarray:
+    """Positive bootstrap ``draws`` scaled so that their median is ``estimate``: their relative
+    spread around the estimate, without the bias a resample's repeated rows put on their location
+    (the module docstring)."""
     d = np.asarray(draws, dtype=np.float64)
     if d.ndim != 1 or not len(d) or not np.all(np.isfinite(d)) or np.any(d <= 0):
         raise ValueError("draws must be a non-empty 1-d array of positive finite numbers")
+    return d * (estimate / np.median(d))
+
+
+def bootstrap_interval(draws, estimate: float, level: float = 0.95) -> tuple[float, float]:
+    """The (1 - level) / 2 and (1 + level) / 2 quantiles of ``recentred(draws, estimate)``."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    lo, hi = np.percentile(d, [50 * (1 - level), 50 * (1 + level)])
-    scale = estimate / np.median(d)
-    return float(lo * scale), float(hi * scale)
+    lo, hi = np.percentile(recentred(draws, estimate), [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
 
 
 def fid_score(images_a, images_b, detector=None) -> float:
