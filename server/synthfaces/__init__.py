@@ -5,7 +5,10 @@ API (stable, other modules build on it)::
     FaceParams                  frozen dataclass of continuous face parameters (params.py)
     sample_params(rng)          -> FaceParams, rng a numpy.random.Generator
     render(params, size=64)     -> (image uint8 [size, size, 3], landmarks float32 [K, 2])
-    render_seed(seed, size=64)  -> same, params = sample_params(numpy.random.default_rng(seed))
+    render_seed(seed, size=64)  -> same, params = params_from_z(z_from_seed(seed))
+    params_from_z(z)            -> FaceParams of a Gaussian z [N_SLOTS] (the distilled generator's
+                                   latent: a seed names the same face in renderer and generator)
+    mix_params(geometry, look)  -> geometry of one face, colours and light of another
     render_batch(seeds, size)   -> (uint8 [N, size, size, 3], float32 [N, K, 2])
     LANDMARK_NAMES, NUM_LANDMARKS, LANDMARK_GROUPS ("jaw", "left_eye", ..., "one", "five", "all")
     face_size(landmarks)        -> inter-ocular distance (outer eye corners) in pixels
@@ -31,27 +34,46 @@ from collections.abc import Sequence
 import numpy as np
 
 from .landmarks import LANDMARK_GROUPS, LANDMARK_NAMES, NUM_LANDMARKS, face_size, geometric_sanity
-from .params import HAIR_STYLES, FaceParams, sample_params
+from .params import (
+    GEOMETRY_FIELDS,
+    HAIR_STYLES,
+    N_SLOTS,
+    FaceParams,
+    mix_params,
+    params_from_uniforms,
+    params_from_z,
+    sample_params,
+    uniforms_from_z,
+    z_from_seed,
+)
 from .render import render
 
 __all__ = [
     "FaceParams",
+    "GEOMETRY_FIELDS",
     "HAIR_STYLES",
     "LANDMARK_GROUPS",
     "LANDMARK_NAMES",
     "NUM_LANDMARKS",
+    "N_SLOTS",
     "face_size",
     "geometric_sanity",
+    "mix_params",
+    "params_from_uniforms",
+    "params_from_z",
     "render",
     "render_batch",
     "render_seed",
     "sample_params",
+    "uniforms_from_z",
+    "z_from_seed",
 ]
 
 
 def render_seed(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Render the face named by ``seed`` (the same image on every machine)."""
-    return render(sample_params(np.random.default_rng(seed)), size)
+    """Render the face named by ``seed`` (the same image on every machine, and the same face the
+    distilled default generator draws for that seed)."""
+    return render(params_from_z(z_from_seed(seed)), size)
 
 
 def render_batch(seeds: Sequence[int], size: int = 64) -> tuple[np.ndarray, np.ndarray]:

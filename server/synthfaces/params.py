@@ -124,71 +124,169 @@ def _clip3(c) -> RGB:
     return (float(c[0]), float(c[1]), float(c[2]))
 
 
-def sample_params(rng: np.random.Generator) -> FaceParams:
-    """Draw a random face; every face stays inside the frame (landmarks included)."""
-    u = rng.uniform
-    t = u(0, len(_SKIN) - 1)
+# --- the latent: one uniform slot per random choice ------------------------------------------
+# A face is a function of N_SLOTS numbers in [0, 1), each feeding one choice of the sampler below
+# (a slot is never shared between fields, so moving one slot changes one thing). Seeds reach it
+# through a Gaussian z (params_from_z), the latent of the distilled generator, so that a seed names
+# the same face in the renderer and in the generator (docs/model.md).
+GEOMETRY_FIELDS = (
+    "cx", "cy", "scale", "yaw", "pitch", "roll", "jaw_width", "jaw_roundness", "chin_length",
+    "eye_open_l", "eye_open_r", "gaze_x", "gaze_y", "eye_spacing", "eye_size", "brow_height",
+    "brow_angle", "brow_thickness", "nose_length", "nose_width", "mouth_width", "mouth_open",
+    "smile", "hair_style", "hair_length", "hair_volume", "hair_fringe", "hair_part", "glasses",
+)  # fmt: skip
+"""Fields that say where things are; the others (colours, light) say how they look."""
+
+_SLOTS = (
+    "skin_t", "skin_r", "skin_g", "skin_b",
+    "hair_kind", "hair_mult", "hair_r", "hair_g", "hair_b", "dye_h", "dye_s", "dye_v",
+    "lip_t", "lip_mult", "lipstick", "lipstick_h", "lipstick_s", "lipstick_v",
+    "bg_h", "bg_s", "bg_v", "bg2_h", "bg2_s", "bg2_v", "bg_angle",
+    "hair_style", "open_base", "open_l", "open_r", "mouth_open", "glasses",
+    "glasses_h", "glasses_s", "glasses_v",
+    "cx", "cy", "scale", "yaw", "pitch", "roll", "jaw_width", "jaw_roundness", "chin_length",
+    "gaze_x", "gaze_y", "eye_spacing", "eye_size", "iris_kind", "iris_mult",
+    "brow_height", "brow_angle", "brow_thickness", "nose_length", "nose_width",
+    "mouth_width", "smile", "hair_length", "hair_volume", "hair_fringe", "hair_part",
+    "cloth_h", "cloth_s", "cloth_v", "light_azimuth", "light_elevation", "light_strength",
+)  # fmt: skip
+N_SLOTS = len(_SLOTS)
+SLOT = {name: i for i, name in enumerate(_SLOTS)}
+_STYLE_P = np.array([0.5, 0.2, 0.15, 0.15])
+_HAIR_KIND_P = np.append(_HAIR_P, 1 - _HAIR_P.sum())
+
+
+def _pick(u: float, p: np.ndarray) -> int:
+    """Inverse CDF of a discrete distribution: the category that uniform u falls into."""
+    return int(min(np.searchsorted(np.cumsum(p), u, side="right"), len(p) - 1))
+
+
+def params_from_uniforms(u) -> FaceParams:
+    """The face named by N_SLOTS uniforms in [0, 1) (slot names in ``SLOT``)."""
+    u = np.asarray(u, dtype=np.float64)
+    if u.shape != (N_SLOTS,):
+        raise ValueError(f"expected {N_SLOTS} uniforms, got shape {u.shape}")
+
+    def r(name: str, lo: float = 0.0, hi: float = 1.0) -> float:
+        return float(lo + (hi - lo) * u[SLOT[name]])
+
+    def r3(names: tuple[str, str, str], lo: float, hi: float) -> np.ndarray:
+        return np.array([r(n, lo, hi) for n in names])
+
+    t = r("skin_t", 0, len(_SKIN) - 1)
     i = min(int(t), len(_SKIN) - 2)
-    skin = _SKIN[i] * (1 - (t - i)) + _SKIN[i + 1] * (t - i) + u(-0.025, 0.025, 3)
+    skin = (
+        _SKIN[i] * (1 - (t - i)) + _SKIN[i + 1] * (t - i) + r3(("skin_r", "skin_g", "skin_b"), -0.025, 0.025)
+    )
     skin = np.clip(skin, 0, 1)
 
-    k = rng.choice(len(_HAIR_P) + 1, p=np.append(_HAIR_P, 1 - _HAIR_P.sum()))
+    k = _pick(u[SLOT["hair_kind"]], _HAIR_KIND_P)
     if k < len(_HAIR):
-        hair = _HAIR[k] * u(0.85, 1.15) + u(-0.03, 0.03, 3)
+        hair = _HAIR[k] * r("hair_mult", 0.85, 1.15) + r3(("hair_r", "hair_g", "hair_b"), -0.03, 0.03)
     else:
-        hair = np.array(_hsv(u(), u(0.45, 0.8), u(0.45, 0.85)))
+        hair = np.array(_hsv(r("dye_h"), r("dye_s", 0.45, 0.8), r("dye_v", 0.45, 0.85)))
 
-    lip_t = u(0.3, 0.7)
-    lip = skin * (1 - lip_t) + np.array([0.78, 0.22, 0.28]) * lip_t
-    lip = lip * u(0.8, 1.0)
-    if u() < 0.12:  # lipstick
-        lip = np.array(_hsv(u(-0.05, 0.02), u(0.6, 0.85), u(0.5, 0.85)))
+    lip_t = r("lip_t", 0.3, 0.7)
+    lip = (skin * (1 - lip_t) + np.array([0.78, 0.22, 0.28]) * lip_t) * r("lip_mult", 0.8, 1.0)
+    if r("lipstick") < 0.12:
+        lip = np.array(
+            _hsv(r("lipstick_h", -0.05, 0.02), r("lipstick_s", 0.6, 0.85), r("lipstick_v", 0.5, 0.85))
+        )
 
-    bg_h, bg_s, bg_v = u(), u(0.12, 0.55), u(0.5, 0.95)
-    style = int(rng.choice(4, p=[0.5, 0.2, 0.15, 0.15]))
-    open_base = u(0.45, 1.0)
-    mouth_open = u(0.0, 0.12) if u() < 0.6 else u(0.12, 1.0)
-    glasses = bool(u() < 0.2)
+    bg_h, bg_s, bg_v = r("bg_h"), r("bg_s", 0.12, 0.55), r("bg_v", 0.5, 0.95)
+    open_base = r("open_base", 0.45, 1.0)
+    m = r("mouth_open")  # 60% nearly closed (0..0.12), 40% open (0.12..1), monotone in the slot
+    mouth_open = m / 0.6 * 0.12 if m < 0.6 else 0.12 + (m - 0.6) / 0.4 * 0.88
+    h = r("hair_length")  # 35% short (0), else 0.15..1
+    hair_length = 0.0 if h < 0.35 else 0.15 + (h - 0.35) / 0.65 * 0.85
     return FaceParams(
-        cx=u(0.47, 0.53),
-        cy=u(0.45, 0.50),
-        scale=u(0.215, 0.27),
-        yaw=u(-0.45, 0.45),
-        pitch=u(-0.22, 0.22),
-        roll=u(-0.2, 0.2),
-        jaw_width=u(0.6, 1.0),
-        jaw_roundness=u(1.8, 3.2),
-        chin_length=u(0.95, 1.2),
-        eye_open_l=float(np.clip(open_base + u(-0.12, 0.12), 0.25, 1.0)),
-        eye_open_r=float(np.clip(open_base + u(-0.12, 0.12), 0.25, 1.0)),
-        gaze_x=u(-1, 1),
-        gaze_y=u(-1, 1),
-        eye_spacing=u(0.38, 0.48),
-        eye_size=u(0.18, 0.24),
-        iris_color=_clip3(_IRIS[rng.integers(len(_IRIS))] * u(0.8, 1.2)),
-        brow_height=u(0.21, 0.33),
-        brow_angle=u(-0.35, 0.35),
-        brow_thickness=u(0.04, 0.09),
-        nose_length=u(0.28, 0.42),
-        nose_width=u(0.11, 0.19),
-        mouth_width=u(0.24, 0.38),
-        mouth_open=mouth_open,
-        smile=u(-0.6, 1.0),
+        cx=r("cx", 0.47, 0.53),
+        cy=r("cy", 0.45, 0.50),
+        scale=r("scale", 0.215, 0.27),
+        yaw=r("yaw", -0.45, 0.45),
+        pitch=r("pitch", -0.22, 0.22),
+        roll=r("roll", -0.2, 0.2),
+        jaw_width=r("jaw_width", 0.6, 1.0),
+        jaw_roundness=r("jaw_roundness", 1.8, 3.2),
+        chin_length=r("chin_length", 0.95, 1.2),
+        eye_open_l=float(np.clip(open_base + r("open_l", -0.12, 0.12), 0.25, 1.0)),
+        eye_open_r=float(np.clip(open_base + r("open_r", -0.12, 0.12), 0.25, 1.0)),
+        gaze_x=r("gaze_x", -1, 1),
+        gaze_y=r("gaze_y", -1, 1),
+        eye_spacing=r("eye_spacing", 0.38, 0.48),
+        eye_size=r("eye_size", 0.18, 0.24),
+        iris_color=_clip3(
+            _IRIS[min(int(r("iris_kind", 0, len(_IRIS))), len(_IRIS) - 1)] * r("iris_mult", 0.8, 1.2)
+        ),
+        brow_height=r("brow_height", 0.21, 0.33),
+        brow_angle=r("brow_angle", -0.35, 0.35),
+        brow_thickness=r("brow_thickness", 0.04, 0.09),
+        nose_length=r("nose_length", 0.28, 0.42),
+        nose_width=r("nose_width", 0.11, 0.19),
+        mouth_width=r("mouth_width", 0.24, 0.38),
+        mouth_open=float(mouth_open),
+        smile=r("smile", -0.6, 1.0),
         lip_color=_clip3(lip),
-        hair_style=style,
-        hair_length=0.0 if u() < 0.35 else u(0.15, 1.0),
-        hair_volume=u(0.0, 1.0),
-        hair_fringe=u(0.0, 1.0),
-        hair_part=u(-1, 1),
+        hair_style=_pick(u[SLOT["hair_style"]], _STYLE_P),
+        hair_length=float(hair_length),
+        hair_volume=r("hair_volume"),
+        hair_fringe=r("hair_fringe"),
+        hair_part=r("hair_part", -1, 1),
         hair_color=_clip3(hair),
         skin_color=_clip3(skin),
-        cloth_color=_hsv(u(), u(0.2, 0.8), u(0.25, 0.9)),
+        cloth_color=_hsv(r("cloth_h"), r("cloth_s", 0.2, 0.8), r("cloth_v", 0.25, 0.9)),
         bg_color=_hsv(bg_h, bg_s, bg_v),
-        bg_color2=_hsv(bg_h + u(-0.08, 0.08), bg_s * u(0.7, 1.2), bg_v * u(0.75, 1.05)),
-        bg_angle=u(0, 2 * np.pi),
-        light_azimuth=u(-1.2, 1.2),
-        light_elevation=u(-0.3, 0.9),
-        light_strength=u(0.05, 0.45),
-        glasses=glasses,
-        glasses_color=_hsv(u(), u(0, 0.8), u(0.05, 0.6)),
+        bg_color2=_hsv(
+            bg_h + r("bg2_h", -0.08, 0.08), bg_s * r("bg2_s", 0.7, 1.2), bg_v * r("bg2_v", 0.75, 1.05)
+        ),
+        bg_angle=r("bg_angle", 0, 2 * np.pi),
+        light_azimuth=r("light_azimuth", -1.2, 1.2),
+        light_elevation=r("light_elevation", -0.3, 0.9),
+        light_strength=r("light_strength", 0.05, 0.45),
+        glasses=bool(r("glasses") < 0.2),
+        glasses_color=_hsv(r("glasses_h"), r("glasses_s", 0, 0.8), r("glasses_v", 0.05, 0.6)),
     )
+
+
+def sample_params(rng: np.random.Generator) -> FaceParams:
+    """Draw a random face; every face stays inside the frame (landmarks included)."""
+    return params_from_uniforms(rng.random(N_SLOTS))
+
+
+# The generator's mapping network sees z only after normalize_2nd_moment (z * sqrt(n) / |z|), so
+# the face must be a function of the normalised z: each of its coordinates x lies in
+# [-sqrt(n), sqrt(n)] with density proportional to (1 - x^2 / n)^((n - 3) / 2) (a coordinate of a
+# point uniform on the sphere of radius sqrt(n)); its CDF turns x into an exact uniform.
+def _sphere_cdf_table(n: int, points: int = 8193) -> tuple[np.ndarray, np.ndarray]:
+    x = np.linspace(-np.sqrt(n), np.sqrt(n), points)
+    dens = np.clip(1.0 - x**2 / n, 0.0, None) ** ((n - 3) / 2)
+    cdf = np.concatenate([[0.0], np.cumsum((dens[1:] + dens[:-1]) * 0.5 * np.diff(x))])
+    return x, cdf / cdf[-1]
+
+
+_SPHERE_X, _SPHERE_CDF = _sphere_cdf_table(N_SLOTS)
+
+
+def uniforms_from_z(z) -> np.ndarray:
+    """Gaussian z [..., N_SLOTS] -> uniforms [..., N_SLOTS] through the normalised z."""
+    z = np.asarray(z, dtype=np.float64)
+    if z.shape[-1] != N_SLOTS:
+        raise ValueError(f"z must have {N_SLOTS} entries in its last axis, got shape {z.shape}")
+    x = z / np.sqrt(np.mean(z**2, axis=-1, keepdims=True) + 1e-8)
+    u = np.interp(x, _SPHERE_X, _SPHERE_CDF)
+    return np.clip(u, 0.0, np.nextafter(1.0, 0.0))
+
+
+def params_from_z(z) -> FaceParams:
+    """The face of a generator latent z [N_SLOTS] (the same face the distilled generator draws)."""
+    return params_from_uniforms(uniforms_from_z(np.asarray(z).reshape(-1)))
+
+
+def z_from_seed(seed: int) -> np.ndarray:
+    """``numpy.random.RandomState(seed).randn(N_SLOTS)``: the generator's z of a seed."""
+    return np.random.RandomState(int(seed)).randn(1, N_SLOTS)[0]
+
+
+def mix_params(geometry: FaceParams, look: FaceParams) -> FaceParams:
+    """The face of ``geometry`` with the colours and light of ``look`` (style mixing's target)."""
+    return look.replace(**{f: getattr(geometry, f) for f in GEOMETRY_FIELDS})
