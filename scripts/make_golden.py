@@ -3,7 +3,7 @@
     python scripts/make_golden.py          # (re)write shared/protocol.json and shared/golden/
     python scripts/make_golden.py --check  # exit 1 if the files on disk differ from what it would write
 
-protocol.json is generated from server/protocol_spec.py. Golden messages: shared/golden/c2s/ and
+protocol.json is generated from server/core/protocol_spec.py. Golden messages: shared/golden/c2s/ and
 shared/golden/s2c/ hold <name>.json (binary fields as {"$bin": "<base64>"}) and <name>.msgpack
 (the exact bytes the Python encoder writes); shared/golden/invalid/ holds refused client messages
 with the error code they must get. Client examples assume a 256 x 256 image.
@@ -21,8 +21,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server.protocol import encode, json_form  # noqa: E402
-from server.protocol_spec import LIMITS, PROTOCOL_VERSION, spec_json  # noqa: E402
+from server.core.protocol import encode, json_form  # noqa: E402
+from server.core.protocol_spec import LIMITS, PROTOCOL_VERSION, spec_json  # noqa: E402
 
 SHARED = ROOT / "shared"
 GOLDEN_BOUNDS = (256, 256)  # image size the client examples assume

@@ -78,20 +78,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from server.config import Settings
+from server.core.ids import token_matches
+from server.core.limits import RoomLimits
+from server.core.members import JoinRefused
+from server.core.outgoing import Disconnect, Outgoing
+from server.core.protocol import PROTOCOL_VERSION, ProtocolError, close_spec, decode_hello, error_message
+from server.core.protocol_spec import LIMITS
+from server.core.ratelimit import TokenBucket
+from server.core.room import Room
+from server.core.state import ImageInfo
 from server.engine.checkpoint import load_generator
 from server.engine.generator import Generator
 from server.fanout import Hub, Sender, SenderLimits, with_timeout
-from server.ids import token_matches
-from server.limits import RoomLimits
 from server.manager import RoomManager, RoomsFull
-from server.members import JoinRefused
-from server.outgoing import Disconnect, Outgoing
 from server.projection import Projector
-from server.protocol import PROTOCOL_VERSION, ProtocolError, close_spec, decode_hello, error_message
-from server.protocol_spec import LIMITS
-from server.ratelimit import TokenBucket
-from server.room import Room
-from server.state import ImageInfo
 from server.store import Store, StoreError
 from server.uploads import UploadRefused, picture_bytes, read_limited, sniff, upload_options
 from server.worker import EngineError, EngineMode, Worker, default_modes, trajectory_gif

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.protocol_spec import LIMITS
+from server.core.protocol_spec import LIMITS
 
 ENV_PREFIX = "LIVEDRAG_"
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from server.outgoing import Kind, Outgoing
-from server.protocol import close_spec
-from server.protocol_spec import LIMITS
-from server.room import Room
+from server.core.outgoing import Kind, Outgoing
+from server.core.protocol import close_spec
+from server.core.protocol_spec import LIMITS
+from server.core.room import Room
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """All rooms of one server: creation, capabilities, joining, persistence on commit (sans-I/O).
 
 The app and the worker talk to rooms through a :class:`RoomManager`: it checks capabilities,
-enforces the rooms cap, forwards to :class:`~server.room.Room` and saves a room to the store
+enforces the rooms cap, forwards to :class:`~server.core.room.Room` and saves a room to the store
 after every call that changed persistent state. When the store fails (disk full...), the
 in-memory state is kept, the room stays dirty (the next commit retries), and members get one
 ``storage_failed`` error. Nothing here awaits or touches a socket.
@@ -13,15 +13,15 @@ import logging
 import time
 from dataclasses import dataclass
 
-from server.ids import hash_token, new_room_id, new_token, token_matches
-from server.jobs import EngineJob, FrameResult
-from server.limits import RoomLimits
-from server.mask import MaskGrid
-from server.members import JoinRefused
-from server.outgoing import ALL, Outgoing
-from server.protocol import error_message
-from server.room import Clock, Joined, Room
-from server.state import HistoryEntry, ImageInfo, Params, RoomRecord, UploadInfo
+from server.core.ids import hash_token, new_room_id, new_token, token_matches
+from server.core.jobs import EngineJob, FrameResult
+from server.core.limits import RoomLimits
+from server.core.mask import MaskGrid
+from server.core.members import JoinRefused
+from server.core.outgoing import ALL, Outgoing
+from server.core.protocol import error_message
+from server.core.room import Clock, Joined, Room
+from server.core.state import HistoryEntry, ImageInfo, Params, RoomRecord, UploadInfo
 from server.store import Store, StoreError
 
 log = logging.getLogger(__name__)

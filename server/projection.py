@@ -1,6 +1,6 @@
 """How the worker starts projections: the engine's ProjectSession and blend_session behind one seam.
 
-A :class:`Projector` turns a room's :class:`~server.state.Task` (with the target picture and the
+A :class:`Projector` turns a room's :class:`~server.core.state.Task` (with the target picture and the
 current latent the worker fetched) into a session that advances one optimisation step per call,
 and steps several at once (``project_step_batch``). It holds the optional encoder (the shipped
 ``synthfaces_encoder.safetensors`` when it fits the loaded generator: ``w_init``; without it

@@ -25,9 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from server.ids import latent_key
-from server.mask import MaskGrid
-from server.state import (
+from server.core.ids import latent_key
+from server.core.mask import MaskGrid
+from server.core.state import (
     HistoryEntry,
     ImageInfo,
     Layout,

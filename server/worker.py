@@ -3,7 +3,7 @@
 Threads. All model work (sessions, forward passes, JPEG encoding, latent serialisation) runs in
 one dedicated thread (a single-thread executor); the event loop never waits on the device. The
 rooms stay on the event loop (they are not thread-safe): each tick the loop takes an immutable
-:class:`~server.room.EngineJob` per room that wants work, hands the batch to the thread, and
+:class:`~server.core.room.EngineJob` per room that wants work, hands the batch to the thread, and
 applies the results (``on_frame`` / ``on_finished`` / ``on_error``) back on the loop, which then
 gives each frame message to the room's connections (:class:`~server.fanout.Hub`).
 
@@ -45,7 +45,7 @@ change during a drag applies to the next drag.
 Projections (real images). PROJECT jobs (a room projecting an upload or a blend) are stepped
 like drags: one optimisation step per tick, all projecting rooms in one batched pass
 (:meth:`~server.projection.Projector.step_many`), each frame streamed with its PSNR and loss.
-The session is created from the room's :class:`~server.state.Task` (the target PNG from the
+The session is created from the room's :class:`~server.core.state.Task` (the target PNG from the
 store, the current latent for a blend); the FINISH job commits the latent of the last frame.
 A failed projection commits nothing (the room shows its image again).
 
@@ -81,21 +81,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from server.core.ids import latent_key
+from server.core.jobs import EngineJob, FrameResult, JobKind
+from server.core.mask import MaskGrid
+from server.core.outgoing import Outgoing
+from server.core.protocol import error_message
+from server.core.room import Room
+from server.core.state import ImageInfo, Params, Status, Task, TaskKind
 from server.engine import latent_io
 from server.engine.generator import Generator, to_uint8
 from server.engine.latent_io import latent_to_bytes
 from server.engine.media import decode_image, draw_points, encode_jpeg, encode_png
 from server.engine.session import EditSession, Point, StepResult
 from server.fanout import Hub
-from server.ids import latent_key
-from server.jobs import EngineJob, FrameResult, JobKind
 from server.manager import RoomManager
-from server.mask import MaskGrid
-from server.outgoing import Outgoing
 from server.projection import BlendSource, ProjectionError, ProjectionSession, Projector
-from server.protocol import error_message
-from server.room import Room
-from server.state import ImageInfo, Params, Status, Task, TaskKind
 from server.store import StoreError
 
 log = logging.getLogger(__name__)

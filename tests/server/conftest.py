@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 import torch
 
+from server.core.outgoing import Outgoing
+from server.core.protocol import PROTOCOL_VERSION, decode_hello, encode, validate_server
+from server.core.room import Joined, Room, RoomLimits
+from server.core.state import ImageInfo
 from server.engine.generator import Generator
 from server.manager import CreatedRoom, RoomManager
-from server.outgoing import Outgoing
-from server.protocol import PROTOCOL_VERSION, decode_hello, encode, validate_server
-from server.room import Joined, Room, RoomLimits
-from server.state import ImageInfo
 from server.store import Store
 
 IMAGE = ImageInfo("synthfaces", 256, 256, seed=42, truncation=0.7)

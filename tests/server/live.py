@@ -20,9 +20,9 @@ from websockets.exceptions import ConnectionClosed
 
 from server.app import Server, create_app, uvicorn_config
 from server.config import Settings
+from server.core.protocol import PROTOCOL_VERSION, encode
 from server.engine.checkpoint import save_generator
 from server.engine.generator import Generator
-from server.protocol import PROTOCOL_VERSION, encode
 from tests.conftest import tiny_config
 
 with warnings.catch_warnings():  # the test client warns about its httpx flavour at import

@@ -14,8 +14,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from server.app import RedactQueryFilter, create_app
 from server.config import Settings
-from server.protocol import encode
-from server.protocol_spec import LIMITS
+from server.core.protocol import encode
+from server.core.protocol_spec import LIMITS
 from server.worker import latent_from_bytes
 from tests.server.live import (
     RES,

@@ -7,8 +7,8 @@ import asyncio
 import msgpack
 import pytest
 
+from server.core.outgoing import Kind, Outgoing
 from server.fanout import Hub, Sender, SenderLimits, SenderState
-from server.outgoing import Kind, Outgoing
 from tests.server.conftest import Harness
 
 

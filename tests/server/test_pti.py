@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from server.config import Settings
+from server.core.state import Status
 from server.engine.generator import Generator
 from server.engine.media import encode_jpeg, encode_png
 from server.projection import Projector
-from server.state import Status
 from server.worker import EngineMode, SessionSpec, _create_drag, _frames, _step_drag, latent_from_bytes
 from tests.server.test_worker import RES, Env, until
 

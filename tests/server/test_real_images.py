@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from server.app import create_app
-from server.protocol import encode
+from server.core.protocol import encode
 from server.worker import latent_from_bytes
 from tests.server.live import RES, TestClient, hello, make_settings, recv_msg, recv_until
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from server.ids import hash_token
+from server.core.ids import hash_token
+from server.core.room import FrameResult, JobKind
+from server.core.state import Status
 from server.manager import RoomManager
-from server.room import FrameResult, JobKind
-from server.state import Status
 from server.store import DB_NAME, Store, StoreError
 from tests.server.conftest import FakeClock, Harness, error_code, only
 

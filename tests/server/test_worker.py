@@ -13,17 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
+from server.core.limits import RoomLimits
+from server.core.outgoing import Outgoing
+from server.core.protocol import PROTOCOL_VERSION, decode_hello, encode
+from server.core.room import Room
+from server.core.state import ImageInfo, Status
 from server.engine.drag import DragSession, step_batch
 from server.engine.generator import Generator
 from server.engine.media import decode_image
 from server.engine.session import StepResult
 from server.fanout import Hub
-from server.limits import RoomLimits
 from server.manager import RoomManager
-from server.outgoing import Outgoing
-from server.protocol import PROTOCOL_VERSION, decode_hello, encode
-from server.room import Room
-from server.state import ImageInfo, Status
 from server.store import Store, StoreError
 from server.worker import (
     EngineMode,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from server.core.state import Status
 from server.engine.generator import Generator
 from server.engine.media import encode_png
 from server.engine.session import StepResult
 from server.projection import Projector
-from server.state import Status
 from tests.server.test_worker import RES, Env, until
 
 

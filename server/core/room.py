@@ -6,7 +6,7 @@ The worker drives drags through :meth:`Room.engine_job`, :meth:`Room.on_frame`,
 :meth:`Room.on_finished` and :meth:`Room.on_error`; the room never holds tensors, only latent
 keys. Time comes from an injected clock. Protocol: shared/protocol.md.
 
-Projections. Besides drags the room runs projections (:class:`~server.state.Task`): an uploaded
+Projections. Besides drags the room runs projections (:class:`~server.core.state.Task`): an uploaded
 picture (:meth:`Room.start_upload`, called by the app after it validated and stored the picture)
 or a blend (the ``blend`` op). Status goes idle -> projecting -> stopping -> idle; the worker gets
 PROJECT jobs while projecting and one FINISH job at the end, whose latent is committed as a
@@ -24,13 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.jobs import EngineJob, FrameResult, JobKind
-from server.limits import RoomLimits
-from server.members import JoinRefused, Member, Presence
-from server.outgoing import Disconnect, Kind, Outgoing
-from server.protocol import PROTOCOL_VERSION, ProtocolError, decode, error_message, message_ref, parse_client
-from server.protocol_spec import CLIENT_MESSAGES, LIMITS
-from server.state import (
+from server.core.jobs import EngineJob, FrameResult, JobKind
+from server.core.limits import RoomLimits
+from server.core.members import JoinRefused, Member, Presence
+from server.core.outgoing import Disconnect, Kind, Outgoing
+from server.core.protocol import (
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode,
+    error_message,
+    message_ref,
+    parse_client,
+)
+from server.core.protocol_spec import CLIENT_MESSAGES, LIMITS
+from server.core.state import (
     History,
     HistoryEntry,
     ImageInfo,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from server.protocol import encode
+from server.core.protocol import encode
 
 ALL = "all"  # every member (editors and viewers)
 EDITORS = "editors"  # editors only

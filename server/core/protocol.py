@@ -1,7 +1,7 @@
 """Sans-I/O codec and strict validation for the livedrag websocket protocol.
 
 Every websocket message is one msgpack map with ``t`` (its type) and fields; see
-``shared/protocol.md``. The message table lives in ``server/protocol_spec.py``. This module turns
+``shared/protocol.md``. The message table lives in ``server/core/protocol_spec.py``. This module turns
 bytes into validated, normalised dicts (ints stay ints, floats become ``float``, points become
 ``(x, y)`` tuples) or raises :class:`ProtocolError` carrying an error code from the spec and,
 for fatal problems, the close code the connection must be closed with. It never raises anything
@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from server.protocol_spec import (
+from server.core.protocol_spec import (
     CLIENT_MESSAGES,
     CLOSE_CODES,
     ERRORS,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server import protocol_spec as spec
-from server.protocol import (
+from server.core import protocol_spec as spec
+from server.core.protocol import (
     PROTOCOL_VERSION,
     ProtocolError,
     decode,
@@ -26,7 +26,7 @@ from server.protocol import (
 )
 from tests.conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHARED = ROOT / "shared"
 GOLDEN = SHARED / "golden"
 BOUNDS = (256, 256)
@@ -44,7 +44,7 @@ def load_make_golden():
 
 
 def test_protocol_json_matches_spec():
-    """shared/protocol.json is exactly what server/protocol_spec.py generates."""
+    """shared/protocol.json is exactly what server/core/protocol_spec.py generates."""
     on_disk = json.loads((SHARED / "protocol.json").read_text())
     assert on_disk == json.loads(json.dumps(spec.spec_json()))
     assert on_disk["protocol_version"] == PROTOCOL_VERSION

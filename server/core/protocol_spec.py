@@ -1,6 +1,6 @@
 """The livedrag wire protocol as data: every message, field, limit, error code and close code.
 
-This table is the single source of the contract. ``server/protocol.py`` validates against it,
+This table is the single source of the contract. ``server/core/protocol.py`` validates against it,
 ``scripts/make_golden.py`` writes it out as ``shared/protocol.json`` (read by the JS client and
 its tests), and a test fails when the two disagree. ``shared/protocol.md`` explains it in prose.
 Imports nothing outside the standard library.
@@ -463,7 +463,9 @@ CLOSE_CODES: dict[str, CloseSpec] = {
 def spec_json() -> dict[str, Any]:
     """The whole contract as JSON-ready data (written to shared/protocol.json)."""
     return {
-        "$comment": "Generated from server/protocol_spec.py by scripts/make_golden.py; do not edit by hand.",
+        "$comment": (
+            "Generated from server/core/protocol_spec.py by scripts/make_golden.py; do not edit by hand."
+        ),
         "protocol_version": PROTOCOL_VERSION,
         "encoding": "msgpack, one map per binary websocket message, key t = message type",
         "limits": dict(LIMITS),

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from server.core.mask import MaskGrid
+from server.core.outgoing import ALL, Disconnect, Kind
+from server.core.protocol import ProtocolError, encode, parse_client
+from server.core.protocol_spec import CLIENT_MESSAGES, ERRORS, ID_PATTERN, F
+from server.core.ratelimit import ConnectionLimiter, RateBudgets, TokenBucket
+from server.core.room import FrameResult, JobKind, JoinRefused, RoomLimits
+from server.core.state import Status
 from server.manager import RoomManager, RoomsFull
-from server.mask import MaskGrid
-from server.outgoing import ALL, Disconnect, Kind
-from server.protocol import ProtocolError, encode, parse_client
-from server.protocol_spec import CLIENT_MESSAGES, ERRORS, ID_PATTERN, F
-from server.ratelimit import ConnectionLimiter, RateBudgets, TokenBucket
-from server.room import FrameResult, JobKind, JoinRefused, RoomLimits
-from server.state import Status
 from tests.server.conftest import IMAGE, FakeClock, Harness, check, error_code, only
 
 ADD = {"t": "add_pair", "pair": "p1", "handle": [10.5, 20.5], "target": [30.5, 40.5]}
@@ -31,7 +31,7 @@ def test_core_imports_neither_starlette_nor_torch():
     import subprocess
 
     code = (
-        "import sys; import server.protocol, server.room, server.manager, server.store; "
+        "import sys; import server.core.protocol, server.core.room, server.manager, server.store; "
         "bad = [m for m in ('starlette', 'torch', 'uvicorn') if m in sys.modules]; print(bad); assert not bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
@@ -777,7 +777,7 @@ def test_a_bug_in_a_handler_is_an_internal_error_not_a_crash(h: Harness, monkeyp
 def test_real_messages_have_the_shape_of_the_golden_examples(h: Harness):
     """The messages the core produces have the same keys as the golden examples of their kind."""
     golden = {}
-    for path in sorted((Path(__file__).parents[2] / "shared" / "golden" / "s2c").glob("*.json")):
+    for path in sorted((Path(__file__).parents[3] / "shared" / "golden" / "s2c").glob("*.json")):
         msg = json.loads(path.read_text())
         golden.setdefault(_shape_key(msg), set()).add(frozenset(msg))
     a = h.join().member_id

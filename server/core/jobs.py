@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from server.mask import MaskGrid
-from server.state import ImageInfo, Pair, Params, Point, Task
+from server.core.mask import MaskGrid
+from server.core.state import ImageInfo, Pair, Params, Point, Task
 
 
 class JobKind(StrEnum):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from server.jobs import FrameResult, JobKind
+from server.core.jobs import FrameResult, JobKind
+from server.core.state import Status, UploadInfo
 from server.manager import RoomManager
-from server.state import Status, UploadInfo
 from server.store import Store
 from tests.server.conftest import Harness, check, error_code, only
 

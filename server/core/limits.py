@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from server.protocol_spec import LIMITS
-from server.ratelimit import RateBudgets
+from server.core.protocol_spec import LIMITS
+from server.core.ratelimit import RateBudgets
 
 
 @dataclass(frozen=True)

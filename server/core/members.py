@@ -11,10 +11,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from server.limits import RoomLimits
-from server.outgoing import ALL, EDITORS, Kind, Outgoing
-from server.ratelimit import ConnectionLimiter
-from server.state import Point
+from server.core.limits import RoomLimits
+from server.core.outgoing import ALL, EDITORS, Kind, Outgoing
+from server.core.ratelimit import ConnectionLimiter
+from server.core.state import Point
 
 # 12 distinct colours (Sasha Trubetskoy's list), readable on light and dark images
 PALETTE = (

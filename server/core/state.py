@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from server.mask import MaskGrid
+from server.core.mask import MaskGrid
 
 Point = tuple[float, float]
 
