@@ -94,9 +94,9 @@ from server.engine.latent_io import latent_to_bytes
 from server.engine.media import decode_image, draw_points, encode_jpeg, encode_png
 from server.engine.session import EditSession, Point, StepResult
 from server.fanout import Hub
-from server.manager import RoomManager
 from server.projection import BlendSource, ProjectionError, ProjectionSession, Projector
-from server.store import StoreError
+from server.storage.manager import RoomManager
+from server.storage.store import StoreError
 
 log = logging.getLogger(__name__)
 

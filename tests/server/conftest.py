@@ -12,8 +12,8 @@ from server.core.protocol import PROTOCOL_VERSION, decode_hello, encode, validat
 from server.core.room import Joined, Room, RoomLimits
 from server.core.state import ImageInfo
 from server.engine.generator import Generator
-from server.manager import CreatedRoom, RoomManager
-from server.store import Store
+from server.storage.manager import CreatedRoom, RoomManager
+from server.storage.store import Store
 
 IMAGE = ImageInfo("synthfaces", 256, 256, seed=42, truncation=0.7)
 

@@ -23,8 +23,8 @@ from server.engine.generator import Generator
 from server.engine.media import decode_image
 from server.engine.session import StepResult
 from server.fanout import Hub
-from server.manager import RoomManager
-from server.store import Store, StoreError
+from server.storage.manager import RoomManager
+from server.storage.store import Store, StoreError
 from server.worker import (
     EngineMode,
     SessionSpec,

@@ -18,7 +18,7 @@ from server.core.protocol_spec import CLIENT_MESSAGES, ERRORS, ID_PATTERN, F
 from server.core.ratelimit import ConnectionLimiter, RateBudgets, TokenBucket
 from server.core.room import FrameResult, JobKind, JoinRefused, RoomLimits
 from server.core.state import Status
-from server.manager import RoomManager, RoomsFull
+from server.storage.manager import RoomManager, RoomsFull
 from tests.server.conftest import IMAGE, FakeClock, Harness, check, error_code, only
 
 ADD = {"t": "add_pair", "pair": "p1", "handle": [10.5, 20.5], "target": [30.5, 40.5]}
@@ -31,7 +31,8 @@ def test_core_imports_neither_starlette_nor_torch():
     import subprocess
 
     code = (
-        "import sys; import server.core.protocol, server.core.room, server.manager, server.store; "
+        "import sys; import server.core.protocol, server.core.room, "
+        "server.storage.manager, server.storage.store; "
         "bad = [m for m in ('starlette', 'torch', 'uvicorn') if m in sys.modules]; print(bad); assert not bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

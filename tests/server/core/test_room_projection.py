@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from server.core.jobs import FrameResult, JobKind
 from server.core.state import Status, UploadInfo
-from server.manager import RoomManager
-from server.store import Store
+from server.storage.manager import RoomManager
+from server.storage.store import Store
 from tests.server.conftest import Harness, check, error_code, only
 
 KEY = "ab" * 32

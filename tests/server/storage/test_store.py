@@ -10,8 +10,8 @@ import pytest
 from server.core.ids import hash_token
 from server.core.room import FrameResult, JobKind
 from server.core.state import Status
-from server.manager import RoomManager
-from server.store import DB_NAME, Store, StoreError
+from server.storage.manager import RoomManager
+from server.storage.store import DB_NAME, Store, StoreError
 from tests.server.conftest import FakeClock, Harness, error_code, only
 
 ADD = {"t": "add_pair", "pair": "p1", "handle": [10.5, 20.5], "target": [30.5, 40.5]}

@@ -22,7 +22,7 @@ from server.core.outgoing import ALL, Outgoing
 from server.core.protocol import error_message
 from server.core.room import Clock, Joined, Room
 from server.core.state import HistoryEntry, ImageInfo, Params, RoomRecord, UploadInfo
-from server.store import Store, StoreError
+from server.storage.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
