@@ -90,11 +90,11 @@ from server.core.state import ImageInfo
 from server.engine.checkpoint import load_generator
 from server.engine.generator import Generator
 from server.fanout import Hub, Sender, SenderLimits, with_timeout
-from server.projection import Projector
 from server.storage.manager import RoomManager, RoomsFull
 from server.storage.store import Store, StoreError
 from server.uploads import UploadRefused, picture_bytes, read_limited, sniff, upload_options
-from server.worker import EngineError, EngineMode, Worker, default_modes, trajectory_gif
+from server.worker.loop import EngineError, EngineMode, Worker, default_modes, trajectory_gif
+from server.worker.projector import Projector
 
 log = logging.getLogger(__name__)
 

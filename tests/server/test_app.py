@@ -16,7 +16,7 @@ from server.app import RedactQueryFilter, create_app
 from server.config import Settings
 from server.core.protocol import encode
 from server.core.protocol_spec import LIMITS
-from server.worker import latent_from_bytes
+from server.worker.loop import latent_from_bytes
 from tests.server.live import (
     RES,
     TestClient,

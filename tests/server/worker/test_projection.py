@@ -10,7 +10,7 @@ from server.engine.blend import blend_target
 from server.engine.encoder import Encoder, EncoderConfig, encode
 from server.engine.generator import Generator, to_uint8
 from server.engine.project import ProjectSession
-from server.projection import BlendSource, EncodedSession, Projector
+from server.worker.projector import BlendSource, EncodedSession, Projector
 
 RES = 32
 

@@ -9,8 +9,8 @@ from server.core.state import Status
 from server.engine.generator import Generator
 from server.engine.media import encode_png
 from server.engine.session import StepResult
-from server.projection import Projector
-from tests.server.test_worker import RES, Env, until
+from server.worker.projector import Projector
+from tests.server.worker.test_worker import RES, Env, until
 
 
 class FakeSession:

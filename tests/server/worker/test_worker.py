@@ -25,7 +25,7 @@ from server.engine.session import StepResult
 from server.fanout import Hub
 from server.storage.manager import RoomManager
 from server.storage.store import Store, StoreError
-from server.worker import (
+from server.worker.loop import (
     EngineMode,
     SessionSpec,
     Worker,

@@ -10,9 +10,9 @@ from server.config import Settings
 from server.core.state import Status
 from server.engine.generator import Generator
 from server.engine.media import encode_jpeg, encode_png
-from server.projection import Projector
-from server.worker import EngineMode, SessionSpec, _create_drag, _frames, _step_drag, latent_from_bytes
-from tests.server.test_worker import RES, Env, until
+from server.worker.loop import EngineMode, SessionSpec, _create_drag, _frames, _step_drag, latent_from_bytes
+from server.worker.projector import Projector
+from tests.server.worker.test_worker import RES, Env, until
 
 W_STEPS = 3  # W+ steps of each upload's projection
 

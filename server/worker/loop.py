@@ -44,7 +44,7 @@ change during a drag applies to the next drag.
 
 Projections (real images). PROJECT jobs (a room projecting an upload or a blend) are stepped
 like drags: one optimisation step per tick, all projecting rooms in one batched pass
-(:meth:`~server.projection.Projector.step_many`), each frame streamed with its PSNR and loss.
+(:meth:`~server.worker.projector.Projector.step_many`), each frame streamed with its PSNR and loss.
 The session is created from the room's :class:`~server.core.state.Task` (the target PNG from the
 store, the current latent for a blend); the FINISH job commits the latent of the last frame.
 A failed projection commits nothing (the room shows its image again).
@@ -94,9 +94,9 @@ from server.engine.latent_io import latent_to_bytes
 from server.engine.media import decode_image, draw_points, encode_jpeg, encode_png
 from server.engine.session import EditSession, Point, StepResult
 from server.fanout import Hub
-from server.projection import BlendSource, ProjectionError, ProjectionSession, Projector
 from server.storage.manager import RoomManager
 from server.storage.store import StoreError
+from server.worker.projector import BlendSource, ProjectionError, ProjectionSession, Projector
 
 log = logging.getLogger(__name__)
 

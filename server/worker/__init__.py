@@ -1,0 +1,1 @@
+"""The worker: owns the generator and its device and runs the rooms' engine jobs on its own thread."""
