@@ -1,7 +1,7 @@
 """`livedrag serve`: the collaborative editor's web server (uvicorn + the livedrag app).
 
 Settings come from ``LIVEDRAG_*`` environment variables, then from these flags (see
-``server/config.py``). The model is loaded once, on CUDA when present (else the CPU). On the CPU
+``server/edge/config.py``). The model is loaded once, on CUDA when present (else the CPU). On the CPU
 the process tunes glibc malloc the way ``make serve`` does (unless the ``MALLOC_*`` variables are
 set): PyTorch's allocation pattern otherwise fragments the heap and slows steps by up to 2x.
 Logs say who joined (name, role, room), what ran (drags with steps, seconds and reason) and what
@@ -75,7 +75,7 @@ def register(subparsers) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from server.config import Settings
+    from server.edge.config import Settings
 
     return Settings.from_env(
         host=args.host,
@@ -136,7 +136,7 @@ def tune_malloc() -> bool:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from server.app import Server, create_app, pick_device, uvicorn_config
+    from server.edge.app import Server, create_app, pick_device, uvicorn_config
 
     settings = settings_from_args(args)
     logging.getLogger().setLevel(settings.log_level.upper())

@@ -5,7 +5,7 @@ one dedicated thread (a single-thread executor); the event loop never waits on t
 rooms stay on the event loop (they are not thread-safe): each tick the loop takes an immutable
 :class:`~server.core.room.EngineJob` per room that wants work, hands the batch to the thread, and
 applies the results (``on_frame`` / ``on_finished`` / ``on_error``) back on the loop, which then
-gives each frame message to the room's connections (:class:`~server.fanout.Hub`).
+gives each frame message to the room's connections (:class:`~server.edge.fanout.Hub`).
 
 A tick:
 
@@ -88,12 +88,12 @@ from server.core.outgoing import Outgoing
 from server.core.protocol import error_message
 from server.core.room import Room
 from server.core.state import ImageInfo, Params, Status, Task, TaskKind
+from server.edge.fanout import Hub
 from server.engine import latent_io
 from server.engine.generator import Generator, to_uint8
 from server.engine.latent_io import latent_to_bytes
 from server.engine.media import decode_image, draw_points, encode_jpeg, encode_png
 from server.engine.session import EditSession, Point, StepResult
-from server.fanout import Hub
 from server.storage.manager import RoomManager
 from server.storage.store import StoreError
 from server.worker.projector import BlendSource, ProjectionError, ProjectionSession, Projector

@@ -18,9 +18,9 @@ import torch
 from starlette.exceptions import StarletteDeprecationWarning
 from websockets.exceptions import ConnectionClosed
 
-from server.app import Server, create_app, uvicorn_config
-from server.config import Settings
 from server.core.protocol import PROTOCOL_VERSION, encode
+from server.edge.app import Server, create_app, uvicorn_config
+from server.edge.config import Settings
 from server.engine.checkpoint import save_generator
 from server.engine.generator import Generator
 from tests.conftest import tiny_config

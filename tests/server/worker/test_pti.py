@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from server.config import Settings
 from server.core.state import Status
+from server.edge.config import Settings
 from server.engine.generator import Generator
 from server.engine.media import encode_jpeg, encode_png
 from server.worker.loop import EngineMode, SessionSpec, _create_drag, _frames, _step_drag, latent_from_bytes

@@ -18,11 +18,11 @@ from server.core.outgoing import Outgoing
 from server.core.protocol import PROTOCOL_VERSION, decode_hello, encode
 from server.core.room import Room
 from server.core.state import ImageInfo, Status
+from server.edge.fanout import Hub
 from server.engine.drag import DragSession, step_batch
 from server.engine.generator import Generator
 from server.engine.media import decode_image
 from server.engine.session import StepResult
-from server.fanout import Hub
 from server.storage.manager import RoomManager
 from server.storage.store import Store, StoreError
 from server.worker.loop import (

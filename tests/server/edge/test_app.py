@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
-from server.app import RedactQueryFilter, create_app
-from server.config import Settings
 from server.core.protocol import encode
 from server.core.protocol_spec import LIMITS
+from server.edge.app import RedactQueryFilter, create_app
+from server.edge.config import Settings
 from server.worker.loop import latent_from_bytes
 from tests.server.live import (
     RES,
@@ -343,9 +343,9 @@ def test_settings_come_from_the_environment_then_overrides(tmp_path):
 
 def test_serve_flags_become_settings_and_uvicorn_options(tmp_path):
     """`livedrag serve` flags override the environment; uvicorn gets the size cap and no deflate."""
-    from server.app import uvicorn_config
     from server.cli import build_parser
     from server.cli.serve import default_torch_threads, settings_from_args
+    from server.edge.app import uvicorn_config
 
     args = build_parser().parse_args(
         [

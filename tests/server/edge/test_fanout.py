@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from server.core.outgoing import Kind, Outgoing
-from server.fanout import Hub, Sender, SenderLimits, SenderState
+from server.edge.fanout import Hub, Sender, SenderLimits, SenderState
 from tests.server.conftest import Harness
 
 

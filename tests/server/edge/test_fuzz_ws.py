@@ -7,11 +7,11 @@ import msgpack
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from server.app import create_app
 from server.core.limits import RoomLimits
 from server.core.protocol import ProtocolError, decode_client, encode
 from server.core.protocol_spec import CLIENT_MESSAGES
 from server.core.ratelimit import RateBudgets
+from server.edge.app import create_app
 from tests.server.live import RES, TestClient, close_code, hello, make_settings, recv_msg, recv_until
 
 # No rate limits and no strike budget here: every message must be judged on its content alone.

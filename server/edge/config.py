@@ -21,7 +21,7 @@ from server.core.protocol_spec import LIMITS
 
 ENV_PREFIX = "LIVEDRAG_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_data_dir(cwd: Path | None = None) -> Path:

@@ -77,7 +77,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from server.config import Settings
 from server.core.ids import token_matches
 from server.core.limits import RoomLimits
 from server.core.members import JoinRefused
@@ -87,12 +86,13 @@ from server.core.protocol_spec import LIMITS
 from server.core.ratelimit import TokenBucket
 from server.core.room import Room
 from server.core.state import ImageInfo
+from server.edge.config import Settings
+from server.edge.fanout import Hub, Sender, SenderLimits, with_timeout
+from server.edge.uploads import UploadRefused, picture_bytes, read_limited, sniff, upload_options
 from server.engine.checkpoint import load_generator
 from server.engine.generator import Generator
-from server.fanout import Hub, Sender, SenderLimits, with_timeout
 from server.storage.manager import RoomManager, RoomsFull
 from server.storage.store import Store, StoreError
-from server.uploads import UploadRefused, picture_bytes, read_limited, sniff, upload_options
 from server.worker.loop import EngineError, EngineMode, Worker, default_modes, trajectory_gif
 from server.worker.projector import Projector
 
