@@ -2,6 +2,8 @@
 
 Writes, under --out-dir (default docs/img):
   generator_grid.png         8x8 samples (seeds 0..63, truncation 0.7), upscaled 2x
+  generator_renders.png      renders of seeds 0..63 at the same size (the same faces for a
+                             generator distilled from the renderer), upscaled 2x
   generator_truncation.png   rows = seeds, columns = psi 0, 0.25, 0.5, 0.7, 0.85, 1.0
   generator_fid_curve.png    FID-style score of every training snapshot (--run) vs kimg
   drag_*.gif                 a few DragGAN drags on generated faces (handles from the detector)
@@ -12,7 +14,11 @@ and a JSON report (--json, default docs/generator_eval.json) with:
   * the fraction of generated faces whose detected landmarks pass geometric sanity checks;
   * the landmark spread: the mean distance between the same landmark on two faces (generated at
     psi 1 and 0.7, rendered), and along the snapshots (generator_spread_curve.png): the drag
-    benchmark's `pairs` drags are that long.
+    benchmark's `pairs` drags are that long;
+  * sharpness against renders (server/synthfaces/sharpness.py): the mean of the top 2% Sobel
+    magnitudes (edges, goal >= 0.95) and the median Sobel magnitude (flat areas, goal <= 1.5);
+  * for a generator distilled from the renderer (its z names a render), the PSNR of each
+    generated image against the render of its own latent.
 
     .venv/bin/python scripts/eval_generator.py --run runs/sf64 --n 2000
 """
@@ -38,26 +44,49 @@ from server.engine.checkpoint import load_generator  # noqa: E402
 from server.engine.drag import DragOptions, DragSession  # noqa: E402
 from server.engine.generator import Generator, to_uint8  # noqa: E402
 from server.engine.media import draw_points, make_grid, upscale, write_gif  # noqa: E402
-from server.synthfaces import render_batch  # noqa: E402
+from server.synthfaces import N_SLOTS, params_from_z, render, render_batch  # noqa: E402
 from server.synthfaces.demos import DEMO_DRAGS  # noqa: E402
 from server.synthfaces.detector import load_detector  # noqa: E402
 from server.synthfaces.fid import frechet_distance  # noqa: E402
 from server.synthfaces.landmarks import geometric_sanity, pair_spread  # noqa: E402
+from server.synthfaces.sharpness import sharpness_ratios  # noqa: E402
 
 HELD_OUT_SEED = 10_000_000  # training used renderer seeds [0, N); evaluation seeds start here
 
 
+def latents(n: int, z_dim: int, seed: int = 0) -> torch.Tensor:
+    """n latents z [n, z_dim] drawn with torch.Generator(seed) on the CPU."""
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
 @torch.no_grad()
 def generate(G: Generator, n: int, seed: int = 0, psi: float = 1.0, batch: int = 64) -> np.ndarray:
-    """n images uint8 [n, H, W, 3] from z drawn with torch.Generator(seed) on the CPU."""
-    g = torch.Generator().manual_seed(seed)
+    """n images uint8 [n, H, W, 3] from ``latents(n, G.z_dim, seed)``."""
+    z = latents(n, G.z_dim, seed)
     out = []
     for i in range(0, n, batch):
-        z = torch.randn(min(batch, n - i), G.z_dim, generator=g)
-        ws = G.mapping(z, truncation_psi=psi)
+        ws = G.mapping(z[i : i + batch], truncation_psi=psi)
         img, _ = G.synthesis(ws, noise_mode="const")
         out.append(to_uint8(img))
     return np.concatenate(out)
+
+
+def is_distilled(G: Generator) -> bool:
+    """A generator whose z names a render (scripts/train_distill.py): z [N_SLOTS], distill provenance."""
+    return G.z_dim == N_SLOTS and G.cfg.extra.get("latent") == "synthfaces.params_from_z"
+
+
+def psnr_vs_renders(G: Generator, images: np.ndarray, seed: int) -> dict:
+    """PSNR of generated images against the renders of their own latents (distilled models only)."""
+    z = latents(len(images), G.z_dim, seed).double().numpy()
+    real = np.stack([render(params_from_z(zi), G.img_resolution)[0] for zi in z])
+    mse = ((images.astype(np.float64) - real.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+    db = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+    return {
+        "mean_db": float(db.mean()),
+        "median_db": float(np.median(db)),
+        "p10_db": float(np.percentile(db, 10)),
+    }
 
 
 def line_plot(xs: list[float], ys: list[float], refs: dict[str, float], path: Path, title: str) -> None:
@@ -149,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default=str(ROOT / "docs" / "img"))
     p.add_argument("--json", default=str(ROOT / "docs" / "generator_eval.json"))
     p.add_argument("--drag-steps", type=int, default=80)
+    p.add_argument("--no-drags", action="store_true", help="skip the demo drags (scores and grids only)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -162,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     # pictures
     grid = make_grid([to_uint8(G.synthesize(G.ws_from_seed(s))[0])[0] for s in range(64)], cols=8)
     Image.fromarray(upscale(grid, 2)).save(out_dir / "generator_grid.png")
+    # renders of the same size beside it: of the same seeds where the model distils the renderer
+    rgrid = make_grid(list(render_batch(range(64), res)[0]), cols=8)
+    Image.fromarray(upscale(rgrid, 2)).save(out_dir / "generator_renders.png")
     psis = [0.0, 0.25, 0.5, 0.7, 0.85, 1.0]
     rows = []
     with torch.no_grad():
@@ -195,6 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         "generated_psi0.7": pair_spread(det.detect(fake07)[:even]),
         "rendered": pair_spread(lm_real[:even]),
     }
+    sharp = sharpness_ratios(fake, real_a)
+    spread["ratio_psi1"] = spread["generated_psi1"] / spread["rendered"]
+    match = psnr_vs_renders(G, fake, seed=1) if is_distilled(G) else None
+    print(
+        f"sharpness: top-2% Sobel ratio {sharp['edge_ratio']:.3f} (goal >= 0.95), median Sobel ratio "
+        f"{sharp['flat_ratio']:.2f} (goal <= 1.5); landmark spread ratio {spread['ratio_psi1']:.3f} "
+        f"(goal >= 0.9); FID-style / floor {score / floor:.1f}x (goal <= 5x)"
+        + (f"; PSNR vs own render {match['mean_db']:.2f} dB" if match else "")
+    )
     print(
         f"FID-style: generated {score:.2f} (psi 0.7: {score_psi07:.2f}), floor {floor:.2f}, "
         f"untrained {ceiling:.2f}; sane landmarks: generated {sane_fake:.1%}, rendered {sane_real:.1%}; "
@@ -228,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 "landmark spread between two faces (px, psi 1) vs kimg",
             )
 
-    drags = drag_demos(G, det, out_dir, args.drag_steps)
+    drags = [] if args.no_drags else drag_demos(G, det, out_dir, args.drag_steps)
     report = {
         "checkpoint": str(args.checkpoint or "embedded"),
         "config": G.cfg.to_dict(),
@@ -240,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             "ceiling_untrained": ceiling,
             "feature_network": "SynthFaces landmark detector (pooled)",
         },
+        "fid_over_floor": score / floor,
+        "sharpness": sharp,
+        "psnr_vs_render": match,
         "landmark_sanity": {"generated": sane_fake, "rendered": sane_real},
         "landmark_spread_px": spread,
         "curve": [{"kimg": k, "fid_style": v, "landmark_spread_px": sp} for k, v, sp in curve],
@@ -249,7 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(
-        json.dumps({k: report[k] for k in ("fid_style", "landmark_sanity", "landmark_spread_px")}, indent=2)
+        json.dumps(
+            {
+                k: report[k]
+                for k in ("fid_style", "fid_over_floor", "sharpness", "psnr_vs_render", "landmark_spread_px")
+            },
+            indent=2,
+        )
     )
     for d in drags:
         print(f"drag {d['name']}: {d['reason']} in {d['seconds']} s, final distance {d['final_distance_px']}")

@@ -1,0 +1,125 @@
+"""Renderer distillation: targets, mixing, a learning loop that resumes bit for bit, exports (tiny CPU models)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from server.engine.checkpoint import load_generator
+from server.synthfaces import N_SLOTS, mix_params, params_from_z, render, render_seed
+from server.training.distill import (
+    LATENT_KIND,
+    DistillConfig,
+    DistillTrainer,
+    Renderer,
+    psnr,
+    render_faces,
+    sobel,
+)
+
+
+def tiny(**kw) -> DistillConfig:
+    base = dict(
+        res=16,
+        channel_base=256,
+        channel_max=32,
+        w_dim=32,
+        mapping_layers=2,
+        batch=4,
+        total_kimg=1.0,
+        log_kimg=0.008,
+        grid_kimg=1000,
+        snap_kimg=1000,
+        ckpt_kimg=1000,
+    )
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def test_targets_are_the_renders_of_the_latents_and_mixes():
+    """render_faces draws params_from_z; with a second latent, A's geometry in B's colours."""
+    z = np.random.default_rng(0).standard_normal((2, N_SLOTS))
+    imgs = render_faces(z, 16)
+    assert np.array_equal(imgs[0], render(params_from_z(z[0]), 16)[0])
+    mixed = render_faces(z[:1], 16, mix_with=z[1:])
+    assert np.array_equal(mixed[0], render(mix_params(params_from_z(z[0]), params_from_z(z[1])), 16)[0])
+
+
+def test_worker_processes_render_the_same_batch():
+    """Rendering in worker processes changes nothing but the speed."""
+    z = np.random.default_rng(1).standard_normal((5, N_SLOTS))
+    r = Renderer(16, workers=2)
+    try:
+        assert np.array_equal(r.submit(z, None).result(), render_faces(z, 16))
+    finally:
+        r.close()
+
+
+def test_sobel_sees_edges_not_flat_areas():
+    flat = torch.zeros(1, 3, 8, 8)
+    step = torch.zeros(1, 3, 8, 8)
+    step[..., 4:] = 1.0
+    assert sobel(flat).abs().max() == 0
+    assert sobel(step).abs().max() > 0.4
+    assert psnr(flat, flat + 0.02).item() == pytest.approx(10 * np.log10(4 / 0.0004), rel=1e-4)
+
+
+def test_training_learns_and_resumes_bit_for_bit(tmp_path, one_torch_thread):
+    """The loss falls within a few dozen steps; 2 steps + resume + 2 steps equal 4 steps."""
+    a = DistillTrainer(tiny(), tmp_path / "a")
+    first = [a.train_step()["l1"] for _ in range(4)]
+    a.run(max_steps=36, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert np.mean([r["l1"] for r in log[-3:]]) < 0.8 * np.mean(first)
+
+    b = DistillTrainer(tiny(), tmp_path / "b")
+    b.run(max_steps=4, progress=False)
+    c = DistillTrainer(tiny(), tmp_path / "c")
+    c.run(max_steps=2, progress=False)
+    c = DistillTrainer.resume(tmp_path / "c")
+    c.run(max_steps=2, progress=False)
+    for (k, pb), pc in zip(b.G_ema.state_dict().items(), c.G_ema.state_dict().values(), strict=True):
+        assert torch.equal(pb, pc), k
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    t = DistillTrainer(tiny(), tmp_path)
+    t.save_checkpoint()
+    with pytest.raises(ValueError, match="cannot change"):
+        DistillTrainer.resume(tmp_path, overrides={"lr": 0.1})
+    assert DistillTrainer.resume(tmp_path, overrides={"total_kimg": 5.0}).cfg.total_kimg == 5.0
+
+
+def test_snapshot_loads_as_a_generator_whose_seed_names_a_render(tmp_path):
+    """The export is an ordinary livedrag checkpoint; its config says z names a render."""
+    t = DistillTrainer(tiny(), tmp_path)
+    path = t.save_snapshot(tmp_path / "g.safetensors")
+    G = load_generator(path)
+    assert G.z_dim == N_SLOTS and G.img_resolution == 16
+    assert G.cfg.extra["latent"] == LATENT_KIND
+    img, _ = G.synthesize(G.ws_from_seed(3))
+    assert img.shape == (1, 3, 16, 16)
+    assert render_seed(3, 16)[0].shape == (16, 16, 3)
+
+
+def test_mixing_takes_rows_from_two_faces(tmp_path, monkeypatch):
+    """A mixed batch feeds rows < mix_cut from face A and the rest from face B."""
+    t = DistillTrainer(tiny(mix_prob=1.0, mix_cut=3), tmp_path)
+    seen = {}
+    real = t.G.synthesis.forward
+
+    def spy(ws, **kw):
+        seen["ws"] = ws.detach().clone()
+        return real(ws, **kw)
+
+    monkeypatch.setattr(t.G.synthesis, "forward", spy)
+    t._next = t._draw()
+    zb = t._next[2]
+    t.train_step()
+    ws = seen["ws"]
+    assert zb is not None
+    assert not torch.equal(ws[:, 2], ws[:, 3])
+    assert torch.equal(ws[:, 0], ws[:, 2]) and torch.equal(ws[:, 3], ws[:, -1])
