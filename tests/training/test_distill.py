@@ -1,4 +1,4 @@
-"""Renderer distillation: targets, mixing, a learning loop that resumes bit for bit, exports (tiny CPU models)."""
+"""Renderer distillation: targets, mixing, a loop that learns and resumes bit for bit, exports."""
 
 from __future__ import annotations
 
