@@ -93,8 +93,11 @@ from server.engine.checkpoint import load_generator
 from server.engine.generator import Generator
 from server.storage.manager import RoomManager, RoomsFull
 from server.storage.store import Store, StoreError
-from server.worker.loop import EngineError, EngineMode, Worker, default_modes, trajectory_gif
+from server.worker.loop import Worker
+from server.worker.media import trajectory_gif
+from server.worker.modes import EngineMode, default_modes
 from server.worker.projector import Projector
+from server.worker.state import EngineError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from server.core.protocol import encode
 from server.core.protocol_spec import LIMITS
 from server.edge.app import RedactQueryFilter, create_app
 from server.edge.config import Settings
-from server.worker.loop import latent_from_bytes
+from server.worker.latents import latent_from_bytes
 from tests.server.live import (
     RES,
     TestClient,

@@ -16,7 +16,7 @@ from PIL import Image
 
 from server.core.protocol import encode
 from server.edge.app import create_app
-from server.worker.loop import latent_from_bytes
+from server.worker.latents import latent_from_bytes
 from tests.server.live import RES, TestClient, hello, make_settings, recv_msg, recv_until
 
 

@@ -10,7 +10,9 @@ from server.core.state import Status
 from server.edge.config import Settings
 from server.engine.generator import Generator
 from server.engine.media import encode_jpeg, encode_png
-from server.worker.loop import EngineMode, SessionSpec, _create_drag, _frames, _step_drag, latent_from_bytes
+from server.worker.latents import latent_from_bytes
+from server.worker.media import _frames
+from server.worker.modes import EngineMode, SessionSpec, _create_drag, _step_drag
 from server.worker.projector import Projector
 from tests.server.worker.test_worker import RES, Env, until
 

@@ -25,15 +25,10 @@ from server.engine.media import decode_image
 from server.engine.session import StepResult
 from server.storage.manager import RoomManager
 from server.storage.store import Store, StoreError
-from server.worker.loop import (
-    EngineMode,
-    SessionSpec,
-    Worker,
-    _create_drag,
-    default_modes,
-    latent_from_bytes,
-    trajectory_gif,
-)
+from server.worker.latents import latent_from_bytes
+from server.worker.loop import Worker
+from server.worker.media import trajectory_gif
+from server.worker.modes import EngineMode, SessionSpec, _create_drag, default_modes
 from tests.server.live import tiny_predictor
 
 RES = 32

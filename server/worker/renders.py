@@ -1,0 +1,72 @@
+"""Render jobs and downloads: a room's image rendered without a drag (a new image, undo/redo, the
+first look after a restart), batched into one forward pass per generator; the committed image as
+PNG, its latent, and the frames of the last drag, for the HTTP downloads."""
+
+from __future__ import annotations
+
+import torch
+
+from server.core.jobs import EngineJob, FrameResult
+from server.core.state import ImageInfo
+from server.engine.generator import Generator
+from server.engine.media import encode_png
+from server.worker.base import WorkerBase
+from server.worker.media import TrajectoryItem, _frames
+from server.worker.state import Outcome
+
+
+class RenderJobs(WorkerBase):
+    """RENDER jobs (engine thread) and the downloads (awaited on the event loop)."""
+
+    # --- downloads (engine thread) --------------------------------------------------------------
+
+    async def image_png(self, image: ImageInfo, room: str | None = None) -> bytes:
+        """The committed image as PNG (rendered at full quality, not the streamed JPEG), with the
+        room's tuned generator when ``room`` holds one for this image."""
+        return await self.call(self._png, image, room)
+
+    async def latent_bytes(self, image: ImageInfo) -> bytes:
+        """The committed image's W+ as safetensors bytes."""
+        return await self.call(self._latents.file, image)
+
+    async def trajectory(self, room_id: str) -> list[TrajectoryItem]:
+        """The frames of the room's last (or current) drag, oldest first (empty: none yet)."""
+        return await self.call(self._trajectory_items, room_id)
+
+    def _png(self, image: ImageInfo, room: str | None = None) -> bytes:
+        G = self.G if room is None else self._generator(room, image)
+        with torch.no_grad():
+            img, _ = G.synthesis(self._latents.image_ws(image), noise_mode="const")
+        return encode_png(_frames(img)[0])
+
+    def _trajectory_items(self, room_id: str) -> list[TrajectoryItem]:
+        t = self._trajectories.get(room_id)
+        return [] if t is None else t.frames()
+
+    # --- engine thread ---------------------------------------------------------------------------
+
+    def _render_all(self, jobs: list[EngineJob]) -> list[Outcome]:
+        outcomes, ready = [], []
+        groups: dict[int, tuple[Generator, list[tuple[EngineJob, torch.Tensor]]]] = {}
+        for job in jobs:
+            try:
+                ws = self._room_ws(self._state(job.room), job.image)
+                G = self._generator(job.room, job.image)
+            except Exception as e:
+                outcomes.append(self._failed(job, e))
+                continue
+            groups.setdefault(id(G), (G, []))[1].append((job, ws))
+        for G, ready in groups.values():  # one forward pass per generator (shared, or a room's tuned)
+            t0 = self._clock()
+            try:
+                with torch.no_grad():
+                    img, _ = G.synthesis(torch.cat([ws for _, ws in ready]), noise_mode="const")
+                frames = _frames(img)
+            except Exception as e:
+                outcomes += [self._failed(job, e) for job, _ in ready]
+                continue
+            for (job, _), frame in zip(ready, frames, strict=True):
+                outcomes.append(self._guard(job, lambda j, f=frame: Outcome(j, FrameResult(self._jpeg(f)))))
+            self._measure(("render", ""), t0, len(ready))
+            self.stats.renders += len(ready)
+        return outcomes
