@@ -19,6 +19,10 @@ export const SHORTCUTS = Object.freeze([
   ["points-clear", ["Shift", "C"], "Clear all points", (e) => lower(e) === "c" && e.shiftKey && !mod(e)],
   ["random-image", ["R"], "New image from a random seed", plain("r")],
   ["mode", ["O"], "Switch mode: optimize / predict", plain("o")],
+  ["zoom-in", ["+"], "Zoom in (also Ctrl/⌘+wheel or pinch on the image)", (e) => (e.key === "+" || e.key === "=") && !mod(e)],
+  ["zoom-out", ["-"], "Zoom out", (e) => (e.key === "-" || e.key === "_") && !mod(e)],
+  ["zoom-fit", ["0"], "Fit: the whole image, at most 4× its size", (e) => e.key === "0" && !mod(e)],
+  ["zoom-actual", ["1"], "Actual size (100%)", (e) => e.key === "1" && !mod(e)],
   ["panel", ["Tab"], "Show or hide the side panel (narrow screens)", (e) => e.key === "Tab" && !e.shiftKey && !mod(e) && e.narrow],
   ["help", ["?"], "This help", (e) => e.key === "?"],
 ]);
