@@ -3,6 +3,7 @@
 
 import { Connection, ConnState } from "./connection.js";
 import { Editor, Gesture, Tool } from "./editor.js";
+import { exportPng } from "./export.js";
 import { browserDecodeImage, FramePipeline, RateMeter } from "./frames.js";
 import { DragStatus, RoomModel } from "./model.js";
 import * as protocol from "./protocol.js";
@@ -11,9 +12,11 @@ import { matchShortcut, SHORTCUTS } from "./shortcuts.js";
 import { Stage } from "./stage.js";
 import { throttle } from "./throttle.js";
 import { $, copyText, initials, NAME_KEY, RECENT_KEY, setText, store, toast, typingInField } from "./ui.js";
+import { exportFactor, FIT, parseZoom, pngName, scaleOf, zoomLabel, zoomSteps } from "./zoom.js";
 
 const BANNER_AFTER_MS = 5000; // "reconnecting" only after this long offline
 const QUIET_ERRORS = new Set(["unknown_pair"]); // someone else removed it: not worth a message
+const ZOOM_KEY = "livedrag.zoom"; // this browser's zoom: a view setting, never sent to the room
 
 /** What to tell the user for a close code that ends the session (shared/protocol.md section 11). */
 const FATAL = {
@@ -93,12 +96,20 @@ class RoomApp {
     this.blendSource = "seed";
     this.els = {
       stage: $("canvas-area"),
+      scroll: $("canvas-scroll"),
       wrap: $("canvas-wrap"),
       image: $("image-canvas"),
       overlay: $("overlay-canvas"),
     };
-    this.stage = new Stage(this.els);
-    this.stage.onResize = () => this.requestRender();
+    this.stage = new Stage(this.els, parseZoom(store.get(ZOOM_KEY, FIT)));
+    this.stage.onResize = () => {
+      this.updateZoom();
+      this.requestRender();
+    };
+    this.stage.onZoom = () => {
+      store.set(ZOOM_KEY, String(this.stage.zoom));
+      this.updateZoom();
+    };
     this.editor = new Editor(this, this.els.overlay);
     this.pipeline = new FramePipeline({
       decodeImage: browserDecodeImage,
@@ -413,6 +424,31 @@ class RoomApp {
     const hint = this.editor.hint();
     setText($("hint"), hint || "");
     $("hint").hidden = !hint;
+  }
+
+  /** The zoom control: the steps offered for this image, the readout, the ends of the ladder. */
+  updateZoom() {
+    const { imageW: W, imageH: H, zoom, fit } = this.stage;
+    if (!W) return;
+    const select = $("zoom-level");
+    const steps = zoomSteps(W, H);
+    const key = `${W}x${H}`;
+    if (select.dataset.size !== key) {
+      select.dataset.size = key;
+      select.replaceChildren(
+        ...[FIT, ...steps].map((z) => {
+          const o = document.createElement("option");
+          o.value = String(z);
+          o.textContent = zoomLabel(z, scaleOf(z, fit));
+          return o;
+        }),
+      );
+    }
+    setText(select.options[0], zoomLabel(FIT, fit));
+    select.value = String(zoom);
+    const scale = this.stage.scale;
+    $("zoom-in").disabled = scale >= steps.at(-1) - 1e-6;
+    $("zoom-out").disabled = scale <= steps[0] + 1e-6;
   }
 
   updateToolbar() {
@@ -810,8 +846,34 @@ class RoomApp {
       a.setAttribute("aria-disabled", String(!enabled || !this.conn?.joined));
     };
     set("dl-png", "image.png", `${tag}.png`);
+    this.pngTag = tag;
+    const w = s?.image.w ?? 0;
+    const h = s?.image.h ?? 0;
+    const k = exportFactor(w, h);
+    setText($("dl-png-size"), s ? `${w}×${h}` : "");
+    setText($("dl-png-up-factor"), `${k}×`);
+    setText($("dl-png-up-size"), s ? `${w * k}×${h * k}` : "");
+    $("dl-png-up").disabled = !s || !this.conn?.joined || this.exporting;
     set("dl-gif", "trajectory.gif", `${this.room}-drag${s?.drag ?? 0}.gif`, (s?.drag ?? 0) > 0);
     set("dl-latent", "latent.safetensors", `${tag}.safetensors`);
+  }
+
+  /** Save the committed image as PNG: native (factor 1) or upscaled k times here; named by size. */
+  async downloadPng(factor) {
+    const url = $("dl-png").href;
+    const tag = this.pngTag || this.room;
+    if (!url || this.exporting) return;
+    this.exporting = true;
+    this.setDownloads();
+    try {
+      const [w, h] = await exportPng(url, factor, (w, h) => pngName(tag, w, h));
+      if (factor > 1) toast(`Saved a ${w}×${h} PNG (${factor}× the image, smooth)`, "ok");
+    } catch (e) {
+      toast(`Download failed: ${e.message}`, "error");
+    } finally {
+      this.exporting = false;
+      this.setDownloads();
+    }
   }
 
   // --- controls -------------------------------------------------------------------------------
@@ -856,7 +918,7 @@ class RoomApp {
       const panelOpen = document.body.classList.contains("panel-open");
       if (panelOpen && !$("panel").contains(e.target) && !$("panel-btn").contains(e.target)) this.togglePanel(false);
       // a mouse click leaves no focus on toolbar buttons, so Space keeps meaning start/stop
-      const button = e.target.closest?.(".toolbar button, .segmented button");
+      const button = e.target.closest?.(".toolbar button, .segmented button, .zoom button");
       if (button && e.detail > 0) button.blur();
     });
     $("copy-edit").addEventListener("click", () => this.copy($("edit-link"), "Edit link copied"));
@@ -875,6 +937,20 @@ class RoomApp {
         if (a.getAttribute("aria-disabled") === "true") e.preventDefault();
       });
     }
+    // the PNG is fetched and saved here so that its file name says its size (the server's name
+    // does not); a middle click or a modified one still opens the link itself
+    $("dl-png").addEventListener("click", (e) => {
+      if (e.defaultPrevented || e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
+      e.preventDefault();
+      this.downloadPng(1);
+    });
+    $("dl-png-up").addEventListener("click", () => this.downloadPng(exportFactor(this.stage.imageW, this.stage.imageH)));
+    $("zoom-in").addEventListener("click", () => this.action("zoom-in"));
+    $("zoom-out").addEventListener("click", () => this.action("zoom-out"));
+    $("zoom-level").addEventListener("change", (e) => {
+      this.stage.setZoom(parseZoom(e.target.value));
+      e.target.blur(); // back to the shortcuts (+, -, 0, Space...)
+    });
     document.addEventListener("keydown", (e) => this.onKey(e));
   }
 
@@ -965,6 +1041,16 @@ class RoomApp {
         break;
       case "help":
         this.toggleHelp($("help").hidden);
+        break;
+      case "zoom-in":
+      case "zoom-out":
+        this.stage.zoomBy(name === "zoom-in" ? 1 : -1);
+        break;
+      case "zoom-fit":
+        this.stage.setZoom(FIT);
+        break;
+      case "zoom-actual":
+        this.stage.setZoom(1);
         break;
       default:
         break;

@@ -1,8 +1,11 @@
-// The stage: the image drawn large on a canvas sized to its displayed size (scaled up from the
-// model's 64-256 px with high-quality smoothing), and an overlay canvas at device-pixel
-// resolution for the mask, the point pairs, previews and others' cursors.
+// The stage: the image drawn on a canvas sized to its displayed size (the zoom: "fit" shows it
+// whole but at most 4x its resolution, or a chosen step; web/js/zoom.js), smoothly resampled up
+// to 4x and as pixels beyond, inside a scroll box that pans when it is larger than the area; and
+// an overlay canvas at device-pixel resolution for the mask, the point pairs, previews and
+// others' cursors. Points map to image pixels through the displayed size at every zoom.
 
 import { imageToCanvas, MASK_CELL } from "./protocol.js";
+import { canvasRatio, FIT, fitScale, normaliseZoom, pixelated, scaleOf, stepZoom } from "./zoom.js";
 
 const COLOURS = Object.freeze({
   handle: "#ff4b4b",
@@ -15,27 +18,38 @@ const COLOURS = Object.freeze({
 const POINT_R = 6.5; // CSS px radius of a handle or target dot
 const RING_R = 10; // owner ring
 const CURSOR_TAU_MS = 70; // smoothing time constant for others' cursors
+const WHEEL_STEP = 60; // Ctrl/⌘+wheel (or pinch) delta that makes one zoom step
 
 export class Stage {
-  /** @param {{stage: HTMLElement, wrap: HTMLElement, image: HTMLCanvasElement, overlay: HTMLCanvasElement}} els */
-  constructor(els) {
+  /**
+   * els: the area the image may fill (stage), its scroll box (scroll), the box sized to the image
+   * (wrap) and the two canvases.
+   * @param {{stage: HTMLElement, scroll: HTMLElement, wrap: HTMLElement, image: HTMLCanvasElement, overlay: HTMLCanvasElement}} els
+   */
+  constructor(els, zoom = FIT) {
     this.els = els;
     this.imageCtx = els.image.getContext("2d");
     this.overlayCtx = els.overlay.getContext("2d");
     this.imageW = 0; // model pixels
     this.imageH = 0;
+    this.zoom = zoom; // "fit" or CSS px per image pixel (a zoom step)
+    this.fit = 1; // the fit scale for the current area
     this.cssW = 0; // displayed size
     this.cssH = 0;
-    this.dpr = 1;
+    this.dpr = 1; // canvas px per CSS px (the screen's, within the canvas budget)
+    this.pixelated = false;
     this.bitmap = null;
     this.maskCanvas = null;
     this.maskKey = null;
     this.smoothCursors = new Map(); // id -> {x, y} displayed (image px)
     this.lastAnimT = 0;
-    this.onResize = () => {};
+    this.onResize = () => {}; // the displayed size or the fit scale changed
+    this.onZoom = () => {}; // the zoom changed (the control, a shortcut, the wheel)
+    this.wheelDelta = 0;
     this.resizeObserver = new ResizeObserver(() => this.layout());
     this.resizeObserver.observe(els.stage);
     window.matchMedia?.(`(resolution: ${window.devicePixelRatio}dppx)`).addEventListener?.("change", () => this.layout());
+    els.scroll.addEventListener("wheel", (e) => this.onWheel(e), { passive: false });
   }
 
   /** Set the model's image size (from the room state) and lay out. */
@@ -43,10 +57,54 @@ export class Stage {
     if (w === this.imageW && h === this.imageH) return;
     this.imageW = w;
     this.imageH = h;
+    this.zoom = normaliseZoom(this.zoom, w, h);
     this.layout();
   }
 
-  /** Fit the image into the stage, as large as possible, keeping its aspect ratio. */
+  /** CSS px per image pixel shown now. */
+  get scale() {
+    return this.imageW ? this.cssW / this.imageW : 1;
+  }
+
+  /**
+   * Show the image at a zoom ("fit" or a step), keeping the image point under anchor (viewport
+   * px {x, y}; default the middle of the visible area) where it is.
+   */
+  setZoom(zoom, anchor = null) {
+    const z = normaliseZoom(zoom, this.imageW, this.imageH);
+    if (z === this.zoom) return;
+    const view = this.els.scroll.getBoundingClientRect();
+    const at = anchor || { x: view.left + view.width / 2, y: view.top + view.height / 2 };
+    const before = this.els.wrap.getBoundingClientRect();
+    const fx = before.width ? (at.x - before.left) / before.width : 0.5;
+    const fy = before.height ? (at.y - before.top) / before.height : 0.5;
+    this.zoom = z;
+    this.layout();
+    this.onZoom();
+    const after = this.els.wrap.getBoundingClientRect();
+    this.els.scroll.scrollLeft += after.left + fx * after.width - at.x;
+    this.els.scroll.scrollTop += after.top + fy * after.height - at.y;
+  }
+
+  /** One step in (dir +1) or out (-1) from the scale shown now. */
+  zoomBy(dir, anchor = null) {
+    if (!this.imageW) return;
+    this.setZoom(stepZoom(this.scale, dir, this.imageW, this.imageH), anchor);
+  }
+
+  /** Ctrl/⌘ + wheel, and trackpad pinches (which arrive as such), zoom at the pointer. */
+  onWheel(e) {
+    if (!(e.ctrlKey || e.metaKey) || !this.imageW) return;
+    e.preventDefault(); // not the browser's page zoom
+    const unit = e.deltaMode === 1 ? 40 : e.deltaMode === 2 ? 800 : 1;
+    this.wheelDelta += e.deltaY * unit;
+    if (Math.abs(this.wheelDelta) < WHEEL_STEP) return;
+    const dir = this.wheelDelta < 0 ? 1 : -1;
+    this.wheelDelta = 0;
+    this.zoomBy(dir, { x: e.clientX, y: e.clientY });
+  }
+
+  /** Size the image for the zoom: fit (whole, at most 4x) or the chosen step (scrolls if larger). */
   layout() {
     const W = this.imageW || 1;
     const H = this.imageH || 1;
@@ -54,16 +112,26 @@ export class Stage {
     const pad = box.width < 520 ? 6 : 16;
     const availW = Math.max(32, box.width - 2 * pad);
     const availH = Math.max(32, box.height - 2 * pad);
-    const scale = Math.min(availW / W, availH / H);
-    const cssW = Math.max(32, Math.floor(W * scale));
-    const cssH = Math.max(32, Math.floor(H * scale));
-    const dpr = Math.max(1, Math.min(3, window.devicePixelRatio || 1));
-    if (cssW === this.cssW && cssH === this.cssH && dpr === this.dpr) return;
+    const fit = fitScale(W, H, availW, availH);
+    const scale = scaleOf(this.zoom, fit);
+    const round = this.zoom === FIT ? Math.floor : Math.round;
+    const cssW = Math.max(16, round(W * scale));
+    const cssH = Math.max(16, round(H * scale));
+    const dpr = canvasRatio(cssW, cssH, window.devicePixelRatio);
+    const fitChanged = fit !== this.fit;
+    this.fit = fit;
+    this.els.scroll.style.padding = `${pad}px`;
+    if (cssW === this.cssW && cssH === this.cssH && dpr === this.dpr) {
+      if (fitChanged) this.onResize();
+      return;
+    }
     this.cssW = cssW;
     this.cssH = cssH;
     this.dpr = dpr;
+    this.pixelated = pixelated(cssW / W);
     this.els.wrap.style.width = `${cssW}px`;
     this.els.wrap.style.height = `${cssH}px`;
+    this.els.wrap.classList.toggle("is-pixelated", this.pixelated);
     for (const c of [this.els.image, this.els.overlay]) {
       c.width = Math.round(cssW * dpr);
       c.height = Math.round(cssH * dpr);
@@ -84,7 +152,7 @@ export class Stage {
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, c.width, c.height);
     if (!this.bitmap) return;
-    ctx.imageSmoothingEnabled = true;
+    ctx.imageSmoothingEnabled = !this.pixelated;
     ctx.imageSmoothingQuality = "high";
     ctx.drawImage(this.bitmap, 0, 0, c.width, c.height);
   }
@@ -92,11 +160,6 @@ export class Stage {
   /** Image pixels -> CSS px within the canvas. */
   toCss(p) {
     return imageToCanvas(p[0], p[1], this.cssW, this.cssH, this.imageW, this.imageH);
-  }
-
-  /** CSS px per image pixel. */
-  get scale() {
-    return this.imageW ? this.cssW / this.imageW : 1;
   }
 
   /**
