@@ -11,7 +11,13 @@ z that the mapping network sees). So the generator is trained like a student net
      geometry without repainting the face, and W+ stays meaningful off the sampled latents.
   3. Loss = L1 on pixels + ``edge_weight`` * L1 on Sobel gradients (crisp outlines: a blurred
      edge costs more) + ``perceptual_weight`` * the project's LPIPS-like distance on the landmark
-     detector's features (server/engine/perceptual.py). Adam, G_ema for the shipped weights.
+     detector's features (server/engine/perceptual.py) + ``aux_weight`` * a linear read-out of the
+     face's parameters from w (see 4). Adam, G_ema for the shipped weights.
+  4. Before the first step the mapping network is taught alone (``pretrain_steps``, no rendering,
+     seconds) to make w carry the face's parameters linearly: colours as RGB, pose, shapes, hair
+     style, glasses, all standardised, read by one linear layer. The synthesis network's affine
+     layers are linear in w, so colours and shapes reach the styles from the first step instead
+     of being discovered through the image loss; the read-out stays in the loss afterwards.
 
 The run directory holds checkpoint.pt (everything to continue bit for bit), log.jsonl (losses
 and the held-out PSNR of G_ema against the renders of seeds 10,000,000+), grids/ (G_ema on
@@ -32,14 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from server.engine.checkpoint import save_generator
 from server.engine.generator import Generator, GeneratorConfig, to_uint8
-from server.synthfaces import N_SLOTS, mix_params, params_from_z, render
+from server.synthfaces import N_SLOTS
 from server.synthfaces.params import z_from_seed as face_z_from_seed
 
+from .distill_data import AttributeReadout, Renderer, as_tensor, psnr, render_targets, sobel
 from .loop import _device_name, save_image_grid
 
 CHECKPOINT_FORMAT = "livedrag.distill"
@@ -69,6 +75,8 @@ class DistillConfig:
     # -- loss
     edge_weight: float = 1.0  # L1 on Sobel gradients
     perceptual_weight: float = 0.5  # LPIPS-like distance on the landmark detector's features
+    aux_weight: float = 0.1  # MSE of the linear read-out of the face's parameters from w
+    pretrain_steps: int = 1500  # mapping-only steps (batch 256) that teach w the parameters first
     mix_prob: float = 0.5  # share of batches with two faces mixed at mix_cut
     mix_cut: int = 6  # W+ rows from face A (geometry); the rest from face B (colours, light)
     # -- bookkeeping
@@ -112,87 +120,6 @@ class DistillConfig:
 RESUMABLE_OVERRIDES = ("total_kimg", "log_kimg", "grid_kimg", "snap_kimg", "ckpt_kimg")
 
 
-def sobel(img: torch.Tensor) -> torch.Tensor:
-    """Horizontal and vertical Sobel responses per channel: [N, C, H, W] -> [N, 2C, H, W]."""
-    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=img.device) / 8
-    c = img.shape[1]
-    kernel = torch.stack([k, k.t()]).unsqueeze(1).repeat(c, 1, 1, 1).to(img.dtype)  # [2C, 1, 3, 3]
-    return F.conv2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
-
-
-def render_faces(zs: np.ndarray, res: int, mix_with: np.ndarray | None = None) -> np.ndarray:
-    """Renders of latents [N, N_SLOTS] as uint8 [N, res, res, 3]; with ``mix_with``, the geometry
-    of ``zs`` and the colours and light of ``mix_with``."""
-    out = np.empty((len(zs), res, res, 3), np.uint8)
-    for i, z in enumerate(zs):
-        p = params_from_z(z)
-        if mix_with is not None:
-            p = mix_params(p, params_from_z(mix_with[i]))
-        out[i] = render(p, res)[0]
-    return out
-
-
-def _render_job(args: tuple[np.ndarray, int, np.ndarray | None]) -> np.ndarray:
-    return render_faces(*args)
-
-
-def as_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def render_targets(zs: np.ndarray, res: int, mix_with: np.ndarray | None = None) -> torch.Tensor:
-    """``render_faces`` as float [N, 3, res, res] in [-1, 1]."""
-    return as_tensor(render_faces(zs, res, mix_with))
-
-
-class Renderer:
-    """Renders training batches, in worker processes when ``workers`` > 0 (a GPU outruns one core)."""
-
-    def __init__(self, res: int, workers: int = 0) -> None:
-        self.res, self.workers = res, workers
-        self.pool = None
-        if workers > 0:
-            import multiprocessing as mp
-
-            self.pool = mp.get_context("fork").Pool(workers)
-
-    def submit(self, za: np.ndarray, zb: np.ndarray | None):
-        """Start rendering a batch; ``result()`` of the returned handle gives uint8 images."""
-        if self.pool is None:
-            return _Done(render_faces(za, self.res, zb))
-        parts = np.array_split(np.arange(len(za)), min(self.workers, len(za)))
-        jobs = [(za[i], self.res, None if zb is None else zb[i]) for i in parts]
-        return _Pending(self.pool.map_async(_render_job, jobs))
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool = None
-
-
-class _Done:
-    def __init__(self, images: np.ndarray) -> None:
-        self.images = images
-
-    def result(self) -> np.ndarray:
-        return self.images
-
-
-class _Pending:
-    def __init__(self, handle) -> None:
-        self.handle = handle
-
-    def result(self) -> np.ndarray:
-        return np.concatenate(self.handle.get())
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image of [-1, 1] images (peak-to-peak 2)."""
-    mse = (a.float() - b.float()).square().mean(dim=(1, 2, 3)).clamp_min(1e-10)
-    return 10 * torch.log10(4.0 / mse)
-
-
 class DistillTrainer:
     """G, G_ema, Adam and the latent stream; ``run`` trains, logs, checkpoints."""
 
@@ -213,7 +140,10 @@ class DistillTrainer:
         torch.manual_seed(cfg.seed)
         self.G = Generator(cfg.generator_config()).to(self.device).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.opt = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8)
+        self.readout = AttributeReadout(cfg.w_dim, cfg.seed).to(self.device)
+        params = list(self.G.parameters()) + list(self.readout.parameters())
+        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=1e-8)
+        self.pretrained = False
         self.perceptual = None
         if cfg.perceptual_weight > 0:
             from server.engine.perceptual import PerceptualDistance
@@ -259,7 +189,8 @@ class DistillTrainer:
         l1 = (img - target).abs().mean()
         edge = (sobel(img) - sobel(target)).abs().mean() if cfg.edge_weight > 0 else img.new_zeros(())
         perc = self.perceptual(img, target).mean() if self.perceptual is not None else img.new_zeros(())
-        loss = l1 + cfg.edge_weight * edge + cfg.perceptual_weight * perc
+        aux = self.readout.loss(ws[:, 0], za) if cfg.aux_weight > 0 else img.new_zeros(())
+        loss = l1 + cfg.edge_weight * edge + cfg.perceptual_weight * perc + cfg.aux_weight * aux
         for g in self.opt.param_groups:
             g["lr"] = self.lr_now()
         self.opt.zero_grad(set_to_none=True)
@@ -275,8 +206,34 @@ class DistillTrainer:
             "l1": l1.item(),
             "edge": edge.item(),
             "perc": perc.item(),
+            "aux": aux.item(),
             "psnr": float(p),
         }
+
+    def pretrain_mapping(self, progress: bool = True) -> None:
+        """Teach the mapping network to carry the face's parameters (no rendering, seconds)."""
+        cfg = self.cfg
+        if cfg.pretrain_steps > 0:
+            rng = np.random.default_rng(cfg.seed + 104729)
+            opt = torch.optim.Adam(
+                list(self.G.mapping.parameters()) + list(self.readout.parameters()),
+                lr=cfg.lr,
+                betas=cfg.betas,
+            )
+            bar = tqdm(range(cfg.pretrain_steps), desc="mapping pre-training", disable=not progress)
+            for i in bar:
+                z = rng.standard_normal((256, N_SLOTS))
+                loss = self.readout.loss(self.G.mapping(torch.from_numpy(z).float().to(self.device))[:, 0], z)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if i % 100 == 0 or i == cfg.pretrain_steps - 1:
+                    bar.set_postfix_str(f"read-out MSE {loss.item():.4f}", refresh=False)
+            self._log({"pretrain_steps": cfg.pretrain_steps, "readout_mse": round(loss.item(), 5)})
+            with torch.no_grad():
+                for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+                    p_ema.copy_(p)
+        self.pretrained = True
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -334,6 +291,8 @@ class DistillTrainer:
             "config": self.cfg.to_dict(),
             "G": self.G.state_dict(),
             "G_ema": self.G_ema.state_dict(),
+            "readout": self.readout.state_dict(),
+            "pretrained": self.pretrained,
             "opt": self.opt.state_dict(),
             "step": self.step,
             "nimg": self.nimg,
@@ -352,6 +311,8 @@ class DistillTrainer:
             raise ValueError(f"checkpoint was made with a different distillation config: {diff}")
         self.G.load_state_dict(ckpt["G"])
         self.G_ema.load_state_dict(ckpt["G_ema"])
+        self.readout.load_state_dict(ckpt["readout"])
+        self.pretrained = bool(ckpt["pretrained"])
         self.opt.load_state_dict(ckpt["opt"])
         self.step, self.nimg, self.train_s = ckpt["step"], ckpt["nimg"], ckpt["train_s"]
         self.chunks = list(ckpt["chunks"])
@@ -405,6 +366,8 @@ class DistillTrainer:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "distill_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if not self.pretrained:
+            self.pretrain_mapping(progress)
         if self.step == 0:
             self.sample_grid()
         deadline = time.perf_counter() + minutes * 60 if minutes is not None else math.inf

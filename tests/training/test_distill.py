@@ -10,11 +10,10 @@ import torch
 
 from server.engine.checkpoint import load_generator
 from server.synthfaces import N_SLOTS, mix_params, params_from_z, render, render_seed
-from server.training.distill import (
-    LATENT_KIND,
-    DistillConfig,
-    DistillTrainer,
+from server.training.distill import LATENT_KIND, DistillConfig, DistillTrainer
+from server.training.distill_data import (
     Renderer,
+    attributes,
     psnr,
     render_faces,
     sobel,
@@ -34,6 +33,7 @@ def tiny(**kw) -> DistillConfig:
         grid_kimg=1000,
         snap_kimg=1000,
         ckpt_kimg=1000,
+        pretrain_steps=20,
     )
     base.update(kw)
     return DistillConfig(**base)
@@ -83,6 +83,21 @@ def test_training_learns_and_resumes_bit_for_bit(tmp_path, one_torch_thread):
     c.run(max_steps=2, progress=False)
     for (k, pb), pc in zip(b.G_ema.state_dict().items(), c.G_ema.state_dict().values(), strict=True):
         assert torch.equal(pb, pc), k
+
+
+def test_mapping_pretraining_teaches_w_the_face_parameters(tmp_path, one_torch_thread):
+    """The linear read-out of the face's parameters from w improves, before any rendering."""
+    t = DistillTrainer(tiny(pretrain_steps=60), tmp_path)
+    z = np.random.default_rng(9).standard_normal((128, N_SLOTS))
+
+    def readout_mse() -> float:
+        with torch.no_grad():
+            return t.readout.loss(t.G.mapping(torch.from_numpy(z).float())[:, 0], z).item()
+
+    before = readout_mse()
+    t.pretrain_mapping(progress=False)
+    assert t.pretrained and readout_mse() < 0.7 * before
+    assert attributes(z[:2]).shape[0] == 2
 
 
 def test_resume_refuses_other_settings(tmp_path):
