@@ -136,7 +136,9 @@ def tune_malloc() -> bool:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from server.edge.app import Server, create_app, pick_device, uvicorn_config
+    from server.edge.app import create_app
+    from server.edge.appstate import pick_device
+    from server.edge.serve import Server, uvicorn_config
 
     settings = settings_from_args(args)
     logging.getLogger().setLevel(settings.log_level.upper())

@@ -19,8 +19,9 @@ from starlette.exceptions import StarletteDeprecationWarning
 from websockets.exceptions import ConnectionClosed
 
 from server.core.protocol import PROTOCOL_VERSION, encode
-from server.edge.app import Server, create_app, uvicorn_config
+from server.edge.app import create_app
 from server.edge.config import Settings
+from server.edge.serve import Server, uvicorn_config
 from server.engine.checkpoint import save_generator
 from server.engine.generator import Generator
 from tests.conftest import tiny_config

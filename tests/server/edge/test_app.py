@@ -14,8 +14,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from server.core.protocol import encode
 from server.core.protocol_spec import LIMITS
-from server.edge.app import RedactQueryFilter, create_app
+from server.edge.app import create_app
 from server.edge.config import Settings
+from server.edge.serve import RedactQueryFilter
 from server.worker.latents import latent_from_bytes
 from tests.server.live import (
     RES,
@@ -345,7 +346,7 @@ def test_serve_flags_become_settings_and_uvicorn_options(tmp_path):
     """`livedrag serve` flags override the environment; uvicorn gets the size cap and no deflate."""
     from server.cli import build_parser
     from server.cli.serve import default_torch_threads, settings_from_args
-    from server.edge.app import uvicorn_config
+    from server.edge.serve import uvicorn_config
 
     args = build_parser().parse_args(
         [

@@ -1,0 +1,227 @@
+"""What the app holds from start-up to shutdown: the model, the store, the rooms, the fan-out hub
+and the worker (:class:`AppState`), with the checks the handlers share (origin, creation and
+upload rates).
+
+The model is loaded once in the lifespan (:meth:`AppState.start`), which also opens the store,
+restores the rooms and starts the worker. All model work runs on the worker's thread; handlers
+only await it. :meth:`AppState.drain` commits running drags and closes every connection with
+4012 ``shutting_down``; :meth:`AppState.shutdown` then saves every room and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import torch
+from starlette.requests import Request
+from starlette.websockets import WebSocket
+
+from server.core.limits import RoomLimits
+from server.core.ratelimit import TokenBucket
+from server.edge.config import Settings
+from server.edge.fanout import Hub
+from server.engine.checkpoint import load_generator
+from server.engine.generator import Generator
+from server.storage.manager import RoomManager
+from server.storage.store import Store
+from server.worker.loop import Worker
+from server.worker.modes import EngineMode, default_modes
+from server.worker.projector import Projector
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_name(G: Generator, checkpoint: str | None) -> str:
+    name = G.cfg.name or (Path(checkpoint).stem if checkpoint else "generator")
+    return name[:64]
+
+
+@dataclass
+class AppState:
+    """Everything the handlers share (one per app, built in the lifespan)."""
+
+    settings: Settings
+    G: Generator
+    model: str
+    device: torch.device
+    store: Store
+    manager: RoomManager
+    hub: Hub
+    worker: Worker
+    started: float = field(default_factory=time.time)
+    closing: bool = False
+    connections: int = 0
+    per_ip: dict[str, int] = field(default_factory=dict)
+    create_buckets: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
+    upload_buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _drained: bool = False
+    _closed: bool = False
+
+    @classmethod
+    async def start(
+        cls,
+        settings: Settings,
+        generator: Generator | None = None,
+        modes: dict[str, EngineMode] | None = None,
+        room_limits: RoomLimits | None = None,
+        projector: Projector | None = None,
+    ) -> AppState:
+        device = pick_device(settings.device)
+        if generator is None:
+            G = await asyncio.to_thread(load_generator, settings.checkpoint, device)
+        else:
+            G = generator.to(device)
+        name = model_name(G, settings.checkpoint)
+        if modes is None:
+            modes = default_modes(await asyncio.to_thread(load_predictor_for, G, settings.predictor))
+        if projector is None:
+            projector = await asyncio.to_thread(Projector.load, G, settings.encoder)
+        store = await asyncio.to_thread(Store, settings.data_dir)
+        limits = room_limits or RoomLimits(
+            max_rooms=settings.max_rooms, max_editors=settings.max_editors, max_viewers=settings.max_viewers
+        )
+        manager = RoomManager(store, limits)
+        restored = manager.load()
+        hub = Hub()
+        worker = Worker(
+            G,
+            manager,
+            hub,
+            model_name=name,
+            max_fps=settings.max_fps,
+            tick_budget_s=settings.tick_budget_s,
+            jpeg_quality=settings.jpeg_quality,
+            trajectory_frames=settings.trajectory_frames,
+            modes=modes,
+            projector=projector,
+            pti_steps=settings.pti_steps,
+            pti_max_rooms=settings.pti_max_rooms,
+        )
+        state = cls(settings, G, name, device, store, manager, hub, worker)
+        worker.start()
+        state.tasks.append(asyncio.get_running_loop().create_task(state._presence_loop(), name="presence"))
+        log.info(
+            "model %s (%dx%d) on %s; %d room(s) restored from %s; modes: %s",
+            name,
+            G.img_resolution,
+            G.img_resolution,
+            device,
+            restored,
+            store.path,
+            ", ".join(worker.available_modes),
+        )
+        return state
+
+    async def _presence_loop(self) -> None:
+        """Throttled cursor positions whose turn has come (the latest always goes out)."""
+        interval = 1.0 / float(self.manager.limits.cursor_hz)
+        while True:
+            await asyncio.sleep(interval)
+            for room_id, outs in self.manager.flush_presence().items():
+                room = self.manager.get(room_id)
+                if room is not None:
+                    self.hub.dispatch(room, outs)
+
+    async def drain(self) -> None:
+        """Commit running drags, then close every connection with 4012 (idempotent)."""
+        if self._drained:
+            return
+        self._drained = True
+        self.closing = True
+        try:
+            await self.worker.stop(commit=True)
+        except Exception:
+            log.exception("stopping the worker failed")
+        senders = self.hub.senders()
+        for s in senders:
+            s.close("shutting_down")
+        await asyncio.gather(*(s.wait(timeout=3.0) for s in senders), return_exceptions=True)
+        if senders:
+            log.info("closed %d connection(s) with 4012 shutting_down", len(senders))
+
+    async def shutdown(self) -> None:
+        await self.drain()
+        if self._closed:
+            return
+        self._closed = True
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        failed = self.manager.persist_all()
+        if failed:
+            log.error("%d room(s) could not be saved at shutdown", failed)
+        self.store.close()
+        log.info("stopped")
+
+    # --- checks -----------------------------------------------------------------------------
+
+    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        if origin is None:
+            return True  # not a browser: the capability decides
+        allowed = self.settings.origins
+        if "*" in allowed:
+            return True
+        origin = origin.strip().rstrip("/").lower()
+        if origin in (o.lower() for o in allowed):
+            return True
+        netloc = urlsplit(origin).netloc
+        return bool(netloc) and host is not None and netloc == host.strip().lower()
+
+    def allow_create(self, ip: str) -> bool:
+        bucket = self.create_buckets.get(ip)
+        if bucket is None:
+            rate = self.settings.rooms_per_minute / 60.0
+            bucket = self.create_buckets[ip] = TokenBucket(rate, max(1.0, 2 * self.settings.rooms_per_minute))
+            while len(self.create_buckets) > 4096:
+                self.create_buckets.popitem(last=False)
+        self.create_buckets.move_to_end(ip)
+        return bucket.take()
+
+    def allow_upload(self, room_id: str) -> bool:
+        bucket = self.upload_buckets.get(room_id)
+        if bucket is None:
+            rate = self.settings.uploads_per_minute
+            bucket = self.upload_buckets[room_id] = TokenBucket(rate / 60.0, max(1.0, 2 * rate))
+            for gone in [r for r in self.upload_buckets if r not in self.manager.rooms]:
+                del self.upload_buckets[gone]
+        return bucket.take()
+
+
+def load_predictor_for(G: Generator, path: str | None) -> Any | None:
+    """The predictor bundle for ``G``: from ``path``, else the shipped one. A missing or unfitting
+    shipped predictor only turns predict mode off; a named file that fails stops the start-up."""
+    from server.engine.predictor_io import PredictorError, PredictorNotFoundError, load_predictor
+
+    try:
+        return load_predictor(path, G=G)
+    except PredictorNotFoundError:
+        if path is not None:
+            raise
+        log.info("no predictor for this model: predict mode is off")
+    except PredictorError as e:
+        if path is not None:
+            raise
+        log.warning("the shipped predictor does not fit this model (%s): predict mode is off", e)
+    return None
+
+
+def app_state(request: Request | WebSocket) -> AppState:
+    return request.app.state.livedrag
+
+
+def client_ip(conn: Request | WebSocket) -> str:
+    return conn.client.host if conn.client else "unknown"
