@@ -133,6 +133,7 @@ class DistillTrainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
+        self.renderer = Renderer(cfg.res, render_workers)  # forks before CUDA starts in this process
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -150,7 +151,6 @@ class DistillTrainer:
 
             self.perceptual = PerceptualDistance().to(self.device)
         self.rng = np.random.default_rng(cfg.seed)
-        self.renderer = Renderer(cfg.res, render_workers)
         self._next = None  # the batch being rendered ahead: (rng state before it, za, zb, handle)
         self.step = 0
         self.nimg = 0
