@@ -2,7 +2,7 @@
 
 One tensor ``w_plus`` [1, num_ws, w_dim] float32; metadata ``format`` "livedrag.latent",
 ``version`` "1", ``model`` (the generator's name) and optional extra JSON-encoded fields. The
-bytes are identical to what ``server.worker`` writes for rooms, so a latent written by
+bytes are identical to what ``server.worker.latents`` writes for rooms, so a latent written by
 ``livedrag invert`` can be uploaded to or compared with a room's latent.
 """
 
