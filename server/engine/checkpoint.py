@@ -9,6 +9,7 @@ as float32 parameters (buffers keep their stored values).
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +25,24 @@ FORMAT_VERSION = "1"
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used, with a message that says why."""
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def weights_only_refusal(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line of our own: the refused
+    global by name where PyTorch gives one, else the first line of its message that is not its
+    advice to load with weights_only=False (which would run the file's code: never do that)."""
+    text = str(e)
+    m = _REFUSED_GLOBAL.search(text)
+    if m:
+        return f"refused global {m.group(1)}: it could run code, and only tensors and plain data are loaded"
+    for line in text.splitlines():
+        line = line.strip()
+        if line and "weights_only" not in line and "Weights only load failed" not in line:
+            return line
+    return type(e).__name__
 
 
 def default_checkpoint_path() -> Path | None:

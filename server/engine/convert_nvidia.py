@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, weights_only_refusal
 from .generator import GeneratorConfig
 
 
@@ -73,7 +73,7 @@ def _load_storage_bytes(b: bytes):
         return torch.load(io.BytesIO(b), weights_only=True, map_location="cpu")
     except Exception as e:  # weights_only refusals, corrupt data
         raise CheckpointError(
-            f"refused or unreadable tensor storage in pickle: {str(e).splitlines()[0]}"
+            f"refused or unreadable tensor storage in pickle: {weights_only_refusal(e)}"
         ) from e
 
 

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import torch
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, weights_only_refusal
 from .convert_nvidia import plain
 from .generator import GeneratorConfig, MappingNetwork, setup_filter
 
@@ -107,8 +107,7 @@ def _load(data: bytes) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as e:  # weights_only refusals, corrupt archives
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"refused or unreadable torch checkpoint: {first}") from e
+        raise CheckpointError(f"refused or unreadable torch checkpoint: {weights_only_refusal(e)}") from e
     if not isinstance(ckpt, dict) or "g_ema" not in ckpt:
         keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(

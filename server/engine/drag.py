@@ -1,7 +1,7 @@
 """DragGAN's optimisation mode as a step-at-a-time session (Pan et al., SIGGRAPH 2023).
 
 One ``DragSession`` is one edit: a start latent, handle/target points, an optional mask. Each
-``step()`` runs exactly one iteration of DragGAN's official loop:
+``step()`` runs one iteration of DragGAN's loop (XingangPan/DragGAN, viz/renderer.py):
 
 1. one forward pass of the synthesis network with the chosen features (first ``n_opt_rows``
    W+ rows optimised, the rest held at their start values);
@@ -17,6 +17,22 @@ share a generator with a single forward/backward pass; each keeps its own Adam s
 Mask semantics: ``mask`` is bool [H, W] with True = flexible (may move), like the flexible-area
 brush of DragGAN's GUIs; everything outside it is kept fixed by the mask term
 lambda * L1(F * M, F0 * M), M = ~mask, F0 = the features at the start of the session.
+
+Where it differs from the official loop, on purpose:
+
+* Pixel grid. The official code selects the motion-supervision disk on a coordinate grid built
+  with ``torch.linspace(0, h, h)``, whose points are h / (h - 1) apart, so pixel i sits at
+  i * h / (h - 1): the disk drifts from the handle by up to a pixel toward the far edges. Here the
+  disk is the integer pixels q with |q - p| < r1 around the rounded handle p (pixel (i, j) covers
+  [i, i + 1) x [j, j + 1), tracking.py), so it is centred on the handle everywhere.
+* Stop rule. The official code stops when every handle is within max(2, 2 * res / 512) px; here
+  the paper's rule (1 px for up to 5 handles, else 2, scaled above 512 px; DragOptions).
+* Minimum radii. r1 and r2 scale with res / 512 as in the official code, then are raised to at
+  least 2 and 3 px: at 64-128 px the official scaling leaves a one-pixel (or empty) patch.
+* Features are read where the method needs them from the block's own map instead of resizing
+  the whole map to the image size first (tracking.FeatureField): the same values up to float
+  rounding, far less memory and time.
+* ``max_steps`` caps a drag (the imgui GUI has no cap; the Gradio app runs until Stop).
 """
 
 from __future__ import annotations

@@ -732,5 +732,22 @@ def test_rosinality_strictness(tmp_path) -> None:
 def test_rosinality_refuses_pickled_code(tmp_path, marker) -> None:
     """torch checkpoints are read with weights_only=True: globals outside tensors are refused."""
     torch.save({"g_ema": {}, "evil": _Reduce(os.system, f"touch {marker}")}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="refused or unreadable torch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"refused global (posix|nt|os)\.system") as err:
         load_foreign(tmp_path / "evil.pt")
+    assert "weights_only" not in str(err.value) and not marker.exists()
+
+
+def test_payload_inside_tensor_storage_is_refused_naming_the_global(tmp_path, marker) -> None:
+    """Storage bytes go through torch.load(weights_only=True); its refusal names the global and
+    never repeats PyTorch's advice to load with weights_only=False."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"evil": _Reduce(os.system, f"touch {marker}")}, buf)
+    snap = snapshot(random_generator(tiny_config(8)), marker)
+    snap["evil"] = _Reduce(torch.storage._load_from_bytes, buf.getvalue())
+    with pytest.raises(
+        CheckpointError, match=r"tensor storage in pickle: refused global (posix|nt|os)\.system"
+    ) as err:
+        load_foreign(write_pickle(tmp_path / "evil.pkl", snap))
+    assert "weights_only" not in str(err.value) and not marker.exists()
