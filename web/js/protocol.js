@@ -86,7 +86,7 @@ function isPlainMap(v) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// validation (mirrors server/protocol.py over the same tables)
+// validation (mirrors server/core/protocol.py over the same tables)
 
 /**
  * Check a client message against the contract; returns a normalised copy (names trimmed) or

@@ -306,7 +306,7 @@ test("paintCells agrees with the server's MaskGrid.painted", { skip: !existsSync
   });
   const script = `
 import json, sys
-from server.mask import MaskGrid
+from server.core.mask import MaskGrid
 out = []
 for c in json.load(sys.stdin):
     g = MaskGrid.empty(c["W"], c["H"]).painted(c["mode"], c["radius"], [tuple(p) for p in c["pts"]])
