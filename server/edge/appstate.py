@@ -68,6 +68,7 @@ class AppState:
     create_buckets: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
     upload_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # mode -> why this model lacks it
     _drained: bool = False
     _closed: bool = False
 
@@ -86,8 +87,12 @@ class AppState:
         else:
             G = generator.to(device)
         name = model_name(G, settings.checkpoint)
+        unavailable: dict[str, str] = {}
         if modes is None:
-            modes = default_modes(await asyncio.to_thread(load_predictor_for, G, settings.predictor))
+            predictor, why = await asyncio.to_thread(predictor_status, G, settings.predictor)
+            modes = default_modes(predictor)
+            if why:
+                unavailable["predict"] = why
         if projector is None:
             projector = await asyncio.to_thread(Projector.load, G, settings.encoder)
         store = await asyncio.to_thread(Store, settings.data_dir)
@@ -111,7 +116,7 @@ class AppState:
             pti_steps=settings.pti_steps,
             pti_max_rooms=settings.pti_max_rooms,
         )
-        state = cls(settings, G, name, device, store, manager, hub, worker)
+        state = cls(settings, G, name, device, store, manager, hub, worker, unavailable=unavailable)
         worker.start()
         state.tasks.append(asyncio.get_running_loop().create_task(state._presence_loop(), name="presence"))
         log.info(
@@ -201,22 +206,25 @@ class AppState:
         return bucket.take()
 
 
-def load_predictor_for(G: Generator, path: str | None) -> Any | None:
-    """The predictor bundle for ``G``: from ``path``, else the shipped one. A missing or unfitting
-    shipped predictor only turns predict mode off; a named file that fails stops the start-up."""
+def predictor_status(G: Generator, path: str | None) -> tuple[Any | None, str | None]:
+    """The predictor bundle for ``G`` (from ``path``, else the shipped one) or None, and why not.
+    A missing or unfitting shipped predictor only turns predict mode off, with a reason that
+    GET /api/info and the room's mode switch show; a named file that fails stops the start-up."""
     from server.engine.predictor_io import PredictorError, PredictorNotFoundError, load_predictor
 
     try:
-        return load_predictor(path, G=G)
+        return load_predictor(path, G=G), None
     except PredictorNotFoundError:
         if path is not None:
             raise
-        log.info("no predictor for this model: predict mode is off")
+        why = "no predictor is trained for this model yet"
     except PredictorError as e:
         if path is not None:
             raise
-        log.warning("the shipped predictor does not fit this model (%s): predict mode is off", e)
-    return None
+        log.info("the shipped predictor does not fit this model: %s", e)
+        why = "the shipped predictor belongs to another model; none is trained for this one yet"
+    log.warning("predict mode is off: %s (optimize mode works)", why)
+    return None, why
 
 
 def app_state(request: Request | WebSocket) -> AppState:

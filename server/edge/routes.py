@@ -314,6 +314,7 @@ async def info(request: Request) -> Response:
             "model": state.model,
             "resolution": state.G.img_resolution,
             "modes": state.worker.available_modes,
+            "unavailable_modes": state.unavailable,
             "projection": state.worker.projector.methods,
             "project_steps": state.settings.project_steps,
             "max_upload_bytes": state.settings.max_upload_bytes,

@@ -51,6 +51,13 @@ const END_TEXT = {
   error: (n, m) => `The drag failed${m ? `: ${m}` : ""}.`,
 };
 
+/** Why a mode is off on this server, in words for the mode switch. */
+const modeUnavailableText = (mode, notes) => {
+  const name = mode.charAt(0).toUpperCase() + mode.slice(1);
+  const why = notes && typeof notes[mode] === "string" ? notes[mode] : "not offered by this server";
+  return `${name} mode is not available for this model: ${why}.`;
+};
+
 /** A predict drag that spent the predictor's own budget (fewer steps than the room's cap). */
 const PREDICT_BUDGET_TEXT = (n) =>
   `The predictor made its planned step${n === 1 ? "" : "s"} (${n}); press Start to go further.`;
@@ -90,6 +97,7 @@ class RoomApp {
     this.drawMeter = new RateMeter();
     this.errors = [];
     this.modes = null; // engine modes the server offers (from /api/info)
+    this.modeNotes = {}; // mode -> why this model lacks it (from /api/info)
     this.projection = null; // projection methods the server offers (from /api/info)
     this.maxUpload = 8 * 2 ** 20; // bytes (from /api/info)
     this.uploading = false;
@@ -169,6 +177,7 @@ class RoomApp {
       if (!r.ok) return;
       const info = await r.json();
       if (Array.isArray(info.modes)) this.modes = info.modes;
+      if (info.unavailable_modes && typeof info.unavailable_modes === "object") this.modeNotes = info.unavailable_modes;
       if (Array.isArray(info.projection)) this.projection = info.projection;
       if (Number.isFinite(info.max_upload_bytes)) this.maxUpload = info.max_upload_bytes;
       this.updatePanel();
@@ -501,8 +510,12 @@ class RoomApp {
       b.setAttribute("aria-checked", String(b.dataset.mode === s.params.mode));
       b.disabled = !can || !available;
       b.classList.toggle("is-unavailable", !available);
-      if (!available) b.title = "Not available on this server (no trained predictor)";
+      if (!available) b.title = modeUnavailableText(b.dataset.mode, this.modeNotes);
     }
+    const missing = this.modes ? ["optimize", "predict"].filter((m) => !this.modes.includes(m)) : [];
+    const note = $("mode-note");
+    note.hidden = missing.length === 0;
+    note.textContent = missing.map((m) => modeUnavailableText(m, this.modeNotes)).join(" ");
     for (const input of $("params").querySelectorAll("input[data-param]")) {
       input.disabled = !can;
       if (document.activeElement === input) continue; // do not overwrite what is being typed

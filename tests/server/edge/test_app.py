@@ -72,6 +72,8 @@ def test_info_and_health_describe_the_server(client):
     """/api/info names the model, resolution, modes and protocol; /healthz counts rooms."""
     info = client.get("/api/info").json()
     assert info["resolution"] == RES and info["modes"] == ["optimize"] and info["protocol_version"] == 1
+    # the test model has no predictor of its own (the shipped one belongs to the default model)
+    assert "predict" in info["unavailable_modes"] and "for this one" in info["unavailable_modes"]["predict"]
     new_room(client)
     health = client.get("/healthz").json()
     assert (
@@ -91,7 +93,8 @@ def test_a_predictor_file_turns_predict_mode_on(tmp_path):
     bundle = tiny_predictor(load_generator(settings.checkpoint))
     path = save_predictor(bundle, tmp_path / "predictor.safetensors")
     with TestClient(create_app(settings.replace(predictor=str(path)))) as c:
-        assert c.get("/api/info").json()["modes"] == ["optimize", "predict"]
+        info = c.get("/api/info").json()
+        assert info["modes"] == ["optimize", "predict"] and info["unavailable_modes"] == {}
 
 
 def test_a_new_room_comes_with_edit_and_view_links(client):
