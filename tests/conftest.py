@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +15,28 @@ from server.engine.generator import Generator, GeneratorConfig
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def shipped_predictor_fits() -> bool:
+    """Whether server/assets holds a predictor trained for the shipped generator. A new default
+    generator ships before its predictor is retrained; predict mode is then off with a reason."""
+    from server.engine.checkpoint import default_checkpoint_path, load_generator
+    from server.engine.predictor_io import PredictorError, default_predictor_path, load_predictor
+
+    if default_checkpoint_path() is None or not default_predictor_path().is_file():
+        return False
+    try:
+        load_predictor(G=load_generator())
+    except PredictorError:
+        return False
+    return True
+
+
+NO_SHIPPED_PREDICTOR = (
+    "the shipped predictor is not trained for the shipped generator yet (predict mode is off for it; "
+    "scripts/make_trajectories.py and scripts/train_predictor.py make one)"
+)
 
 
 def load_script(name: str) -> ModuleType:

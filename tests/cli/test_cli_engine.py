@@ -151,12 +151,27 @@ def test_predict_method_refuses_a_predictor_of_another_generator(
     assert not (tmp_path / "r.png").exists()
 
 
+def test_predict_method_says_clearly_when_the_default_model_has_no_predictor(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Without a predictor for the embedded model, --method predict exits 2 with one clear line."""
+    from tests.conftest import shipped_predictor_fits
+
+    if shipped_predictor_fits():
+        pytest.skip("the shipped predictor fits the shipped generator (the other test covers it)")
+    args = ["drag", "--seed", "3", "--point", "24,30:28,30", "--method", "predict"]
+    assert main([*args, "--out", str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err
+    assert "train" in err and "Traceback" not in err
+    assert not (tmp_path / "r.png").exists()
+
+
 def test_predict_method_with_the_default_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """`livedrag drag --method predict` runs the shipped predictor on the embedded model."""
-    from server.engine.predictor_io import default_predictor_path
+    from tests.conftest import NO_SHIPPED_PREDICTOR, shipped_predictor_fits
 
-    if not default_predictor_path().is_file():
-        pytest.skip("shipped predictor not built (scripts/train_predictor.py)")
+    if not shipped_predictor_fits():
+        pytest.skip(NO_SHIPPED_PREDICTOR)
     out = tmp_path / "r.png"
     args = ["drag", "--seed", "3", "--point", "24,30:28,30", "--method", "predict", "--out", str(out)]
     assert main([*args, "--json", str(tmp_path / "r.json")]) == 0

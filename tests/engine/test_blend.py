@@ -20,21 +20,23 @@ def G():
 def test_blend_changes_pixels_mostly_inside_the_region(G):
     """Mean change inside the region is several times the change outside it."""
     wb, ws = G.ws_from_seed(1, 0.7), G.ws_from_seed(2, 0.7)
-    region = np.zeros((64, 64), bool)
-    region[30:58, 14:50] = True
+    n = G.img_resolution
+    region = np.zeros((n, n), bool)
+    region[30 * n // 64 : 58 * n // 64, 14 * n // 64 : 50 * n // 64] = True  # mouth and chin
     target, weight = blend_target(G, wb, ws, region)
     with torch.no_grad():
         base = to_uint8(G.synthesis(wb)[0])[0].astype(np.float64)
     diff = np.abs(target - base).mean(-1)
     assert diff[region].mean() > 5 * diff[~region].mean()
-    assert weight.shape == (64, 64) and weight.min() >= 0.5 and weight.max() == 1.0
+    assert weight.shape == (n, n) and weight.min() >= 0.5 and weight.max() == 1.0
 
 
 def test_blend_session_projects_toward_the_composite(G):
     """The blend session starts at the base latent and gets closer to the composite."""
     wb, ws = G.ws_from_seed(3, 0.7), G.ws_from_seed(4, 0.7)
-    region = np.zeros((64, 64), bool)
-    region[:32] = True
+    n = G.img_resolution
+    region = np.zeros((n, n), bool)
+    region[: n // 2] = True
     s = blend_session(G, wb, ws, region, ProjectOptions(max_steps=4, min_steps=4))
     torch.testing.assert_close(s.latent(), wb.cpu())
     before = s.psnr()
@@ -45,13 +47,13 @@ def test_blend_session_projects_toward_the_composite(G):
 
 def test_blend_arguments_are_checked(G):
     """Empty regions, wrong shapes and unknown feature resolutions are refused."""
-    w = G.ws_from_seed(0)
+    w, n = G.ws_from_seed(0), G.img_resolution
     with pytest.raises(ValueError, match="empty"):
-        blend_target(G, w, w, np.zeros((64, 64), bool))
+        blend_target(G, w, w, np.zeros((n, n), bool))
     with pytest.raises(ValueError, match="region"):
-        blend_target(G, w, w, np.ones((32, 32), bool))
+        blend_target(G, w, w, np.ones((n // 2, n // 2), bool))
     with pytest.raises(ValueError, match="feature_res"):
-        blend_target(G, w, w, np.ones((64, 64), bool), feature_res=12)
+        blend_target(G, w, w, np.ones((n, n), bool), feature_res=12)
 
 
 def test_feathered_mask_is_soft_and_bounded():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from server.engine.checkpoint import default_checkpoint_path, save_generator
+from server.engine.checkpoint import save_generator
 from server.engine.generator import Generator, to_uint8
 from server.engine.predict_session import PredictOptions, PredictSession, predict_step_batch
 from server.engine.predictor import LatentPredictor, PredictorConfig, latent_stats
@@ -17,13 +17,18 @@ from server.engine.predictor_io import (
     PredictorError,
     PredictorMismatchError,
     PredictorNotFoundError,
-    default_predictor_path,
     load_predictor,
     save_predictor,
 )
 from server.engine.regularizer import LatentRegularizer, RegularizerConfig, perturb_latents
 from server.engine.session import EditSession, StepResult
-from tests.conftest import load_script, small_predictor, tiny_config
+from tests.conftest import (
+    NO_SHIPPED_PREDICTOR,
+    load_script,
+    shipped_predictor_fits,
+    small_predictor,
+    tiny_config,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -590,10 +595,7 @@ def test_trajectories_training_and_export_end_to_end(tmp_path: Path) -> None:
 # -- the shipped predictor ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not default_predictor_path().is_file() or default_checkpoint_path() is None,
-    reason="shipped predictor (server/assets/synthfaces_predictor.safetensors) or generator not built yet",
-)
+@pytest.mark.skipif(not shipped_predictor_fits(), reason=NO_SHIPPED_PREDICTOR)
 def test_shipped_predictor_moves_handles_toward_targets() -> None:
     """The shipped predictor loads for the embedded generator, and a short drag brings handles closer."""
     from server.engine.checkpoint import load_generator

@@ -8,14 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from server.engine.checkpoint import default_checkpoint_path
-from server.engine.predictor_io import default_predictor_path, load_predictor
-from tests.conftest import load_script
+from server.engine.predictor_io import load_predictor
+from tests.conftest import NO_SHIPPED_PREDICTOR, load_script, shipped_predictor_fits
 
-pytestmark = pytest.mark.skipif(
-    default_checkpoint_path() is None or not default_predictor_path().is_file(),
-    reason="needs the embedded generator and the shipped predictor",
-)
+pytestmark = pytest.mark.skipif(not shipped_predictor_fits(), reason=NO_SHIPPED_PREDICTOR)
 
 
 def test_pictures_and_report(tmp_path: Path) -> None:
