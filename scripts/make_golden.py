@@ -58,6 +58,7 @@ PARAMS = {
     "r1": None,
     "r2": None,
     "stop_dist": None,
+    "space": "w+",
 }
 IMAGE = {"model": "synthfaces", "w": 256, "h": 256, "seed": 42, "truncation": 0.7, "latent": None}
 PAIRS = [
@@ -114,6 +115,16 @@ def client_examples() -> dict[str, dict[str, Any]]:
         "ping": {"t": "ping", "id": 14},
         "blend": {"t": "blend", "id": 15, "source": "seed", "seed": 77, "truncation": 0.5, "steps": 60},
         "blend_upload": {"t": "blend", "id": 16, "source": "upload"},
+        "hello_secret": {
+            "t": "hello",
+            "v": PROTOCOL_VERSION,
+            "cap": "Zk3v9Qm2LxTQ0n8Yb1cR5wHs7JdUe4Ap",
+            "name": "Ada",
+            "client_id": "c7Hq2LmX9vTz",
+            "secret": "q8Rk2vXa9LmT3wZpYc7HdN5s",
+        },
+        "reset": {"t": "reset", "id": 17},
+        "set_params_space": {"t": "set_params", "id": 18, "params": {"space": "w"}},
     }
 
 
@@ -196,6 +207,34 @@ def server_examples() -> dict[str, dict[str, Any]]:
                 "mask": {"w": 64, "h": 64, "cells": mask_cells()},
                 "history": {"index": 0, "size": 2},
             },
+        },
+        "op_reset": {
+            "t": "op",
+            "v": 15,
+            "op": "reset",
+            "by": "m1",
+            "ref": 17,
+            "patch": {
+                "image": IMAGE,
+                "pairs": [],
+                "mask": {"w": 64, "h": 64, "cells": bytes(64 * 64)},
+                "step": 0,
+                "history": {"index": 3, "size": 4},
+            },
+        },
+        "snapshot_interrupted": {
+            "t": "snapshot",
+            "version": 31,
+            "state": {
+                **state,
+                "image": {**IMAGE, "latent": LATENT},
+                "step": 36,
+                "drag": 4,
+                "history": {"index": 2, "size": 3},
+                "interrupted": {"kind": "drag", "drag": 4, "step": 36, "by": "m1"},
+            },
+            "members": MEMBERS[:1],
+            "spectators": 0,
         },
         "op_upload": {
             "t": "op",
@@ -326,6 +365,8 @@ def invalid_examples() -> dict[str, dict[str, Any]]:
         "seed_too_big": ({"t": "new_image", "id": 1, "seed": 2**32}, "invalid_field"),
         "blend_bad_source": ({"t": "blend", "id": 1, "source": "camera"}, "invalid_field"),
         "blend_steps_zero": ({"t": "blend", "id": 1, "source": "upload", "steps": 0}, "invalid_field"),
+        "space_unknown": ({"t": "set_params", "id": 1, "params": {"space": "z"}}, "invalid_field"),
+        "reset_with_seed": ({"t": "reset", "id": 1, "seed": 3}, "invalid_field"),
     }
     return {
         name: {"message": msg, "bounds": list(GOLDEN_BOUNDS), "error": code}

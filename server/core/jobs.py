@@ -47,3 +47,4 @@ class FrameResult:
     loss: float | None = None  # PROJECT: the objective after the step
     done: str | None = None  # the session ended by itself: PROJECT "converged" or "max_steps"; STEP
     # "max_steps" (a mode with its own step budget, e.g. predict), "reached" is reported by ``reached``
+    checkpoint: str | None = None  # STEP: this frame's latent is stored under this key (crash recovery)

@@ -1,7 +1,8 @@
 """Presence: who is connected to a room, their colours, names and throttled cursors.
 
 Kept apart from the edit state: nothing here is versioned or persisted (the room keeps the
-member counter, so that ids are never reused). Editors are listed; viewers are only counted.
+member counter, so that ids are never reused, and the editors it remembers by their browser's
+secret, see ``Room.join``). Editors are listed; viewers are only counted.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Member:
     session: int
     limiter: ConnectionLimiter
     client_id: str | None = None
+    secret_hash: str | None = None  # the identity the room remembers this editor by (Room.join)
     cursor: Point | None = None
     cursor_sent_at: float = -math.inf
     cursor_pending: bool = False  # a cursor position arrived too soon after the last broadcast
@@ -77,11 +79,13 @@ class KnownClients:
             self._map.popitem(last=False)
 
 
-def pick_colour(in_use: set[str], number: int) -> str:
-    """The first palette colour nobody present uses; when all are taken, cycle by member number."""
-    for c in PALETTE:
-        if c not in in_use:
-            return c
+def pick_colour(in_use: set[str], number: int, reserved: set[str] | frozenset[str] = frozenset()) -> str:
+    """The first palette colour nobody present uses, preferring those not ``reserved`` (kept for
+    remembered editors who may come back); when all are taken, cycle by member number."""
+    for avoid in (in_use | reserved, in_use):
+        for c in PALETTE:
+            if c not in avoid:
+                return c
     return PALETTE[number % len(PALETTE)]
 
 
@@ -121,13 +125,21 @@ class Presence:
         return [i for i in ids if i != out.exclude]
 
     def add(
-        self, role: str, name: str, client_id: str | None, new_id: Callable[[], str]
+        self,
+        role: str,
+        name: str,
+        client_id: str | None,
+        new_id: Callable[[], str],
+        known: tuple[str, str] | None = None,
+        reserved: set[str] | frozenset[str] = frozenset(),
     ) -> tuple[Member, list[Outgoing], int | None]:
         """Add a member: (member, presence messages for the others, session it replaced or None).
-        A known client_id gets its member id and colour back (its old connection, if still
-        there, is replaced). Raises JoinRefused("room_full")."""
+        ``known`` (member id, colour) is an identity the room recognised; else a known client_id
+        gets its member id and colour back. A member rejoining while its old connection is still
+        there replaces it. New members avoid ``reserved`` colours while others are free. Raises
+        JoinRefused("room_full")."""
         out: list[Outgoing] = []
-        known = self._known.get(client_id)
+        known = known or self._known.get(client_id)
         old = self.members.get(known[0]) if known else None
         if old is not None:  # the same page reconnecting before its old connection was noticed dead
             dropped = self._drop(old)
@@ -142,7 +154,11 @@ class Presence:
             raise JoinRefused("room_full", f"{count} {role}s present")
         member_id = known[0] if known else new_id()
         in_use = {m.colour for m in self.editors}
-        colour = known[1] if known and known[1] not in in_use else pick_colour(in_use, int(member_id[1:]))
+        colour = (
+            known[1]
+            if known and known[1] not in in_use
+            else pick_colour(in_use, int(member_id[1:]), reserved)
+        )
         self._sessions += 1
         member = Member(
             id=member_id,

@@ -43,6 +43,7 @@ LIMITS: dict[str, int | float] = {
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"  # pair ids (chosen by clients) and member ids
 TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"  # capabilities (secrets.token_urlsafe output)
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+SECRET_PATTERN = r"^[A-Za-z0-9_-]{22,64}$"  # a browser's identity secret (>= 128 bits of randomness)
 LATENT_PATTERN = r"^[0-9a-f]{64}$"  # sha256 hex of the latent bytes
 MAX_UINT32 = 2**32 - 1
 MAX_SAFE_INT = 2**53 - 1  # largest integer JavaScript represents exactly
@@ -53,7 +54,9 @@ STATUSES = ("idle", "running", "stopping", "projecting")
 FINISH_REASONS = ("reached", "converged", "max_steps", "stopped", "error")
 MASK_MODES = ("flexible", "fixed", "erase")
 MASK_CELL = {"none": 0, "flexible": 1, "fixed": 2}  # byte values in mask.cells
-HISTORY_KINDS = ("new_image", "drag", "upload", "blend")
+HISTORY_KINDS = ("new_image", "drag", "upload", "blend", "reset")
+LATENT_SPACES = ("w+", "w")  # optimize mode: W+ (first rows each free) or W (one shared row offset)
+RUN_KINDS = ("drag", "upload", "blend")  # what a run is: a drag, or a projection (TASK_KINDS)
 TASK_KINDS = ("upload", "blend")  # what a projection works toward: an uploaded picture, or a blend
 PROJECT_METHODS = ("encoder", "optimize")  # encoder: one forward pass; optimize: encoder + Adam steps
 BLEND_SOURCES = ("seed", "upload")
@@ -125,6 +128,11 @@ PARAM_FIELDS: dict[str, F] = {
     "stop_dist": F(
         "float", nullable=True, min=0.1, max=64.0, doc="done when every handle is this close; null: auto"
     ),
+    "space": F(
+        "enum",
+        values=LATENT_SPACES,
+        doc="optimize: w+ moves the first W+ rows independently, w one row shared by them; next drag",
+    ),
 }
 PARAMS = F("map", fields=PARAM_FIELDS)
 PARAMS_PATCH = F("map", min_len=1, fields={k: opt(f) for k, f in PARAM_FIELDS.items()})
@@ -174,6 +182,20 @@ UPLOAD = F(
         "h": F("int", min=1, max=4096),
     },
 )
+INTERRUPTED = F(
+    "map",
+    nullable=True,
+    required=False,
+    doc="the last run was cut short by a server crash (reported after the restart); null: it was not",
+    fields={
+        "kind": F("enum", values=RUN_KINDS, doc="drag, or the projection's kind"),
+        "drag": F("int", min=0, doc="its run number"),
+        "step": F(
+            "int", min=0, doc="the step whose image was kept (committed); 0: none, the image is as before"
+        ),
+        "by": F("str", nullable=True, doc="member id that started it; null: server-made"),
+    },
+)
 STATE_FIELDS: dict[str, F] = {
     "image": IMAGE,
     "pairs": F("list", max_len=64, items=PAIR),
@@ -185,6 +207,7 @@ STATE_FIELDS: dict[str, F] = {
     "history": HISTORY,
     "task": TASK,
     "upload": UPLOAD,
+    "interrupted": INTERRUPTED,
 }
 STATE = F("map", fields=STATE_FIELDS)
 STATE_PATCH = F("map", min_len=1, fields={k: opt(f) for k, f in STATE_FIELDS.items()})
@@ -249,6 +272,13 @@ CLIENT_MESSAGES: dict[str, MessageSpec] = {
                     doc="random per page load; keeps the member id on reconnect",
                 )
             ),
+            secret=opt(
+                F(
+                    "str",
+                    pattern=SECRET_PATTERN,
+                    doc="random per browser, kept: an editor keeps member id, name, colour after restarts",
+                )
+            ),
         ),
         _c2s("add_pair", "Add a handle/target pair.", pair=PAIR_ID, handle=POINT, target=POINT),
         _c2s(
@@ -284,6 +314,10 @@ CLIENT_MESSAGES: dict[str, MessageSpec] = {
             seed=opt(F("int", min=0, max=MAX_UINT32, doc="source seed (source seed only)")),
             truncation=opt(TRUNCATION),
             steps=opt(F("int", min=1, max=LIMITS["max_project_steps"], doc="optimisation steps")),
+        ),
+        _c2s(
+            "reset",
+            "The room's original image again, as a new history entry (undo returns); clears points, mask.",
         ),
         _c2s("undo", "Go back one committed image state (shared history), restoring the points of then."),
         _c2s("redo", "Go forward one committed image state."),
@@ -473,6 +507,7 @@ def spec_json() -> dict[str, Any]:
             "id": ID_PATTERN,
             "token": TOKEN_PATTERN,
             "client_id": CLIENT_ID_PATTERN,
+            "secret": SECRET_PATTERN,
             "latent": LATENT_PATTERN,
             "upload": UPLOAD_PATTERN,
         },
@@ -484,6 +519,7 @@ def spec_json() -> dict[str, Any]:
             "params": PARAMS.to_json(),
             "history": HISTORY.to_json(),
             "task": TASK.to_json(),
+            "interrupted": INTERRUPTED.to_json(),
             "upload": UPLOAD.to_json(),
             "state": STATE.to_json(),
             "member": MEMBER.to_json(),

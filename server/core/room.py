@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from server.core.ids import hash_token
 from server.core.jobs import EngineJob, FrameResult, JobKind
 from server.core.limits import RoomLimits
 from server.core.members import JoinRefused, Member, Presence
@@ -44,8 +45,10 @@ from server.core.room_runs import RoomRuns
 from server.core.state import (
     History,
     Layout,
+    MemberRecord,
     Pair,
     RoomRecord,
+    RunRecord,
     Status,
     Task,
     UploadInfo,
@@ -92,8 +95,15 @@ class Room(RoomRuns):
         self.finish_reason: str | None = None
         self.task: Task | None = None  # the projection running now (not persisted)
         self.upload: UploadInfo | None = record.upload
+        self.original = record.original or self.history.entries[0].image  # what reset returns to
         self._drag_before = Layout()
         self._drag_by: str | None = None
+        self._run_started = 0.0  # wall clock when the running drag or projection started
+        self._checkpoint: tuple[int, str, tuple[Pair, ...]] | None = None  # (step, latent key, pairs)
+        self.interrupted: dict[str, Any] | None = None  # the last run, cut short by a crash
+        # editors remembered by the hash of their browser's secret (persisted), oldest first
+        self.remembered: dict[str, MemberRecord] = {m.secret_hash: m for m in record.members}
+        self.members_dirty = False  # ... changed since the last save
         self.image_rev = 0
         self.render_pending = True  # no frame yet: the worker renders one
         self.frame_seq = 0
@@ -102,6 +112,8 @@ class Room(RoomRuns):
         self.members = self.presence.members  # member id -> Member, in join order
         self.dirty = False  # persistent state changed since the last save
         self.history_dirty = False  # ... and the history among it
+        if record.run is not None:  # the server stopped without ending it: a crash
+            self.recover_run(record.run)
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -121,6 +133,25 @@ class Room(RoomRuns):
             next_member=self.next_member,
             created=self.created,
             upload=self.upload,
+            original=self.original,
+            members=tuple(self.remembered.values()),
+            run=self._run_record(),
+        )
+
+    def _run_record(self) -> RunRecord | None:
+        """The run in progress as persisted (None when idle), with the drag's latest checkpoint."""
+        if self.status is Status.IDLE:
+            return None
+        step, latent, pairs = self._checkpoint or (0, None, ())
+        return RunRecord(
+            kind="drag" if self.task is None else self.task.kind.value,
+            drag=self.drag,
+            by=self._drag_by,
+            before=self._drag_before,
+            step=step,
+            latent=latent,
+            pairs=pairs,
+            started=self._run_started,
         )
 
     # --- wire views -------------------------------------------------------------------------
@@ -149,6 +180,7 @@ class Room(RoomRuns):
             "history": self.history.to_wire(),
             "task": None if self.task is None else self.task.to_wire(),
             "upload": None if self.upload is None else self.upload.to_wire(),
+            "interrupted": self.interrupted,
         }
 
     def snapshot_message(self) -> dict[str, Any]:
@@ -177,10 +209,42 @@ class Room(RoomRuns):
 
     # --- joining and leaving ----------------------------------------------------------------
 
-    def join(self, role: str, name: str, client_id: str | None = None) -> Joined:
-        """Add a member (role already decided from the capability). Raises JoinRefused(room_full)."""
-        member, out, replaced = self.presence.add(role, name, client_id, self._new_member_id)
+    def join(self, role: str, name: str, client_id: str | None = None, secret: str | None = None) -> Joined:
+        """Add a member (role already decided from the capability). Raises JoinRefused(room_full).
+
+        An editor's ``secret`` (random per browser) is remembered by its hash: the browser that
+        presents it again, after a reconnect or a restart, gets its member id, name (unless the
+        hello names one) and colour back. While that member is connected from another page (a
+        second tab of the browser), the newcomer is a member of its own."""
+        known, secret_hash = None, None
+        if secret and role == "editor":
+            secret_hash = hash_token(f"{self.id}:{secret}")
+            rec = self.remembered.get(secret_hash)
+            if rec is not None:
+                present = self.members.get(rec.id)
+                if present is None or (client_id is not None and present.client_id == client_id):
+                    known, name = (rec.id, rec.colour), name or rec.name
+                else:
+                    secret_hash = None
+        reserved = {r.colour for r in self.remembered.values() if r.id not in self.members}
+        member, out, replaced = self.presence.add(
+            role, name, client_id, self._new_member_id, known=known, reserved=reserved
+        )
+        if secret_hash is not None:
+            member.secret_hash = secret_hash
+            self._remember(member)
         return Joined(member.id, member.session, role, out + self._welcome(member), replaced)
+
+    def _remember(self, member: Member) -> None:
+        """Keep (or refresh) a member's identity for its secret; the oldest go past the cap."""
+        assert member.secret_hash is not None
+        self.remembered.pop(member.secret_hash, None)
+        self.remembered[member.secret_hash] = MemberRecord(
+            member.id, member.secret_hash, member.name, member.colour, time.time()
+        )
+        while len(self.remembered) > self.limits.remembered_clients:
+            del self.remembered[next(iter(self.remembered))]
+        self.members_dirty = self.dirty = True
 
     def _new_member_id(self) -> str:
         self.next_member += 1
@@ -281,7 +345,10 @@ class Room(RoomRuns):
     def _on_set_name(self, member: Member, msg: dict[str, Any]) -> list[Outgoing]:
         if not msg["name"]:
             raise ProtocolError("invalid_field", "name: must not be empty", field="name")
-        return self.presence.rename(member, msg["name"])
+        out = self.presence.rename(member, msg["name"])
+        if member.secret_hash is not None and member.secret_hash in self.remembered:
+            self._remember(member)
+        return out
 
     def _on_cursor(self, member: Member, msg: dict[str, Any]) -> list[Outgoing]:
         return self.presence.cursor(member, msg["pos"])

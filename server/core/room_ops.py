@@ -11,6 +11,7 @@ blend (the ``blend`` op).
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -58,6 +59,10 @@ class RoomOps:
     history_dirty: bool
     _drag_before: Layout  # points and mask when the running drag or projection started
     _drag_by: str | None  # the member who started it
+    _run_started: float  # wall clock when it started
+    _checkpoint: tuple[int, str, tuple[Pair, ...]] | None  # its latest (step, latent key, pairs)
+    interrupted: dict[str, Any] | None  # the last run, cut short by a crash (room state key)
+    original: ImageInfo  # the image the room was created with (reset)
 
     def _op(self, name: str, by: str | None, ref: int | None, patch: dict[str, Any]) -> Outgoing:
         self.version += 1
@@ -134,7 +139,15 @@ class RoomOps:
         self.drag += 1
         self._drag_before = Layout(tuple(self.pairs.values()), self.mask)
         self._drag_by = member.id
-        return {"status": self.status.value, "step": 0, "drag": self.drag}
+        return self._begin_run({"status": self.status.value, "step": 0, "drag": self.drag})
+
+    def _begin_run(self, patch: dict[str, Any]) -> dict[str, Any]:
+        """A drag or projection starts: no checkpoint yet; a crash report of the last run goes."""
+        self._run_started, self._checkpoint = time.time(), None
+        if self.interrupted is not None:
+            self.interrupted = None
+            patch["interrupted"] = None
+        return patch
 
     def _op_stop(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
         if self.status not in (Status.RUNNING, Status.PROJECTING):
@@ -159,7 +172,9 @@ class RoomOps:
         self.drag += 1  # runs (drags and projections) share one counter: frames carry it
         self._drag_before = Layout(tuple(self.pairs.values()), self.mask)
         self._drag_by = task.by
-        return {"status": self.status.value, "step": 0, "drag": self.drag, "task": task.to_wire()}
+        return self._begin_run(
+            {"status": self.status.value, "step": 0, "drag": self.drag, "task": task.to_wire()}
+        )
 
     def start_upload(self, upload: UploadInfo, method: str, max_steps: int) -> list[Outgoing]:
         """A validated, stored upload: project it (status projecting). Returns the ``upload`` op and
@@ -210,6 +225,10 @@ class RoomOps:
             self.image, seed=msg["seed"], truncation=msg.get("truncation", self.image.truncation), latent=None
         )
         return self.commit_image(image, "new_image", member.id)
+
+    def _op_reset(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
+        self._require_idle()
+        return self.commit_image(self.original, "reset", member.id)
 
     def _op_undo(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
         self._require_idle()

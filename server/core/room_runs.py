@@ -20,7 +20,7 @@ from server.core.jobs import EngineJob, FrameResult, JobKind
 from server.core.outgoing import Kind, Outgoing
 from server.core.protocol import error_message
 from server.core.room_ops import RoomOps
-from server.core.state import HistoryEntry, Layout, Point, Status, TaskKind, pairs_to_wire
+from server.core.state import HistoryEntry, Layout, Point, RunRecord, Status, TaskKind, pairs_to_wire
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,9 @@ class RoomRuns(RoomOps):
                 p = self.pairs.get(pid)
                 if p is not None and p.handle_rev <= job.version:
                     self.pairs[pid] = replace(p, handle=self._clamp(pos))
+            if frame.checkpoint is not None:  # this frame's latent is stored: a crash keeps it
+                self._checkpoint = (self.step, frame.checkpoint, tuple(self.pairs.values()))
+                self.dirty = True
             ended = frame.reached or frame.done is not None or self.step >= self.params.max_steps
             if self.status is Status.RUNNING and ended:
                 self.status = Status.STOPPING
@@ -178,6 +181,32 @@ class RoomRuns(RoomOps):
         if reason == "error":
             out.append(Outgoing(error_message("engine_failed", message and f"projection failed: {message}")))
         return out
+
+    def recover_run(self, run: RunRecord) -> None:
+        """At load: ``run`` was in progress when the server stopped without ending it (a crash).
+        The room comes back idle and reports it in ``interrupted``. A drag with a checkpoint commits
+        it as a ``drag`` history entry (undo goes back to the image before the drag); handles of the
+        pairs it knew go back to where they were at the image kept (the checkpoint, or the start)."""
+        kept = 0
+        reference = run.before.pairs
+        if run.kind == "drag" and run.latent is not None and run.latent != self.image.latent:
+            reference, kept = run.pairs, run.step
+        handles = {p.id: p.handle for p in reference}
+        self.pairs = {pid: replace(p, handle=handles.get(pid, p.handle)) for pid, p in self.pairs.items()}
+        if kept:
+            assert run.latent is not None
+            image = replace(self.image, latent=run.latent)
+            after = Layout(tuple(self.pairs.values()), self.mask)
+            self.history.commit(HistoryEntry("drag", image, run.before, after, run.by))
+            self.image, self.history_dirty = image, True
+        self.step, self.interrupted, self.dirty = kept, run.interrupted_wire(kept), True
+        log.warning(
+            "room %s: %s %d was interrupted by the server stopping; %s",
+            self.id,
+            run.kind,
+            run.drag,
+            f"its step {kept} is kept" if kept else "nothing of it is kept",
+        )
 
     def on_error(self, job: EngineJob, message: str, latent: str | None = None) -> list[Outgoing]:
         """The engine failed on this room's job. A drag ends with reason ``error`` (committing

@@ -126,6 +126,7 @@ class Params:
     r1: float | None = None  # motion supervision radius (px)
     r2: float | None = None  # tracking search half-size (px)
     stop_dist: float | None = None  # done when every handle is this close to its target (px)
+    space: str = "w+"  # optimize: "w+" (the first W+ rows move independently) or "w" (one shared row)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -136,6 +137,7 @@ class Params:
             "r1": self.r1,
             "r2": self.r2,
             "stop_dist": self.stop_dist,
+            "space": self.space,
         }
 
     def updated(self, patch: Mapping[str, Any]) -> Params:
@@ -219,6 +221,37 @@ class History:
 
 
 @dataclass(frozen=True)
+class MemberRecord:
+    """An editor the room remembers across restarts: the browser that presents the secret whose
+    hash this is gets the member id, name and colour back (so the pairs it owns stay its own)."""
+
+    id: str  # member id ("m3")
+    secret_hash: str  # sha256 hex of "<room id>:<secret>" (the secret itself is never stored)
+    name: str
+    colour: str
+    seen: float = 0.0  # wall-clock seconds of the last join or rename
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run (a drag or a projection) in progress, persisted so that a crash is reported after the
+    restart and a drag keeps its last checkpoint: the latent of a recent frame, stored as it ran."""
+
+    kind: str  # "drag", "upload" or "blend"
+    drag: int  # its run number
+    by: str | None  # member id that started it (None: server-made, an HTTP upload)
+    before: Layout  # points and mask when it started (what undo brings back)
+    step: int = 0  # the checkpoint's step (0: no checkpoint yet)
+    latent: str | None = None  # the checkpoint's latent key (drags only)
+    pairs: tuple[Pair, ...] = ()  # the pairs at the checkpoint (tracked handles)
+    started: float = 0.0  # wall-clock seconds
+
+    def interrupted_wire(self, kept: int) -> dict[str, Any]:
+        """The room's ``interrupted`` state value after a crash cut this run short."""
+        return {"kind": self.kind, "drag": self.drag, "step": kept, "by": self.by}
+
+
+@dataclass(frozen=True)
 class RoomRecord:
     """Everything persisted about a room (what the store writes and reads back)."""
 
@@ -236,3 +269,6 @@ class RoomRecord:
     next_member: int = 1
     created: float = 0.0  # wall-clock seconds
     upload: UploadInfo | None = None  # the last uploaded picture (blend source, target thumbnail)
+    original: ImageInfo | None = None  # the image the room was created with (reset); None: history[0]'s
+    members: tuple[MemberRecord, ...] = ()  # editors remembered by their browser's secret
+    run: RunRecord | None = None  # the run in progress when saved (a crash leaves it behind)

@@ -61,12 +61,15 @@ class RoomManager:
         self._failing: set[str] = set()  # rooms whose last save failed
 
     def load(self) -> int:
-        """Restore every stored room (status idle; a frame is rendered on demand). Returns the count."""
+        """Restore every stored room (status idle; a frame is rendered on demand). A run the last
+        server left in progress (a crash) is reported as interrupted, and saved so. Returns the count."""
         for rec in self.store.load_rooms():
             try:
-                self.rooms[rec.id] = Room(rec, self.limits, self.clock)
+                room = self.rooms[rec.id] = Room(rec, self.limits, self.clock)
             except ValueError as e:
                 log.error("room %s not restored: %s", rec.id, e)
+                continue
+            self.persist(room)  # an interrupted run's report and kept frame (no one to tell yet)
         try:
             gone = self.store.gc_latents()
             if gone:
@@ -128,7 +131,7 @@ class RoomManager:
             role = "viewer"
         else:
             raise JoinRefused("bad_capability")
-        joined = room.join(role, hello["name"], hello.get("client_id"))
+        joined = room.join(role, hello["name"], hello.get("client_id"), hello.get("secret"))
         log.info(
             "room %s: %s %s joined as %s",
             room_id,
@@ -186,7 +189,10 @@ class RoomManager:
 
     def on_frame(self, job: EngineJob, frame: FrameResult) -> list[Outgoing]:
         room = self.rooms.get(job.room)
-        return [] if room is None else room.on_frame(job, frame)
+        if room is None:
+            return []
+        out = room.on_frame(job, frame)
+        return out + self.persist(room) if frame.checkpoint is not None else out
 
     def on_finished(self, job: EngineJob, latent: str | None, message: str | None = None) -> list[Outgoing]:
         room = self.rooms.get(job.room)
@@ -208,14 +214,14 @@ class RoomManager:
         if not room.dirty:
             return []
         try:
-            self.store.save_room(room.to_record(), history=room.history_dirty)
+            self.store.save_room(room.to_record(), history=room.history_dirty, members=room.members_dirty)
         except StoreError as e:
             log.error("room %s: %s", room.id, e)
             if room.id in self._failing:
                 return []
             self._failing.add(room.id)
             return [Outgoing(error_message("storage_failed"), to=ALL)]
-        room.dirty = room.history_dirty = False
+        room.dirty = room.history_dirty = room.members_dirty = False
         if room.id in self._failing:
             self._failing.discard(room.id)
             log.info("room %s: saved again", room.id)

@@ -11,6 +11,13 @@ Uploads (issue 7, real images): the preprocessed target of an upload (a PNG at t
 resolution) is a content-addressed blob in ``uploads``; ``room_uploads`` says which upload is a
 room's last one. Both tables are additive (``CREATE TABLE IF NOT EXISTS``), so a store written
 before them opens unchanged.
+
+Identities, origins and runs (issue 17), additive too: ``room_members`` keeps the editors a room
+remembers by the hash of their browser's secret (member id, name, colour); ``room_origins`` the
+image a room was created with (``reset`` returns to it; rooms saved before it use their first
+history entry); ``room_runs`` the drag or projection running when the room was last saved, with a
+drag's latest checkpoint (a recent frame's latent), so that after a crash the room reports the run
+as interrupted and keeps that frame.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +39,11 @@ from server.core.state import (
     HistoryEntry,
     ImageInfo,
     Layout,
+    MemberRecord,
     Pair,
     Params,
     RoomRecord,
+    RunRecord,
     UploadInfo,
     pairs_to_wire,
 )
@@ -83,6 +93,31 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE TABLE IF NOT EXISTS room_uploads (
     room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
     key TEXT NOT NULL                   -- the room's last upload
+);
+CREATE TABLE IF NOT EXISTS room_origins (
+    room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
+    image TEXT NOT NULL                 -- JSON: the image the room was created with
+);
+CREATE TABLE IF NOT EXISTS room_members (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,                   -- member id
+    secret_hash TEXT NOT NULL,          -- sha256 hex of "<room id>:<browser secret>" (never the secret)
+    name TEXT NOT NULL,
+    colour TEXT NOT NULL,
+    seen REAL NOT NULL,
+    PRIMARY KEY (room_id, id)
+);
+CREATE TABLE IF NOT EXISTS room_runs (
+    room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,                 -- drag, upload or blend
+    drag INTEGER NOT NULL,              -- run number
+    by_member TEXT,
+    started REAL NOT NULL,
+    step INTEGER NOT NULL,              -- the checkpoint's step (0: none yet)
+    latent TEXT,                        -- the checkpoint's latent key
+    before_pairs TEXT NOT NULL,         -- points and mask when the run started
+    before_mask BLOB,
+    pairs TEXT NOT NULL                 -- points (tracked handles) at the checkpoint
 );
 """
 
@@ -134,8 +169,9 @@ class Store:
 
     # --- rooms ------------------------------------------------------------------------------
 
-    def save_room(self, rec: RoomRecord, history: bool = True) -> None:
-        """Write a room's state; with ``history``, rewrite its history entries too."""
+    def save_room(self, rec: RoomRecord, history: bool = True, members: bool = True) -> None:
+        """Write a room's state (and its run in progress); with ``history``, rewrite its history
+        entries too; with ``members``, its remembered editors."""
         row = (
             rec.id,
             rec.edit_hash,
@@ -168,6 +204,20 @@ class Store:
                     "ON CONFLICT(room_id) DO UPDATE SET key=excluded.key",
                     (rec.id, rec.upload.key),
                 )
+            if rec.original is not None:
+                db.execute(
+                    "INSERT OR IGNORE INTO room_origins VALUES (?,?)",
+                    (rec.id, _dumps(rec.original.to_wire())),
+                )
+            db.execute("DELETE FROM room_runs WHERE room_id=?", (rec.id,))
+            if rec.run is not None:
+                db.execute("INSERT INTO room_runs VALUES (?,?,?,?,?,?,?,?,?,?)", _run_row(rec.id, rec.run))
+            if members:
+                db.execute("DELETE FROM room_members WHERE room_id=?", (rec.id,))
+                db.executemany(
+                    "INSERT INTO room_members VALUES (?,?,?,?,?,?)",
+                    [(rec.id, m.id, m.secret_hash, m.name, m.colour, m.seen) for m in rec.members],
+                )
             if history:
                 db.execute("DELETE FROM history WHERE room_id=?", (rec.id,))
                 db.executemany(
@@ -183,14 +233,28 @@ class Store:
             ups = db.execute(
                 "SELECT r.room_id, u.key, u.w, u.h FROM room_uploads r JOIN uploads u ON u.key = r.key"
             ).fetchall()
+            origins = dict(db.execute("SELECT room_id, image FROM room_origins").fetchall())
+            mems = db.execute(
+                "SELECT room_id, id, secret_hash, name, colour, seen FROM room_members ORDER BY room_id, seen"
+            ).fetchall()
+            runs = {r[0]: r for r in db.execute("SELECT * FROM room_runs").fetchall()}
         uploads = {rid: UploadInfo(key, w, h) for rid, key, w, h in ups}
+        members: dict[str, list[MemberRecord]] = {}
+        for rid, *m in mems:
+            members.setdefault(rid, []).append(MemberRecord(*m))
         by_room: dict[str, list[tuple]] = {}
         for h in hist:
             by_room.setdefault(h[0], []).append(h)
         out = []
         for r in rooms:
             try:
-                out.append(_room_record(r, by_room.get(r[0], []), uploads.get(r[0])))
+                rec = _room_record(r, by_room.get(r[0], []), uploads.get(r[0]))
+                extra: dict[str, Any] = {"members": tuple(members.get(rec.id, ()))}
+                if rec.id in origins:
+                    extra["original"] = ImageInfo.from_wire(json.loads(origins[rec.id]))
+                if rec.id in runs:
+                    extra["run"] = _run_record(runs[rec.id], rec.image)
+                out.append(replace(rec, **extra))
             except (KeyError, TypeError, ValueError) as e:  # one bad row must not lose the others
                 log.error("store: skipping unreadable room %s: %s", r[0], e)
         return out
@@ -244,7 +308,8 @@ class Store:
         with self._tx("collecting latents") as db:
             cur = db.execute(
                 """DELETE FROM latents WHERE created < ? AND key NOT IN
-                   (SELECT latent FROM history WHERE latent IS NOT NULL)""",
+                   (SELECT latent FROM history WHERE latent IS NOT NULL)
+                   AND key NOT IN (SELECT latent FROM room_runs WHERE latent IS NOT NULL)""",
                 (time.time() - older_than_s,),
             )
             return cur.rowcount
@@ -266,6 +331,37 @@ def _history_row(room_id: str, pos: int, e: HistoryEntry) -> tuple:
         None if e.before.mask is None else e.before.mask.cells,
         _dumps(pairs_to_wire(e.after.pairs)),
         None if e.after.mask is None else e.after.mask.cells,
+    )
+
+
+def _run_row(room_id: str, run: RunRecord) -> tuple:
+    return (
+        room_id,
+        run.kind,
+        run.drag,
+        run.by,
+        run.started,
+        run.step,
+        run.latent,
+        _dumps(pairs_to_wire(run.before.pairs)),
+        None if run.before.mask is None else run.before.mask.cells,
+        _dumps(pairs_to_wire(run.pairs)),
+    )
+
+
+def _run_record(r: tuple, image: ImageInfo) -> RunRecord:
+    _rid, kind, drag, by, started, step, latent, before_pairs, before_mask, pairs = r
+    grid = MaskGrid.empty(image.w, image.h)
+    mask = None if before_mask is None else MaskGrid(image.w, image.h, grid.w, grid.h, bytes(before_mask))
+    return RunRecord(
+        kind=kind,
+        drag=drag,
+        by=by,
+        before=Layout(tuple(Pair.from_wire(p) for p in json.loads(before_pairs)), mask),
+        step=step,
+        latent=latent,
+        pairs=tuple(Pair.from_wire(p) for p in json.loads(pairs)),
+        started=started,
     )
 
 

@@ -61,6 +61,7 @@ class WorkerBase:
         projector: Projector | None = None,
         pti_steps: int = 0,
         pti_max_rooms: int = 4,
+        checkpoint_s: float | None = 2.0,
     ) -> None:
         if pti_steps < 0 or pti_max_rooms < 1:
             raise ValueError(
@@ -79,6 +80,7 @@ class WorkerBase:
         self.tick_budget_s = tick_budget_s
         self.jpeg_quality = jpeg_quality
         self.trajectory_frames = trajectory_frames
+        self.checkpoint_s = checkpoint_s  # a running drag stores its frame's latent this often (None: never)
         self.modes = default_modes() if modes is None else dict(modes)
         self.stats = WorkerStats()
         self._rooms: dict[str, RoomEngine] = {}  # worker thread only
@@ -174,6 +176,7 @@ class WorkerBase:
         st.session, st.frame_latent, st.steps, st.drag, st.generator = None, None, 0, -1, None
         st.pair_ids, st.pair_sig, st.mask, st.params = (), (), None, None
         st.last_frame_at = st.fps = None
+        st.checkpoint_at = 0.0
 
     def _jpeg(self, frame: np.ndarray) -> bytes:
         return encode_jpeg(frame, self.jpeg_quality)

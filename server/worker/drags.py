@@ -6,6 +6,10 @@ Rooms that share a mode are stepped in one batched forward/backward pass (``Engi
 DragGAN's ``step_batch``). If a batch raises, each of its rooms is retried alone, so a failure
 reaches only the room that caused it (its drag ends with reason ``error`` and commits what it had
 reached) and the other rooms keep running.
+
+Checkpoints: every ``checkpoint_s`` seconds a running drag stores the latent of the frame it shows
+(``FrameResult.checkpoint``); the room saves it with its run, so that a crash loses at most that
+much of the drag (``RoomRuns.recover_run`` commits the checkpoint after the restart).
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ class DragJobs(WorkerBase):
                 job.mask,
                 job.params,
             )
-            st.started = time.perf_counter()
+            st.started = st.checkpoint_at = time.perf_counter()
             traj = self._trajectories.setdefault(job.room, Trajectory(self.trajectory_frames))
             traj.reset(job.drag)
             return st
@@ -131,7 +135,20 @@ class DragJobs(WorkerBase):
         reached = res.done and res.reason == "reached"
         ended = "max_steps" if res.done and not reached else None  # the session's own budget is spent
         fps = None if st.fps is None else round(st.fps, 2)
-        return Outcome(job, FrameResult(jpeg, handles, reached=reached, fps=fps, done=ended), steps=st.steps)
+        checkpoint = self._checkpoint(st, latent, now)
+        frame = FrameResult(jpeg, handles, reached=reached, fps=fps, done=ended, checkpoint=checkpoint)
+        return Outcome(job, frame, steps=st.steps)
+
+    def _checkpoint(self, st: RoomEngine, latent: torch.Tensor, now: float) -> str | None:
+        """Store the latent of this frame when the drag's last checkpoint is ``checkpoint_s`` old
+        (not the first frame: it shows the start image). None: not now, or the store failed."""
+        if self.checkpoint_s is None or st.steps <= 1 or now - st.checkpoint_at < self.checkpoint_s:
+            return None
+        key, failed = self._latents.put(latent)
+        if failed:  # kept in memory only: no use after a crash
+            return None
+        st.checkpoint_at = now
+        return key
 
     def _finish(self, job: EngineJob) -> Outcome:
         st = self._rooms.get(job.room)

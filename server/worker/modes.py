@@ -6,8 +6,8 @@ predictor, ``server.engine.predict_session``) is registered when a predictor bun
 loaded generator is available (:func:`default_modes`; the app loads the shipped one or
 ``--predictor``). Without one, a drag started in ``predict`` mode ends at once with reason
 ``error`` and the message "predictor not available for this model", and ``GET /api/info`` lists
-only the available modes. A room's mode is read when its drag starts; a ``set_params`` mode
-change during a drag applies to the next drag.
+only the available modes. A room's mode (and its latent ``space``, optimize only) is read when its
+drag starts; a ``set_params`` change of either during a drag applies to the next drag.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class EngineMode:
 
 def drag_options(params: Params, resolution: int) -> dict[str, Any]:
     """Room parameters -> DragOptions fields. The room's r1/r2 are image pixels (DragOptions
-    counts them at 512 px); null keeps DragOptions' resolution-scaled defaults."""
+    counts them at 512 px); null keeps DragOptions' resolution-scaled defaults. ``space`` ("w+" or
+    "w") is fixed for a session: :func:`live_drag_options` leaves it out."""
     from server.engine.drag import DragOptions
 
     d = DragOptions()
@@ -69,7 +70,16 @@ def drag_options(params: Params, resolution: int) -> dict[str, Any]:
         "r1_min": d.r1_min if params.r1 is None else 1,
         "r2": d.r2 if params.r2 is None else params.r2 * 512 / resolution,
         "r2_min": d.r2_min if params.r2 is None else 1,
+        "space": params.space,
     }
+    return opts
+
+
+def live_drag_options(params: Params, resolution: int) -> dict[str, Any]:
+    """The options a running DragGAN session takes from changed room parameters (all but ``space``,
+    which applies from the next drag)."""
+    opts = drag_options(params, resolution)
+    del opts["space"]
     return opts
 
 
@@ -117,7 +127,7 @@ def predict_mode(bundle: Any) -> EngineMode:
 def default_modes(predictor: Any | None = None) -> dict[str, EngineMode]:
     """The engine modes: ``optimize`` always; ``predict`` when a predictor bundle for the loaded
     generator is given (the app loads the shipped one, or ``--predictor``, at start-up)."""
-    modes = {"optimize": EngineMode("optimize", _create_drag, _step_drag, drag_options)}
+    modes = {"optimize": EngineMode("optimize", _create_drag, _step_drag, live_drag_options)}
     if predictor is not None:
         modes["predict"] = predict_mode(predictor)
     return modes

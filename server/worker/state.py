@@ -38,6 +38,7 @@ class RoomEngine:
     started: float = 0.0  # perf_counter at the first step
     last_frame_at: float | None = None
     fps: float | None = None
+    checkpoint_at: float = 0.0  # perf_counter of the drag's last stored checkpoint
 
 
 @dataclass

@@ -263,9 +263,10 @@ const NOT_PRINTABLE_GLOBAL = new RegExp(NOT_PRINTABLE.source, "gu");
 // message builders (the connection adds `id`)
 
 export const msg = Object.freeze({
-  hello: (cap, name, clientId) => {
+  hello: (cap, name, clientId, secret) => {
     const m = { t: "hello", v: PROTOCOL_VERSION, cap, name: cleanName(name) };
     if (clientId) m.client_id = clientId;
+    if (secret) m.secret = secret;
     return m;
   },
   addPair: (pair, handle, target) => ({ t: "add_pair", pair, handle: point(handle), target: point(target) }),
@@ -278,6 +279,7 @@ export const msg = Object.freeze({
   start: () => ({ t: "start" }),
   stop: () => ({ t: "stop" }),
   newImage: (seed, truncation) => (truncation == null ? { t: "new_image", seed } : { t: "new_image", seed, truncation }),
+  reset: () => ({ t: "reset" }),
   undo: () => ({ t: "undo" }),
   redo: () => ({ t: "redo" }),
   setName: (name) => ({ t: "set_name", name: cleanName(name) }),

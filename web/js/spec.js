@@ -32,6 +32,7 @@ export const SPEC = Object.freeze({
   "id": "^[A-Za-z0-9_-]{1,32}$",
   "token": "^[A-Za-z0-9_-]{1,128}$",
   "client_id": "^[A-Za-z0-9_-]{8,64}$",
+  "secret": "^[A-Za-z0-9_-]{22,64}$",
   "latent": "^[0-9a-f]{64}$",
   "upload": "^[0-9a-f]{64}$"
  },
@@ -195,6 +196,15 @@ export const SPEC = Object.freeze({
      "min": 0.1,
      "max": 64,
      "doc": "done when every handle is this close; null: auto"
+    },
+    "space": {
+     "type": "enum",
+     "required": true,
+     "values": [
+      "w+",
+      "w"
+     ],
+     "doc": "optimize: w+ moves the first W+ rows independently, w one row shared by them; next drag"
     }
    }
   },
@@ -252,6 +262,42 @@ export const SPEC = Object.freeze({
     }
    },
    "doc": "the projection running now (status projecting or stopping); null: none"
+  },
+  "interrupted": {
+   "type": "map",
+   "required": false,
+   "nullable": true,
+   "fields": {
+    "kind": {
+     "type": "enum",
+     "required": true,
+     "values": [
+      "drag",
+      "upload",
+      "blend"
+     ],
+     "doc": "drag, or the projection's kind"
+    },
+    "drag": {
+     "type": "int",
+     "required": true,
+     "min": 0,
+     "doc": "its run number"
+    },
+    "step": {
+     "type": "int",
+     "required": true,
+     "min": 0,
+     "doc": "the step whose image was kept (committed); 0: none, the image is as before"
+    },
+    "by": {
+     "type": "str",
+     "required": true,
+     "nullable": true,
+     "doc": "member id that started it; null: server-made"
+    }
+   },
+   "doc": "the last run was cut short by a server crash (reported after the restart); null: it was not"
   },
   "upload": {
    "type": "map",
@@ -442,6 +488,15 @@ export const SPEC = Object.freeze({
        "min": 0.1,
        "max": 64,
        "doc": "done when every handle is this close; null: auto"
+      },
+      "space": {
+       "type": "enum",
+       "required": true,
+       "values": [
+        "w+",
+        "w"
+       ],
+       "doc": "optimize: w+ moves the first W+ rows independently, w one row shared by them; next drag"
       }
      }
     },
@@ -547,6 +602,42 @@ export const SPEC = Object.freeze({
       }
      },
      "doc": "the room's last uploaded picture (GET /api/rooms/{room}/upload.png); null: none"
+    },
+    "interrupted": {
+     "type": "map",
+     "required": false,
+     "nullable": true,
+     "fields": {
+      "kind": {
+       "type": "enum",
+       "required": true,
+       "values": [
+        "drag",
+        "upload",
+        "blend"
+       ],
+       "doc": "drag, or the projection's kind"
+      },
+      "drag": {
+       "type": "int",
+       "required": true,
+       "min": 0,
+       "doc": "its run number"
+      },
+      "step": {
+       "type": "int",
+       "required": true,
+       "min": 0,
+       "doc": "the step whose image was kept (committed); 0: none, the image is as before"
+      },
+      "by": {
+       "type": "str",
+       "required": true,
+       "nullable": true,
+       "doc": "member id that started it; null: server-made"
+      }
+     },
+     "doc": "the last run was cut short by a server crash (reported after the restart); null: it was not"
     }
    }
   },
@@ -620,6 +711,12 @@ export const SPEC = Object.freeze({
      "required": false,
      "pattern": "^[A-Za-z0-9_-]{8,64}$",
      "doc": "random per page load; keeps the member id on reconnect"
+    },
+    "secret": {
+     "type": "str",
+     "required": false,
+     "pattern": "^[A-Za-z0-9_-]{22,64}$",
+     "doc": "random per browser, kept: an editor keeps member id, name, colour after restarts"
     }
    }
   },
@@ -859,6 +956,15 @@ export const SPEC = Object.freeze({
        "min": 0.1,
        "max": 64,
        "doc": "done when every handle is this close; null: auto"
+      },
+      "space": {
+       "type": "enum",
+       "required": false,
+       "values": [
+        "w+",
+        "w"
+       ],
+       "doc": "optimize: w+ moves the first W+ rows independently, w one row shared by them; next drag"
       }
      }
     }
@@ -966,6 +1072,22 @@ export const SPEC = Object.freeze({
      "min": 1,
      "max": 1000,
      "doc": "optimisation steps"
+    }
+   }
+  },
+  "reset": {
+   "direction": "c2s",
+   "doc": "The room's original image again, as a new history entry (undo returns); clears points, mask.",
+   "role": "editor",
+   "rate": "edit",
+   "versioned": true,
+   "fields": {
+    "id": {
+     "type": "int",
+     "required": false,
+     "min": 0,
+     "max": 4294967295,
+     "doc": "client message id, echoed as ref"
     }
    }
   },
@@ -1304,6 +1426,15 @@ export const SPEC = Object.freeze({
          "min": 0.1,
          "max": 64,
          "doc": "done when every handle is this close; null: auto"
+        },
+        "space": {
+         "type": "enum",
+         "required": true,
+         "values": [
+          "w+",
+          "w"
+         ],
+         "doc": "optimize: w+ moves the first W+ rows independently, w one row shared by them; next drag"
         }
        }
       },
@@ -1409,6 +1540,42 @@ export const SPEC = Object.freeze({
         }
        },
        "doc": "the room's last uploaded picture (GET /api/rooms/{room}/upload.png); null: none"
+      },
+      "interrupted": {
+       "type": "map",
+       "required": false,
+       "nullable": true,
+       "fields": {
+        "kind": {
+         "type": "enum",
+         "required": true,
+         "values": [
+          "drag",
+          "upload",
+          "blend"
+         ],
+         "doc": "drag, or the projection's kind"
+        },
+        "drag": {
+         "type": "int",
+         "required": true,
+         "min": 0,
+         "doc": "its run number"
+        },
+        "step": {
+         "type": "int",
+         "required": true,
+         "min": 0,
+         "doc": "the step whose image was kept (committed); 0: none, the image is as before"
+        },
+        "by": {
+         "type": "str",
+         "required": true,
+         "nullable": true,
+         "doc": "member id that started it; null: server-made"
+        }
+       },
+       "doc": "the last run was cut short by a server crash (reported after the restart); null: it was not"
       }
      }
     },
@@ -1476,6 +1643,7 @@ export const SPEC = Object.freeze({
       "stop",
       "new_image",
       "blend",
+      "reset",
       "undo",
       "redo",
       "finish",
@@ -1660,6 +1828,15 @@ export const SPEC = Object.freeze({
          "min": 0.1,
          "max": 64,
          "doc": "done when every handle is this close; null: auto"
+        },
+        "space": {
+         "type": "enum",
+         "required": true,
+         "values": [
+          "w+",
+          "w"
+         ],
+         "doc": "optimize: w+ moves the first W+ rows independently, w one row shared by them; next drag"
         }
        }
       },
@@ -1765,6 +1942,42 @@ export const SPEC = Object.freeze({
         }
        },
        "doc": "the room's last uploaded picture (GET /api/rooms/{room}/upload.png); null: none"
+      },
+      "interrupted": {
+       "type": "map",
+       "required": false,
+       "nullable": true,
+       "fields": {
+        "kind": {
+         "type": "enum",
+         "required": true,
+         "values": [
+          "drag",
+          "upload",
+          "blend"
+         ],
+         "doc": "drag, or the projection's kind"
+        },
+        "drag": {
+         "type": "int",
+         "required": true,
+         "min": 0,
+         "doc": "its run number"
+        },
+        "step": {
+         "type": "int",
+         "required": true,
+         "min": 0,
+         "doc": "the step whose image was kept (committed); 0: none, the image is as before"
+        },
+        "by": {
+         "type": "str",
+         "required": true,
+         "nullable": true,
+         "doc": "member id that started it; null: server-made"
+        }
+       },
+       "doc": "the last run was cut short by a server crash (reported after the restart); null: it was not"
       }
      }
     }

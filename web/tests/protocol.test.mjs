@@ -124,6 +124,9 @@ test("the builders produce the golden client messages byte for byte", () => {
     cursor_hide: msg.cursor(null),
     blend: withId(msg.blend("seed", { seed: 77, truncation: 0.5, steps: 60 }), 15),
     blend_upload: withId(msg.blend("upload"), 16),
+    hello_secret: msg.hello("Zk3v9Qm2LxTQ0n8Yb1cR5wHs7JdUe4Ap", "Ada", "c7Hq2LmX9vTz", "q8Rk2vXa9LmT3wZpYc7HdN5s"),
+    reset: withId(msg.reset(), 17),
+    set_params_space: withId(msg.setParams({ space: "w" }), 18),
   };
   for (const g of C2S) {
     assert.ok(g.name in cases, `no builder case for ${g.name}`);
