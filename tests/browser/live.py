@@ -126,6 +126,13 @@ class LiveServer:
             p.kill()
             p.wait(5)
 
+    def kill(self) -> None:
+        """Kill the server without letting it drain (SIGKILL: a crash; the data dir stays as it was)."""
+        p, self.proc = self.proc, None
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait(10)
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-4000:]

@@ -180,8 +180,10 @@ def _other_views(browser: Any, srv: LiveServer, out: Path) -> None:
 def _offline_view(browser: Any, srv: LiveServer, room: dict[str, Any], out: Path) -> None:
     page = new_page(browser, srv.url + edit_path(room), "Ada", DESKTOP)
     srv.stop()
-    page.wait_for_selector("#banner:not([hidden])", timeout=15_000)
+    page.wait_for_selector("#offline-veil:not([hidden])", timeout=5_000)  # at once
     shoot(page, out / "room-offline.png")
+    page.wait_for_selector("#banner:not([hidden])", timeout=15_000)  # the cause, after about 5 s
+    shoot(page, out / "room-offline-banner.png")
 
 
 def main() -> None:

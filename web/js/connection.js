@@ -16,14 +16,20 @@ export const ConnState = Object.freeze({
 
 /** How soon to retry after a close, by close code (shared/protocol.md section 11). */
 export const RetryPolicy = Object.freeze({
-  NORMAL: "normal", // 0.5 s doubling to 30 s
+  NORMAL: "normal", // 0.25 s doubling to 1.2 s: back within about 2 s of the server's return
   NOW: "now", // too_slow: at once, then normal
   SLOWLY: "slowly", // room_full, server_full: from 5 s
   PAUSE: "pause", // rate_limited: from 10 s
   NEVER: "never",
 });
 
-export const BACKOFF = Object.freeze({ baseS: 0.5, maxS: 30, slowS: 5, pauseS: 10, jitter: 0.25 });
+/**
+ * Reconnect delays (seconds). A dropped connection (a restart, a crash, the network) is retried
+ * at most 1.2 s apart (+-25 %), so the page is back within about 2 s of the server's return; a
+ * server that is down costs one refused TCP connection per tab and second or so. A full room or
+ * server and a rate limit wait longer (from 5 s and 10 s, doubling to 30 s).
+ */
+export const BACKOFF = Object.freeze({ baseS: 0.25, maxS: 1.2, slowS: 5, pauseS: 10, slowMaxS: 30, jitter: 0.25 });
 
 /** The retry policy for a websocket close code (network failures and unknown codes: NORMAL). */
 export function retryPolicy(code) {
@@ -45,17 +51,20 @@ export function retryPolicy(code) {
 
 /**
  * Seconds to wait before reconnect attempt number `attempt` (0-based) under `policy`: the base
- * delay doubles per attempt up to 30 s, then gets +-25 % jitter (`rand` in [0, 1)).
+ * delay doubles per attempt up to its cap (1.2 s; 30 s when slowed down), then gets +-25 %
+ * jitter (`rand` in [0, 1)).
  */
 export function backoffDelay(attempt, policy = RetryPolicy.NORMAL, rand = Math.random()) {
   if (policy === RetryPolicy.NOW && attempt === 0) return 0.05 + 0.2 * rand;
+  const slowed = policy === RetryPolicy.SLOWLY || policy === RetryPolicy.PAUSE;
   const base = policy === RetryPolicy.SLOWLY ? BACKOFF.slowS : policy === RetryPolicy.PAUSE ? BACKOFF.pauseS : BACKOFF.baseS;
-  const d = Math.min(BACKOFF.maxS, base * 2 ** attempt);
+  const d = Math.min(slowed ? BACKOFF.slowMaxS : BACKOFF.maxS, base * 2 ** attempt);
   return d * (1 - BACKOFF.jitter + 2 * BACKOFF.jitter * rand);
 }
 
 /**
- * Options: url (ws URL of /ws/{room}), cap, clientId, getName() -> display name,
+ * Options: url (ws URL of /ws/{room}), cap, clientId, secret (this browser's identity, kept in
+ * localStorage: the room gives it its member id back after a restart), getName() -> display name,
  * onMessage(msg), onState(conn), WebSocket (class), timers {setTimeout, clearTimeout,
  * setInterval, clearInterval, now}, random().
  */
@@ -64,6 +73,7 @@ export class Connection {
     this.url = opts.url;
     this.cap = opts.cap;
     this.clientId = opts.clientId;
+    this.secret = opts.secret || null;
     this.getName = opts.getName || (() => "");
     this.onMessage = opts.onMessage || (() => {});
     this.onState = opts.onState || (() => {});
@@ -154,7 +164,7 @@ export class Connection {
     ws.onopen = () => {
       if (this.ws !== ws) return;
       this.lastReceived = this.now();
-      ws.send(encode(msg.hello(this.cap, this.getName(), this.clientId)));
+      ws.send(encode(msg.hello(this.cap, this.getName(), this.clientId, this.secret)));
     };
     ws.onmessage = (ev) => {
       if (this.ws !== ws) return;

@@ -23,7 +23,7 @@ const LONG_PRESS_MS = 600; // touch: hold a point this long to delete its pair
 
 export class Editor {
   /**
-   * app: {stage, model, edit(msg) -> id|null, canEdit() -> bool, sendCursor(pos|null),
+   * app: {stage, model, edit(msg) -> id|null, canEdit() -> bool, refuseEdit(), sendCursor(pos|null),
    * onChange(), toast(text)}
    */
   constructor(app, canvas) {
@@ -113,7 +113,10 @@ export class Editor {
 
   onDown(e) {
     if (e.button !== 0 && e.pointerType === "mouse") return;
-    if (!this.app.canEdit()) return;
+    if (!this.app.canEdit()) {
+      this.app.refuseEdit?.(); // offline: say so where the user is looking
+      return;
+    }
     if (this.down && this.down.id !== e.pointerId) return; // one finger at a time
     e.preventDefault();
     this.canvas.setPointerCapture?.(e.pointerId);

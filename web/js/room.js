@@ -8,6 +8,7 @@ import { browserDecodeImage, FramePipeline, RateMeter } from "./frames.js";
 import { DragStatus, RoomModel } from "./model.js";
 import * as protocol from "./protocol.js";
 import { cleanName, errorText, LIMITS, msg, parseFragment, parseRoomPath, randomId, randomSeed, validateClient } from "./protocol.js";
+import { browserSecret, NamePrompt, PersonCard } from "./people.js";
 import { matchShortcut, SHORTCUTS } from "./shortcuts.js";
 import { Stage } from "./stage.js";
 import { throttle } from "./throttle.js";
@@ -62,9 +63,17 @@ const modeUnavailableText = (mode, notes) => {
 const PREDICT_BUDGET_TEXT = (n) =>
   `The predictor made its planned step${n === 1 ? "" : "s"} (${n}); press Start to go further.`;
 
+/** What a run cut short by a server crash says (state.interrupted, protocol section 7). */
+function interruptedText(it) {
+  if (it.kind !== "drag") return "The server stopped during the projection; nothing of it was kept.";
+  if (it.step > 0) return `The server stopped during the drag; its image from step ${it.step} is kept.`;
+  return "The server stopped during the drag before anything could be kept; the image is as before.";
+}
+
 /** The sentence for the last finished drag or projection (model.lastEnd), or "". */
 function endText(end) {
   if (!end) return "";
+  if (end.reason === "interrupted") return interruptedText(end);
   if (!end.task && end.reason === "max_steps" && end.mode === "predict" && (end.cap == null || end.step < end.cap)) {
     return PREDICT_BUDGET_TEXT(end.step);
   }
@@ -82,6 +91,9 @@ const PROJECT_END_TEXT = {
 
 const UPLOAD_TYPES = new Set(["image/png", "image/jpeg", "image/webp"]);
 
+/** Controls that Space or Enter would activate when focused (a click leaves them unfocused). */
+const NATIVE_CONTROLS = "button, a[href], summary, input[type=checkbox], input[type=radio]";
+
 class RoomApp {
   constructor() {
     this.room = parseRoomPath(location.pathname);
@@ -91,6 +103,8 @@ class RoomApp {
     if (this.room && caps.view && caps.edit) store.set(`livedrag.view.${this.room}`, caps.view);
     this.cap = caps.edit || caps.view;
     this.clientId = randomId(16);
+    this.secret = browserSecret(store); // this browser's identity: the room remembers it (people.js)
+    this.spotlight = null; // {id, until}: a member's cursor pointed out on the stage
     this.model = new RoomModel();
     this.showMask = true;
     this.renderQueued = false;
@@ -152,6 +166,7 @@ class RoomApp {
       url: `${scheme}//${location.host}/ws/${encodeURIComponent(this.room)}`,
       cap: this.cap,
       clientId: this.clientId,
+      secret: this.secret,
       getName: () => store.get(NAME_KEY, ""),
       onMessage: (m) => this.onMessage(m),
       onState: () => this.onConnState(),
@@ -217,6 +232,25 @@ class RoomApp {
     this.requestRender();
   }
 
+  /** An edit gesture on the image that cannot be sent: say why, where the user looks. */
+  refuseEdit() {
+    if (this.model.role === "viewer") return;
+    if (this.conn && !this.conn.joined) {
+      const card = $("offline-card");
+      card.classList.remove("is-nudged");
+      void card.offsetWidth; // restart the animation
+      card.classList.add("is-nudged");
+      toast("Offline: edits are paused until the connection is back.", "error");
+    }
+  }
+
+  /** A run the server lost in a crash (state.interrupted): tell this page once per run. */
+  reportInterrupted(it) {
+    if (!it || this.reportedRun === `${it.kind}:${it.drag}`) return;
+    this.reportedRun = `${it.kind}:${it.drag}`;
+    toast(interruptedText(it), "info", 8000);
+  }
+
   toast(text) {
     toast(text);
   }
@@ -232,6 +266,7 @@ class RoomApp {
         if (m.role === "viewer" && this.editor.isMaskTool) this.editor.setTool(Tool.POINTS);
         if (m.limits?.cursor_hz) this.sendCursor.setInterval(1000 / m.limits.cursor_hz);
         rememberRoom(this.room, this.editCap ? "edit" : "view", location.pathname + location.hash);
+        if (m.role === "editor") this.namePrompt.maybeShow();
         break;
       case "snapshot":
         this.pipeline.reset();
@@ -239,6 +274,7 @@ class RoomApp {
         this.drawMeter.reset();
         document.body.classList.remove("is-loading");
         if (!this.stage.bitmap) setText($("placeholder-text"), "Waiting for the first frame…");
+        this.reportInterrupted(m.state.interrupted);
         break;
       case "frame":
         this.pipeline.push(m);
@@ -323,6 +359,7 @@ class RoomApp {
       this.editor.abort();
       this.sendCursor.cancel();
     }
+    this.updateOffline();
     if (c.state === ConnState.FAILED) {
       const [title, text] = FATAL[c.failure.name] || FATAL.closed;
       this.showFatal(title, text, c.failure.name);
@@ -332,7 +369,25 @@ class RoomApp {
     this.updatePanel();
   }
 
+  /** Lost the connection after having been in the room: dim the image and say so at once. */
+  updateOffline() {
+    const c = this.conn;
+    const lost = !!c && this.model.joined && c.state !== ConnState.JOINED && c.state !== ConnState.FAILED;
+    document.body.classList.toggle("conn-lost", lost);
+    $("offline-veil").hidden = !lost;
+    if (!lost) return;
+    const cause = RETRY_TEXT[c.lastClose?.info?.name] || "Connection lost.";
+    setText($("offline-title"), cause);
+    let when = "Reconnecting…";
+    if (c.state === ConnState.WAITING && c.retryAt) {
+      const s = Math.ceil((c.retryAt - Date.now()) / 1000);
+      if (s > 1) when = `Reconnecting in ${s} s…`;
+    }
+    setText($("offline-text"), `${when}${this.model.isEditor ? " Edits are paused." : ""}`);
+  }
+
   tick() {
+    this.updateOffline();
     this.updateBanner();
     this.updateHud();
     if (this.model.cursors.size) this.requestRender(); // idle cursors dim
@@ -409,10 +464,35 @@ class RoomApp {
       hover: ed.hover,
       preview: ed.preview,
       brush: ed.brush,
-      cursors: this.model.otherCursors(),
+      cursors: this.spotlitCursors(),
       colourOf: (id) => this.model.memberColour(id),
       myColour: this.model.colour,
     };
+  }
+
+  /** Others' cursors; the one an avatar's card points out is marked (the stage rings it). */
+  spotlitCursors() {
+    const cursors = this.model.otherCursors();
+    const sp = this.spotlight;
+    if (!sp || performance.now() > sp.until) return cursors;
+    return cursors.map((c) => (c.id === sp.id ? { ...c, spotlight: true } : c));
+  }
+
+  /** Point out a member's cursor for a moment, scrolling the zoomed image to it. */
+  spotlightCursor(id) {
+    const cursor = this.model.otherCursors().find((c) => c.id === id);
+    if (!cursor) return;
+    this.spotlight = { id, until: performance.now() + 2500 };
+    const [x, y] = this.stage.toCss(cursor.pos);
+    const box = this.els.scroll;
+    const wrap = this.els.wrap;
+    const left = wrap.offsetLeft + x - box.scrollLeft;
+    const top = wrap.offsetTop + y - box.scrollTop;
+    if (left < 0 || top < 0 || left > box.clientWidth || top > box.clientHeight) {
+      box.scrollTo({ left: wrap.offsetLeft + x - box.clientWidth / 2, top: wrap.offsetTop + y - box.clientHeight / 2, behavior: "smooth" });
+    }
+    this.requestRender();
+    setTimeout(() => this.requestRender(), 2600);
   }
 
   updateHud() {
@@ -424,13 +504,20 @@ class RoomApp {
     const starting = status === DragStatus.RUNNING && !(f && f.drag === s.drag && f.status !== DragStatus.IDLE);
     const label = starting ? "Starting…" : { idle: "Idle", running: "Running", stopping: "Stopping", projecting: "Projecting" }[status];
     setText($("hud-status-text"), label || status);
+    const c = this.conn;
+    const lost = !!c && this.model.joined && c.state !== ConnState.JOINED;
+    if (lost) {
+      // the room's status is unknown while offline: never show a stale "Running"
+      hs.dataset.status = c.state === ConnState.FAILED ? "failed" : "offline";
+      setText($("hud-status-text"), c.state === ConnState.FAILED ? "Disconnected" : "Offline · reconnecting");
+    }
     const step = status !== DragStatus.IDLE && f && f.drag === s.drag ? f.step : s?.step ?? 0;
     setText($("hud-step"), String(step));
-    const rate = status === DragStatus.RUNNING || status === DragStatus.PROJECTING ? this.drawMeter.rate : 0;
+    const rate = !lost && (status === DragStatus.RUNNING || status === DragStatus.PROJECTING) ? this.drawMeter.rate : 0;
     setText($("hud-fps"), rate > 0 ? rate.toFixed(rate < 10 ? 1 : 0) : "–");
     if (s) setText($("hud-size"), `${s.image.w}×${s.image.h}`);
     this.updateProjection();
-    const hint = this.editor.hint();
+    const hint = lost ? null : this.editor.hint();
     setText($("hint"), hint || "");
     $("hint").hidden = !hint;
   }
@@ -516,6 +603,18 @@ class RoomApp {
     const note = $("mode-note");
     note.hidden = missing.length === 0;
     note.textContent = missing.map((m) => modeUnavailableText(m, this.modeNotes)).join(" ");
+    const optimize = s.params.mode === "optimize";
+    for (const b of $("space").querySelectorAll("button")) {
+      b.setAttribute("aria-checked", String(b.dataset.space === s.params.space));
+      b.disabled = !can || !optimize;
+    }
+    setText(
+      $("space-note"),
+      optimize
+        ? `W+ moves each of the first layers on its own (DragGAN's default); W moves them together: stiffer, more plausible.${idle ? "" : " A change applies from the next Start."}`
+        : "W / W+ is the optimiser's choice: it does not apply in Predict mode.",
+    );
+    $("reset-image").disabled = !can || !idle;
     for (const input of $("params").querySelectorAll("input[data-param]")) {
       input.disabled = !can;
       if (document.activeElement === input) continue; // do not overwrite what is being typed
@@ -549,10 +648,10 @@ class RoomApp {
     const apply = $("blend-apply");
     apply.disabled = !can || !idle;
     apply.title = hasRegion ? "Blend the source into the flexible area" : "Paint the area with the Flexible brush first";
-    const end = this.model.lastEnd;
+    const end = this.model.lastEnd || (s.interrupted ? { ...s.interrupted, reason: "interrupted" } : null);
     const result = $("drag-result");
     setText(result, endText(end));
-    result.classList.toggle("is-error", end?.reason === "error");
+    result.classList.toggle("is-error", end?.reason === "error" || end?.reason === "interrupted");
     this.setDownloads();
   }
 
@@ -602,14 +701,24 @@ class RoomApp {
     const shown = members.slice(0, 6);
     pile.replaceChildren(
       ...shown.map((m) => {
-        const f = document.createElement("span");
+        const f = document.createElement("button");
+        f.type = "button";
         f.className = "face";
+        f.dataset.id = m.id;
         f.style.background = m.colour;
         f.textContent = initials(m.name);
-        f.title = m.id === you ? `${m.name} (you)` : m.name;
+        f.title = m.id === you ? `${m.name} (you)` : `${m.name}: show who this is and where their cursor is`;
+        f.setAttribute("aria-label", f.title);
+        f.setAttribute("aria-expanded", String(this.personCard.id === m.id));
+        f.addEventListener("click", (e) => {
+          e.stopPropagation();
+          this.personCard.toggle(m.id, f);
+          for (const face of pile.querySelectorAll(".face")) face.setAttribute("aria-expanded", String(this.personCard.id === face.dataset.id));
+        });
         return f;
       }),
     );
+    this.personCard.update();
     if (members.length > shown.length) {
       const more = document.createElement("span");
       more.className = "face more";
@@ -893,6 +1002,18 @@ class RoomApp {
 
   bindControls() {
     this.bindUpload();
+    this.bindPeople();
+    for (const b of $("space").querySelectorAll("button")) {
+      b.addEventListener("click", () => this.setParam("space", b.dataset.space));
+    }
+    $("reset-image").addEventListener("click", () => this.action("reset"));
+    $("offline-retry").addEventListener("click", () => this.conn?.retryNow());
+    // a menu picked with the mouse gives the keys back to the shortcuts (Space would reopen it)
+    document.addEventListener("pointerdown", (e) => (this.pointerTarget = e.target), true);
+    document.addEventListener("change", (e) => {
+      const t = e.target;
+      if (t instanceof HTMLSelectElement && this.pointerTarget && t.contains(this.pointerTarget)) t.blur();
+    });
     for (const b of document.querySelectorAll(".tool[data-tool]")) {
       b.addEventListener("click", () => this.editor.setTool(b.dataset.tool));
     }
@@ -930,8 +1051,9 @@ class RoomApp {
       if (!pop.hidden && !pop.contains(e.target)) pop.hidden = true;
       const panelOpen = document.body.classList.contains("panel-open");
       if (panelOpen && !$("panel").contains(e.target) && !$("panel-btn").contains(e.target)) this.togglePanel(false);
-      // a mouse click leaves no focus on toolbar buttons, so Space keeps meaning start/stop
-      const button = e.target.closest?.(".toolbar button, .segmented button, .zoom button");
+      // a click leaves no focus on a button (anywhere), so Space keeps meaning start/stop and
+      // never clicks it again (e.g. Random, which would make a new image and drop the pairs)
+      const button = e.target.closest?.(NATIVE_CONTROLS);
       if (button && e.detail > 0) button.blur();
     });
     $("copy-edit").addEventListener("click", () => this.copy($("edit-link"), "Edit link copied"));
@@ -975,8 +1097,13 @@ class RoomApp {
       return;
     }
     if (typingInField(e)) return;
-    const native = e.target.closest?.("button, a, summary");
-    if (native && (e.key === " " || e.key === "Enter")) return; // keyboard activation of a focused control
+    const native = e.target.closest?.(NATIVE_CONTROLS);
+    if (native && (e.key === " " || e.key === "Enter")) {
+      // reached with the keyboard (Tab): Space and Enter activate it, as everywhere
+      if (native.matches(":focus-visible")) return;
+      native.blur(); // focus a click left behind: the key is a shortcut, not a second click
+    }
+    if (!$("help").hidden) return; // the help is open: no shortcuts under it
     const action = matchShortcut({
       key: e.key,
       shiftKey: e.shiftKey,
@@ -1045,6 +1172,9 @@ class RoomApp {
         break;
       case "random-image":
         this.newImage(true);
+        break;
+      case "reset":
+        if (s?.status === DragStatus.IDLE && this.edit(msg.reset()) != null) toast("Back to the room's original image (undo returns).");
         break;
       case "mode":
         if (s) this.setParam("mode", s.params.mode === "optimize" ? "predict" : "optimize");
@@ -1127,7 +1257,33 @@ class RoomApp {
 
   async copy(input, done) {
     if (!input.value) return;
-    toast((await copyText(input.value, input)) ? done : "Copy failed: select the link and copy it by hand", "ok");
+    const ok = await copyText(input.value, input);
+    if (ok) $("share-pop").hidden = true; // done with it: the toast confirms
+    toast(ok ? done : "Copy failed: select the link and copy it by hand", ok ? "ok" : "error");
+  }
+
+  /** The name dialog (asked once per browser) and the avatars' person card. */
+  bindPeople() {
+    this.namePrompt = new NamePrompt(
+      { form: $("name-prompt"), input: $("name-input"), skip: $("name-skip") },
+      {
+        store,
+        nameKey: NAME_KEY,
+        onName: (name) => {
+          if (this.conn?.joined && this.model.isEditor) this.conn.send(msg.setName(name));
+          toast(`Hello, ${name}!`, "ok");
+        },
+      },
+    );
+    this.personCard = new PersonCard(
+      { pop: $("person-pop"), swatch: $("person-swatch"), name: $("person-name"), role: $("person-role"), cursor: $("person-cursor"), pairs: $("person-pairs") },
+      { model: this.model, onSpotlight: (id) => this.spotlightCursor(id) },
+    );
+    this.model.subscribe((kind) => {
+      if (kind === "frame") return;
+      this.personCard.update(); // cursors, names and pairs change while the card is open
+      if (kind === "members") this.namePrompt.sync(); // named meanwhile (Rename): no need to ask
+    });
   }
 
   togglePopover() {

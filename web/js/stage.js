@@ -267,7 +267,7 @@ export class Stage {
     ctx.fill();
   }
 
-  /** Others' cursors, eased toward their newest position; dimmed when idle. */
+  /** Others' cursors, eased toward their newest position; dimmed when idle; a spotlit one ringed. */
   drawCursors(ctx, cursors, now) {
     const dt = this.lastAnimT ? Math.min(100, now - this.lastAnimT) : 16;
     this.lastAnimT = now;
@@ -283,7 +283,11 @@ export class Stage {
       if (Math.abs(cur.pos[0] - sm.x) + Math.abs(cur.pos[1] - sm.y) > 0.05) animating = true;
       else [sm.x, sm.y] = cur.pos;
       const [x, y] = this.toCss([sm.x, sm.y]);
-      drawCursor(ctx, x, y, cur.colour, cur.name, cur.idle ? 0.4 : 1);
+      if (cur.spotlight) {
+        spotlightRing(ctx, x, y, cur.colour, now);
+        animating = true;
+      }
+      drawCursor(ctx, x, y, cur.colour, cur.name, cur.idle && !cur.spotlight ? 0.4 : 1);
     }
     for (const id of this.smoothCursors.keys()) if (!seen.has(id)) this.smoothCursors.delete(id);
     return animating;
@@ -350,6 +354,24 @@ function arrow(ctx, sx, sy, ex, ey, colour, width, head) {
     ctx.closePath();
     ctx.fill();
   }
+}
+
+/** Rings that grow from a cursor's tip (someone's avatar was clicked: "here they are"). */
+function spotlightRing(ctx, x, y, colour, now) {
+  ctx.save();
+  for (const phase of [0, 0.5]) {
+    const t = (now / 900 + phase) % 1;
+    ctx.beginPath();
+    ctx.arc(x, y, 8 + 34 * t, 0, 2 * Math.PI);
+    ctx.globalAlpha = 1 - t;
+    ctx.lineWidth = 4;
+    ctx.strokeStyle = COLOURS.outline;
+    ctx.stroke();
+    ctx.lineWidth = 2.5;
+    ctx.strokeStyle = colour;
+    ctx.stroke();
+  }
+  ctx.restore();
 }
 
 function drawCursor(ctx, x, y, colour, name, alpha) {

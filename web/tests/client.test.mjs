@@ -104,15 +104,17 @@ function makeConnection(clock, extra = {}) {
 
 // --- connection ---------------------------------------------------------------------------------
 
-test("backoff: 0.5 s doubling to 30 s, with jitter of a quarter either way", () => {
-  assert.equal(backoffDelay(0, RetryPolicy.NORMAL, 0.5), 0.5);
-  assert.equal(backoffDelay(1, RetryPolicy.NORMAL, 0.5), 1);
-  assert.equal(backoffDelay(5, RetryPolicy.NORMAL, 0.5), 16);
-  assert.equal(backoffDelay(6, RetryPolicy.NORMAL, 0.5), 30);
-  assert.equal(backoffDelay(20, RetryPolicy.NORMAL, 0.5), 30);
-  assert.equal(backoffDelay(0, RetryPolicy.NORMAL, 0), 0.375);
-  assert.equal(backoffDelay(0, RetryPolicy.NORMAL, 0.999999), 0.625 - 0.25 * 0.000001 * 0.5 * 2);
+test("backoff: 0.25 s doubling to 1.2 s (back within 2 s of the server), jitter a quarter either way", () => {
+  assert.equal(backoffDelay(0, RetryPolicy.NORMAL, 0.5), 0.25);
+  assert.equal(backoffDelay(1, RetryPolicy.NORMAL, 0.5), 0.5);
+  assert.equal(backoffDelay(2, RetryPolicy.NORMAL, 0.5), 1);
+  assert.equal(backoffDelay(3, RetryPolicy.NORMAL, 0.5), 1.2);
+  assert.equal(backoffDelay(200, RetryPolicy.NORMAL, 0.5), 1.2);
+  assert.ok(backoffDelay(200, RetryPolicy.NORMAL, 0.999999) < 1.5);
+  assert.equal(backoffDelay(0, RetryPolicy.NORMAL, 0), 0.1875);
+  assert.equal(backoffDelay(0, RetryPolicy.NORMAL, 0.999999), 0.3125 - 0.25 * 0.000001 * 0.25 * 2);
   assert.ok(backoffDelay(0, RetryPolicy.SLOWLY, 0.5) >= 5);
+  assert.equal(backoffDelay(4, RetryPolicy.SLOWLY, 0.5), 30);
   assert.ok(backoffDelay(0, RetryPolicy.PAUSE, 0.5) >= 10);
   assert.ok(backoffDelay(0, RetryPolicy.NOW, 0.5) < 0.3);
 });
@@ -152,25 +154,38 @@ test("it reconnects with growing delays, keeps the client_id, and resets after a
   FakeSocket.all[0].deliver(welcome());
   FakeSocket.all[0].serverClose(4012, "server restarting");
   assert.equal(conn.state, ConnState.WAITING);
-  assert.equal(conn.retryAt - clock.t, 500);
-  clock.advance(499);
+  assert.equal(conn.retryAt - clock.t, 250);
+  clock.advance(249);
   assert.equal(FakeSocket.all.length, 1);
   clock.advance(1);
   assert.equal(FakeSocket.all.length, 2);
   FakeSocket.all[1].serverClose(1006); // refused: the server is still down
+  assert.equal(conn.retryAt - clock.t, 500);
+  clock.advance(500);
+  FakeSocket.all[2].serverClose(1006);
   assert.equal(conn.retryAt - clock.t, 1000);
   clock.advance(1000);
-  FakeSocket.all[2].serverClose(1006);
-  assert.equal(conn.retryAt - clock.t, 2000);
-  clock.advance(2000);
-  const ws = FakeSocket.all[3];
+  for (let i = 3; i < 40; i++) {
+    FakeSocket.all[i].serverClose(1006); // down for a long while: never more than 1.2 s apart
+    assert.equal(conn.retryAt - clock.t, 1200);
+    clock.advance(1200);
+  }
+  const ws = FakeSocket.all[40];
   ws.open();
   assert.equal(ws.sent[0].client_id, "client-1234");
   ws.deliver(welcome());
   assert.equal(conn.state, ConnState.JOINED);
   assert.equal(conn.offlineSince, null);
   ws.serverClose(1006);
-  assert.equal(conn.retryAt - clock.t, 500); // back to the start
+  assert.equal(conn.retryAt - clock.t, 250); // back to the start
+});
+
+test("the hello carries the browser's secret when it has one", () => {
+  const clock = new FakeClock();
+  const { conn } = makeConnection(clock, { secret: "s".repeat(32) });
+  conn.start();
+  FakeSocket.all[0].open();
+  assert.equal(FakeSocket.all[0].sent[0].secret, "s".repeat(32));
 });
 
 test("a room_full close retries slowly; too_slow retries at once", () => {
