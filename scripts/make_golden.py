@@ -195,18 +195,41 @@ def server_examples() -> dict[str, dict[str, Any]]:
                 "history": {"index": 1, "size": 2},
             },
         },
-        "op_undo": {
+        "op_undo": {  # m1 takes back their drag (op_start, op_finish): its handles and image
             "t": "op",
             "v": 12,
             "op": "undo",
-            "by": "m2",
+            "by": "m1",
             "ref": 11,
             "patch": {
-                "image": IMAGE,
                 "pairs": PAIRS,
-                "mask": {"w": 64, "h": 64, "cells": mask_cells()},
+                "image": IMAGE,
+                "step": 0,
                 "history": {"index": 0, "size": 2},
             },
+        },
+        "op_undo_mask": {  # m2 takes back their mask stroke: only the cells nobody changed since
+            "t": "op",
+            "v": 16,
+            "op": "undo",
+            "by": "m2",
+            "ref": 5,
+            "patch": {"mask": {"w": 64, "h": 64, "cells": bytes(64 * 64)}},
+        },
+        "undo_state": {
+            "t": "undo_state",
+            "undo": 3,
+            "redo": 1,
+            "undo_kind": "paint_mask",
+            "redo_kind": "drag",
+        },
+        "undo_state_empty": {"t": "undo_state", "undo": 0, "redo": 0, "undo_kind": None, "redo_kind": None},
+        "error_undo_conflict": {
+            "t": "error",
+            "code": "undo_conflict",
+            "message": "cannot undo your drag: the image was changed since by someone else, "
+            "so it is skipped; undo again for your action before it",
+            "ref": 11,
         },
         "op_reset": {
             "t": "op",
@@ -365,6 +388,13 @@ def invalid_examples() -> dict[str, dict[str, Any]]:
         "seed_too_big": ({"t": "new_image", "id": 1, "seed": 2**32}, "invalid_field"),
         "blend_bad_source": ({"t": "blend", "id": 1, "source": "camera"}, "invalid_field"),
         "blend_steps_zero": ({"t": "blend", "id": 1, "source": "upload", "steps": 0}, "invalid_field"),
+        "blend_seed_missing": ({"t": "blend", "id": 1, "source": "seed"}, "invalid_field"),
+        "blend_upload_with_seed": ({"t": "blend", "id": 1, "source": "upload", "seed": 3}, "invalid_field"),
+        "blend_upload_with_truncation": (
+            {"t": "blend", "id": 1, "source": "upload", "truncation": 0.5},
+            "invalid_field",
+        ),
+        "set_name_empty": ({"t": "set_name", "id": 1, "name": "   "}, "invalid_field"),
         "space_unknown": ({"t": "set_params", "id": 1, "params": {"space": "z"}}, "invalid_field"),
         "reset_with_seed": ({"t": "reset", "id": 1, "seed": 3}, "invalid_field"),
     }

@@ -230,6 +230,15 @@ def _check_message(obj: dict[str, Any], spec: MessageSpec, bounds: Bounds | None
             for name in spec.variants[ev]:
                 if name not in out:
                     raise _invalid(name, f"required for ev={ev}")
+        if spec.when is not None:
+            w = spec.when
+            value = out.get(w.on)
+            for name in w.required.get(value, ()):
+                if name not in out:
+                    raise _invalid(name, f"required with {w.on} {value}")
+            for name in w.forbidden.get(value, ()):
+                if name in out:
+                    raise _invalid(name, f"not allowed with {w.on} {value}")
     except ProtocolError as e:
         e.ref = ref
         raise

@@ -234,6 +234,7 @@ class MessageSpec:
     rate: str | None = None  # c2s: token bucket "edit", "cursor" or "control"
     versioned: bool = False  # c2s: applied ops are stamped with a room version and broadcast as "op"
     variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ev value -> required fields
+    when: When | None = None  # c2s: fields required or forbidden by another field's value
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"direction": self.direction, "doc": self.doc}
@@ -242,11 +243,40 @@ class MessageSpec:
         out["fields"] = {k: f.to_json() for k, f in self.fields.items()}
         if self.variants:
             out["variants"] = {k: list(v) for k, v in self.variants.items()}
+        if self.when is not None:
+            out["when"] = self.when.to_json()
         return out
 
 
-def _c2s(t: str, doc: str, rate: str = "edit", role: str = "editor", versioned: bool = True, **fields: F):
-    return MessageSpec(t, "c2s", {"id": MSG_ID, **fields}, doc, role=role, rate=rate, versioned=versioned)
+@dataclass(frozen=True)
+class When:
+    """Fields a message must have (``required``) or must not have (``forbidden``) for each value of
+    one of its fields (e.g. blend's ``source``). Checked with the other field errors, before any
+    state: a message that breaks it gets ``invalid_field`` naming the field."""
+
+    on: str  # the field whose value decides
+    required: dict[str, tuple[str, ...]] = field(default_factory=dict)  # value -> fields it needs
+    forbidden: dict[str, tuple[str, ...]] = field(default_factory=dict)  # value -> fields it refuses
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "field": self.on,
+            "required": {k: list(v) for k, v in self.required.items()},
+            "forbidden": {k: list(v) for k, v in self.forbidden.items()},
+        }
+
+
+def _c2s(
+    t: str,
+    doc: str,
+    rate: str = "edit",
+    role: str = "editor",
+    versioned: bool = True,
+    when: When | None = None,
+    **fields: F,
+):
+    fields = {"id": MSG_ID, **fields}
+    return MessageSpec(t, "c2s", fields, doc, role=role, rate=rate, versioned=versioned, when=when)
 
 
 def _s2c(t: str, doc: str, variants: dict[str, tuple[str, ...]] | None = None, **fields: F):
@@ -314,14 +344,20 @@ CLIENT_MESSAGES: dict[str, MessageSpec] = {
             seed=opt(F("int", min=0, max=MAX_UINT32, doc="source seed (source seed only)")),
             truncation=opt(TRUNCATION),
             steps=opt(F("int", min=1, max=LIMITS["max_project_steps"], doc="optimisation steps")),
+            when=When("source", required={"seed": ("seed",)}, forbidden={"upload": ("seed", "truncation")}),
         ),
         _c2s(
             "reset",
             "The room's original image again, as a new history entry (undo returns); clears points, mask.",
         ),
-        _c2s("undo", "Go back one committed image state (shared history), restoring the points of then."),
-        _c2s("redo", "Go forward one committed image state."),
-        _c2s("set_name", "Change the display name (presence, not versioned).", versioned=False, name=NAME),
+        _c2s("undo", "Take back your own newest action (yours only; section 7 of protocol.md)."),
+        _c2s("redo", "Apply again your own newest undone action."),
+        _c2s(
+            "set_name",
+            "Change the display name (presence, not versioned).",
+            versioned=False,
+            name=F("name", min_len=1, max_len=32, doc="display name, printable, stripped, not empty"),
+        ),
         _c2s(
             "cursor",
             "Live cursor position (presence, throttled, never versioned); null hides it.",
@@ -368,6 +404,7 @@ ERRORS: dict[str, ErrorSpec] = {
     "no_points": ErrorSpec("add a point pair first"),
     "nothing_to_undo": ErrorSpec("nothing to undo"),
     "nothing_to_redo": ErrorSpec("nothing to redo"),
+    "undo_conflict": ErrorSpec("someone else changed it since: your action is skipped"),
     "no_region": ErrorSpec("paint the area to blend with the flexible brush first"),
     "no_upload": ErrorSpec("upload a picture first"),
     "storage_failed": ErrorSpec("the server could not save the room; the edit is kept in memory"),
@@ -461,6 +498,14 @@ SERVER_MESSAGES: dict[str, MessageSpec] = {
             "Answer to ping.",
             ref=F("int", nullable=True, min=0, max=MAX_UINT32),
             time=F("float", doc="server wall-clock time, seconds since the epoch"),
+        ),
+        _s2c(
+            "undo_state",
+            "Your own undo and redo stacks (to you only): after you join and whenever they change.",
+            undo=F("int", min=0, doc="actions you can undo"),
+            redo=F("int", min=0, doc="actions you can redo"),
+            undo_kind=F("str", nullable=True, max_len=32, doc="what the next undo takes back (an op name)"),
+            redo_kind=F("str", nullable=True, max_len=32, doc="what the next redo applies again"),
         ),
     ]
 }

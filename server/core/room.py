@@ -54,6 +54,7 @@ from server.core.state import (
     UploadInfo,
     pairs_to_wire,
 )
+from server.core.undo import UndoBook
 
 __all__ = ["EngineJob", "FrameResult", "JobKind", "JoinRefused", "Joined", "Room", "RoomLimits"]
 
@@ -112,6 +113,8 @@ class Room(RoomRuns):
         self.members = self.presence.members  # member id -> Member, in join order
         self.dirty = False  # persistent state changed since the last save
         self.history_dirty = False  # ... and the history among it
+        # each editor's own undo and redo stacks (persisted; see server.core.undo)
+        self.undo = UndoBook.from_json(record.undo, self.limits.history_max, self.limits.remembered_clients)
         if record.run is not None:  # the server stopped without ending it: a crash
             self.recover_run(record.run)
 
@@ -136,6 +139,7 @@ class Room(RoomRuns):
             original=self.original,
             members=tuple(self.remembered.values()),
             run=self._run_record(),
+            undo=self.undo.to_json(self.undo.dirty),  # the stacks that changed since the last save
         )
 
     def _run_record(self) -> RunRecord | None:
@@ -265,6 +269,8 @@ class Room(RoomRuns):
         out = [Outgoing(welcome, to=member.id), Outgoing(self.snapshot_message(), to=member.id)]
         if self.latest_frame is not None:
             out.append(self.latest_frame.retarget(member.id))
+        if member.is_editor:
+            out.append(Outgoing(self.undo.state_message(member.id), to=member.id))
         return out
 
     def client_limits(self) -> dict[str, float]:
@@ -304,9 +310,9 @@ class Room(RoomRuns):
                 if rate != "edit":
                     return []  # cursors, acks and pings over budget are dropped quietly
                 raise ProtocolError("rate_limited", ref=message_ref(raw))
-            return self.handle(member, parse_client(raw, self.bounds))
+            return self.handle(member, parse_client(raw, self.bounds)) + self._undo_messages()
         except ProtocolError as e:
-            return self._refuse(member, e)
+            return self._refuse(member, e) + self._undo_messages()
         except Exception:  # a bug: report it, keep the connection and the room going
             log.exception("room %s: message from %s failed", self.id, member_id)
             return [Outgoing(error_message("internal", ref=message_ref(raw)), to=member_id)]
@@ -323,10 +329,13 @@ class Room(RoomRuns):
             if not spec.versioned:
                 return getattr(self, f"_on_{t}")(member, msg)
             before = self.status
+            snap = None if t in ("undo", "redo") else self._undo_snapshot()
             patch = getattr(self, f"_op_{t}")(member, msg)
         except ProtocolError as e:
             e.ref = ref
             raise
+        if snap is not None:  # the member's own action, for their undo (server.core.undo)
+            self._record_action(member.id, t, msg, snap)
         out = [self._op(t, member.id, ref, patch)]
         if before is Status.IDLE and self.status in (Status.RUNNING, Status.PROJECTING):
             out.append(self._status_message(None))

@@ -3,8 +3,9 @@ gets the next room version and returns its patch, the wire values of the keys it
 
 Mixed into :class:`~server.core.room.Room`, which holds the state declared on :class:`RoomOps`;
 ``Room.handle`` calls ``_op_<name>`` for a validated client message. Points, mask and params change
-at any time, a drag running or not; starting a drag or a projection, a new image, undo and redo
-need the room idle (``busy`` otherwise). Projections are an uploaded picture
+at any time, a drag running or not; starting a drag or a projection, and a new image need the room
+idle (``busy`` otherwise), and so do undo and redo (each editor's own, :mod:`server.core.room_undo`)
+when they change the image. Projections are an uploaded picture
 (:meth:`RoomOps.start_upload`, called by the app after it validated and stored the picture) or a
 blend (the ``blend`` op).
 """
@@ -20,6 +21,7 @@ from server.core.mask import MaskGrid
 from server.core.members import Member
 from server.core.outgoing import Outgoing
 from server.core.protocol import ProtocolError
+from server.core.room_undo import RoomUndo
 from server.core.state import (
     History,
     HistoryEntry,
@@ -35,7 +37,7 @@ from server.core.state import (
 )
 
 
-class RoomOps:
+class RoomOps(RoomUndo):
     """The operations on a room's state. Not thread-safe: call them from the event loop."""
 
     # the room's state (set by Room.__init__)
@@ -176,9 +178,12 @@ class RoomOps:
             {"status": self.status.value, "step": 0, "drag": self.drag, "task": task.to_wire()}
         )
 
-    def start_upload(self, upload: UploadInfo, method: str, max_steps: int) -> list[Outgoing]:
+    def start_upload(
+        self, upload: UploadInfo, method: str, max_steps: int, by: str | None = None
+    ) -> list[Outgoing]:
         """A validated, stored upload: project it (status projecting). Returns the ``upload`` op and
-        the ``status`` message. Raises ProtocolError ``busy`` (nothing changes) while not idle."""
+        the ``status`` message. Raises ProtocolError ``busy`` (nothing changes) while not idle.
+        ``by``: the editor who sent it (its commit is theirs to undo); None: nobody's."""
         if method not in ("encoder", "optimize"):
             raise ValueError(f"unknown projection method {method!r}")
         if (upload.w, upload.h) != (self.image.w, self.image.h):
@@ -186,10 +191,10 @@ class RoomOps:
                 f"the upload is {upload.w}x{upload.h}; the room's image {self.image.w}x{self.image.h}"
             )
         steps = 0 if method == "encoder" else max(1, min(max_steps, self.limits.max_project_steps))
-        patch = self._start_task(Task(TaskKind.UPLOAD, method, steps, target=upload.key))
+        patch = self._start_task(Task(TaskKind.UPLOAD, method, steps, target=upload.key, by=by))
         self.upload = upload
         patch["upload"] = upload.to_wire()
-        return [self._op("upload", None, None, patch), self._status_message(None)]
+        return [self._op("upload", by, None, patch), self._status_message(None)]
 
     def _op_blend(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
         self._require_idle()
@@ -199,14 +204,10 @@ class RoomOps:
         if msg["source"] == "upload":
             if self.upload is None:
                 raise ProtocolError("no_upload")
-            if "seed" in msg or "truncation" in msg:
-                raise ProtocolError("invalid_field", "seed: only with source seed", field="seed")
             task = Task(
                 TaskKind.BLEND, "optimize", steps, target=self.upload.key, region=self.mask, by=member.id
             )
         else:
-            if "seed" not in msg:
-                raise ProtocolError("invalid_field", "seed: missing (source seed)", field="seed")
             truncation = msg.get("truncation", self.image.truncation)
             task = Task(
                 TaskKind.BLEND,
@@ -229,31 +230,6 @@ class RoomOps:
     def _op_reset(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
         self._require_idle()
         return self.commit_image(self.original, "reset", member.id)
-
-    def _op_undo(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
-        self._require_idle()
-        if not self.history.can_undo:
-            raise ProtocolError("nothing_to_undo")
-        return self._restore(*self.history.undo())
-
-    def _op_redo(self, member: Member, msg: dict[str, Any]) -> dict[str, Any]:
-        self._require_idle()
-        if not self.history.can_redo:
-            raise ProtocolError("nothing_to_redo")
-        return self._restore(*self.history.redo())
-
-    def _restore(self, image: ImageInfo, layout: Layout) -> dict[str, Any]:
-        rev = self.version + 1
-        self.pairs = {p.id: replace(p, handle_rev=rev) for p in layout.pairs}
-        self.mask = layout.mask or self.mask.cleared()
-        self._set_image(image)
-        self.history_dirty = True
-        return {
-            "image": self.image.to_wire(),
-            "pairs": pairs_to_wire(list(self.pairs.values())),
-            "mask": self.mask.to_wire(),
-            "history": self.history.to_wire(),
-        }
 
     def _set_image(self, image: ImageInfo) -> None:
         self.image = image

@@ -145,12 +145,13 @@ class RoomRuns(RoomOps):
             self.image = image  # the last frame shows it: no render needed
             self.image_rev += 1
             patch = {"image": image.to_wire(), "history": self.history.to_wire()}
+            self._record_run(self._drag_by, self._drag_before.pairs)  # the starter's to undo
         self.status, self.finish_reason = Status.IDLE, None
         patch.update(status=self.status.value, step=self.step, pairs=pairs_to_wire(list(self.pairs.values())))
         out = [self._op("finish", None, None, patch), self._status_message(reason, message)]
         if reason == "error":
             out.append(Outgoing(error_message("engine_failed", message and f"drag failed: {message}")))
-        return out
+        return out + self._undo_messages()
 
     def _end_task(self, latent: str | None, message: str | None) -> list[Outgoing]:
         """End the projection: commit ``latent`` as a history entry (unless it failed or never
@@ -161,11 +162,13 @@ class RoomRuns(RoomOps):
         if latent is not None and reason != "error":
             seed = self.image.seed if task.kind is TaskKind.BLEND else None
             image = replace(self.image, seed=seed, latent=latent)
+            snap = self._undo_snapshot()
             self.pairs, self.mask = {}, self.mask.cleared()
             self.history.commit(HistoryEntry(task.kind.value, image, self._drag_before, Layout(), task.by))
             self.history_dirty = True
             self.image = image  # the last frame shows it: no render needed
             self.image_rev += 1
+            self._record_since(task.by, task.kind.value, snap)  # the starter's to undo
             patch = {
                 "image": image.to_wire(),
                 "pairs": [],
@@ -180,7 +183,7 @@ class RoomRuns(RoomOps):
         out = [self._op("finish", None, None, patch), self._status_message(reason, message)]
         if reason == "error":
             out.append(Outgoing(error_message("engine_failed", message and f"projection failed: {message}")))
-        return out
+        return out + self._undo_messages()
 
     def recover_run(self, run: RunRecord) -> None:
         """At load: ``run`` was in progress when the server stopped without ending it (a crash).
@@ -199,6 +202,7 @@ class RoomRuns(RoomOps):
             after = Layout(tuple(self.pairs.values()), self.mask)
             self.history.commit(HistoryEntry("drag", image, run.before, after, run.by))
             self.image, self.history_dirty = image, True
+            self._record_run(run.by, run.before.pairs)  # the starter's to undo
         self.step, self.interrupted, self.dirty = kept, run.interrupted_wire(kept), True
         log.warning(
             "room %s: %s %d was interrupted by the server stopping; %s",

@@ -166,6 +166,7 @@ class HistoryEntry:
     before: Layout = field(default_factory=Layout)
     after: Layout = field(default_factory=Layout)
     by: str | None = None  # member id that caused it (None: server)
+    id: int = 0  # unique in its room, never reused (History.commit assigns it; 0: not yet)
 
 
 class History:
@@ -173,13 +174,20 @@ class History:
 
     ``commit`` drops the redo branch and appends (the oldest entries go past ``max_len``);
     ``undo`` returns (image of entry k-1, layout before entry k); ``redo`` returns (image of entry
-    k+1, layout after entry k+1).
+    k+1, layout after entry k+1). Every entry gets an id, unique in the room and never reused
+    (members' undo stacks name the entries their actions committed by it).
     """
 
     def __init__(self, entries: list[HistoryEntry], index: int, max_len: int) -> None:
         if not entries or not 0 <= index < len(entries):
             raise ValueError(f"history index {index} outside {len(entries)} entries")
         self.entries, self.index, self.max_len = list(entries), index, max_len
+        # the last entry is always the newest made, so its id is the largest given out so far
+        self.next_id = max(e.id for e in self.entries) + 1
+        for i, e in enumerate(self.entries):
+            if e.id <= 0:  # a store written before entry ids
+                self.entries[i] = replace(e, id=self.next_id)
+                self.next_id += 1
 
     @property
     def current(self) -> HistoryEntry:
@@ -195,7 +203,8 @@ class History:
 
     def commit(self, entry: HistoryEntry) -> None:
         del self.entries[self.index + 1 :]
-        self.entries.append(entry)
+        self.entries.append(replace(entry, id=self.next_id))
+        self.next_id += 1
         if len(self.entries) > self.max_len:
             del self.entries[: len(self.entries) - self.max_len]
         self.index = len(self.entries) - 1
@@ -272,3 +281,5 @@ class RoomRecord:
     original: ImageInfo | None = None  # the image the room was created with (reset); None: history[0]'s
     members: tuple[MemberRecord, ...] = ()  # editors remembered by their browser's secret
     run: RunRecord | None = None  # the run in progress when saved (a crash leaves it behind)
+    # members' undo and redo stacks (server.core.undo.UndoBook.to_json: member id -> JSON data)
+    undo: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

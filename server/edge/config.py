@@ -112,8 +112,9 @@ class Settings:
 
     @property
     def ws_max_size(self) -> int:
-        """uvicorn's frame cap: above the protocol cap, so that messages between the two get the
-        protocol's close code 4009 from the app (uvicorn itself closes larger ones with 1009)."""
+        """uvicorn's message cap: above the protocol cap, so that messages between the two get an
+        ``error`` and the close code 4009 from the app; uvicorn's parser closes larger ones, with
+        4009 as well (``serve.WSProtocol``), never reading them whole."""
         return 4 * int(LIMITS["max_message_bytes"])
 
     def replace(self, **changes: Any) -> Settings:

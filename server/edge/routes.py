@@ -204,6 +204,9 @@ async def upload(request: Request) -> Response:
             room.limits.max_project_steps,
             state.worker.projector.methods,
         )
+        by = request.query_params.get("member")  # the editor sending it: theirs to undo
+        if by is not None and not (by in room.members and room.members[by].is_editor):
+            raise UploadRefused(400, "member must be the id of an editor connected to this room")
         if room.busy:
             raise UploadRefused(409, "a drag or projection is running in this room: stop it first")
         if not state.allow_upload(room.id):
@@ -218,7 +221,7 @@ async def upload(request: Request) -> Response:
         info = await asyncio.to_thread(state.store.put_upload, target_png, res, res)
         if state.manager.get(room.id) is not room:
             raise UploadRefused(404, "the room was deleted")
-        out = state.manager.start_upload(room.id, info, method, steps)
+        out = state.manager.start_upload(room.id, info, method, steps, by=by)
     except UploadRefused as e:
         if e.status != 413:
             log.info("room %s: upload refused (%d): %s", room.id, e.status, e)

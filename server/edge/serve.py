@@ -8,6 +8,13 @@ finishes its tick and commits every running drag (members see the ``finish`` op 
 ``status``), then every connection is closed with 4012 ``shutting_down`` after its queued control
 messages; only then does uvicorn close the listening sockets' remaining connections. The lifespan's
 exit saves every room and closes the store (it also drains, for servers that are not ours).
+
+Message size: the app closes a message over the protocol's cap (``max_message_bytes``, 32 KiB) with
+4009 ``too_large``, after an ``error``. uvicorn reads at most ``ws_max_size`` (4x the cap) into
+memory; above that, websockets' parser fails the connection itself, with 1009. :class:`WSProtocol`
+(uvicorn's websockets sans-I/O protocol) makes that close 4009 ``too_large`` too, so every message
+over the cap closes with the same documented code whatever its size (without the ``error`` first
+when it is over ``ws_max_size``: it is never read whole).
 """
 
 from __future__ import annotations
@@ -18,8 +25,16 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from server.core.protocol import close_spec
 from server.edge.appstate import AppState
 from server.edge.config import Settings
+
+try:  # uvicorn >= 0.35 with websockets >= 13
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.frames import CloseCode
+    from websockets.server import ServerProtocol
+except ImportError:  # pragma: no cover - older uvicorn: oversize frames close with its 1009
+    WebSocketsSansIOProtocol = None
 
 
 class RedactQueryFilter(logging.Filter):
@@ -54,12 +69,38 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+if WebSocketsSansIOProtocol is not None:
+
+    class _TooLargeIs4009(ServerProtocol):
+        """websockets' server protocol, failing a message over ``max_size`` with 4009 too_large."""
+
+        def fail(self, code: int, reason: str = "") -> None:
+            if code == CloseCode.MESSAGE_TOO_BIG:
+                spec = close_spec("too_large")
+                code, reason = spec.code, spec.reason
+            super().fail(code, reason)
+
+    class WSProtocol(WebSocketsSansIOProtocol):
+        """uvicorn's websockets protocol whose frame cap closes with the protocol's 4009 too_large."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            old = self.conn
+            self.conn = _TooLargeIs4009(
+                extensions=old.available_extensions, max_size=self.config.ws_max_size, logger=old.logger
+            )
+
+else:  # pragma: no cover
+    WSProtocol = None
+
+
 def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """uvicorn settings for livedrag: no per-message deflate, the inbound cap, redacted logs."""
     kw: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         ws_max_size=settings.ws_max_size,
+        ws=WSProtocol or "auto",  # over ws_max_size: 4009 too_large as well, not 1009
         ws_per_message_deflate=False,
         log_level=settings.log_level,
         access_log=settings.access_log,

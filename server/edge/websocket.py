@@ -6,8 +6,9 @@ completes (refused: HTTP 403, i.e. close 4003 ``origin_forbidden`` before accept
 allow-list is the server's own host (Origin host:port equal to the Host header); ``origins`` in the
 settings adds others, ``*`` allows any. Requests without an Origin header come from non-browser
 clients, which could forge it anyway, and are allowed (the capability still decides). Inbound
-messages are capped at the protocol's 32 KiB (close 4009 ``too_large``; uvicorn's own
-``ws_max_size`` is 4x that, larger frames are cut by uvicorn with 1009); every message is decoded
+messages are capped at the protocol's 32 KiB (an ``error`` then close 4009 ``too_large``; uvicorn
+reads at most ``ws_max_size``, 4x that, and closes larger ones itself, also with 4009: see
+``serve.WSProtocol``); every message is decoded
 strictly and rate-limited per connection by the room core; connections per server and per address
 are capped (close 4006 ``server_full``); a hello must arrive within ``hello_timeout_s`` (4008) and a
 connection silent for ``idle_timeout_s`` is closed (4015). Per-message deflate is off (frames are

@@ -97,7 +97,7 @@ class RoomManager:
             pairs=(),
             mask=MaskGrid.empty(image.w, image.h),
             params=params or Params(),
-            history=(HistoryEntry("new_image", image),),
+            history=(HistoryEntry("new_image", image, id=1),),
             history_index=0,
             created=time.time(),
         )
@@ -167,11 +167,13 @@ class RoomManager:
                 due[room.id] = out
         return due
 
-    def start_upload(self, room_id: str, upload: UploadInfo, method: str, max_steps: int) -> list[Outgoing]:
+    def start_upload(
+        self, room_id: str, upload: UploadInfo, method: str, max_steps: int, by: str | None = None
+    ) -> list[Outgoing]:
         """A stored upload: the room starts projecting it (see Room.start_upload; raises
-        ProtocolError busy, KeyError for an unknown room)."""
+        ProtocolError busy, KeyError for an unknown room). ``by``: the editor who sent it."""
         room = self.rooms[room_id]
-        out = room.start_upload(upload, method, max_steps)
+        out = room.start_upload(upload, method, max_steps, by)
         log.info("room %s: projecting an upload (%s, %d steps)", room_id, method, room.task.max_steps)
         return out + self.persist(room)
 
@@ -222,6 +224,7 @@ class RoomManager:
             self._failing.add(room.id)
             return [Outgoing(error_message("storage_failed"), to=ALL)]
         room.dirty = room.history_dirty = room.members_dirty = False
+        room.undo.dirty.clear()
         if room.id in self._failing:
             self._failing.discard(room.id)
             log.info("room %s: saved again", room.id)

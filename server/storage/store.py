@@ -18,6 +18,11 @@ image a room was created with (``reset`` returns to it; rooms saved before it us
 history entry); ``room_runs`` the drag or projection running when the room was last saved, with a
 drag's latest checkpoint (a recent frame's latent), so that after a crash the room reports the run
 as interrupted and keeps that frame.
+
+Per-person undo (issue 17), additive: ``history_ids`` gives each history entry its id (a JSON list
+in the entries' order; rooms saved before it number them anew, with no undo stacks naming them),
+``room_undo`` one row per member with undo or redo stacks (JSON, server.core.undo), written only for
+the members whose stacks changed.
 """
 
 from __future__ import annotations
@@ -118,6 +123,16 @@ CREATE TABLE IF NOT EXISTS room_runs (
     before_pairs TEXT NOT NULL,         -- points and mask when the run started
     before_mask BLOB,
     pairs TEXT NOT NULL                 -- points (tracked handles) at the checkpoint
+);
+CREATE TABLE IF NOT EXISTS history_ids (
+    room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
+    ids TEXT NOT NULL                   -- JSON list: the id of each history entry, by pos
+);
+CREATE TABLE IF NOT EXISTS room_undo (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    member_id TEXT NOT NULL,
+    stacks TEXT NOT NULL,               -- JSON: {"undo": [action...], "redo": [action...]}
+    PRIMARY KEY (room_id, member_id)
 );
 """
 
@@ -224,6 +239,20 @@ class Store:
                     "INSERT INTO history VALUES (?,?,?,?,?,?,?,?,?,?)",
                     [_history_row(rec.id, pos, e) for pos, e in enumerate(rec.history)],
                 )
+                db.execute(
+                    "INSERT INTO history_ids VALUES (?,?) "
+                    "ON CONFLICT(room_id) DO UPDATE SET ids=excluded.ids",
+                    (rec.id, _dumps([e.id for e in rec.history])),
+                )
+            for member_id, stacks in rec.undo.items():  # only the members whose stacks changed
+                if stacks is None:
+                    db.execute("DELETE FROM room_undo WHERE room_id=? AND member_id=?", (rec.id, member_id))
+                else:
+                    db.execute(
+                        "INSERT INTO room_undo VALUES (?,?,?) "
+                        "ON CONFLICT(room_id, member_id) DO UPDATE SET stacks=excluded.stacks",
+                        (rec.id, member_id, _dumps(stacks)),
+                    )
 
     def load_rooms(self) -> list[RoomRecord]:
         """Every stored room, oldest first."""
@@ -238,6 +267,14 @@ class Store:
                 "SELECT room_id, id, secret_hash, name, colour, seen FROM room_members ORDER BY room_id, seen"
             ).fetchall()
             runs = {r[0]: r for r in db.execute("SELECT * FROM room_runs").fetchall()}
+            entry_ids = dict(db.execute("SELECT room_id, ids FROM history_ids").fetchall())
+            undo_rows = db.execute("SELECT room_id, member_id, stacks FROM room_undo").fetchall()
+        undo: dict[str, dict[str, Any]] = {}
+        for rid, member_id, stacks in undo_rows:
+            try:
+                undo.setdefault(rid, {})[member_id] = json.loads(stacks)
+            except ValueError as e:  # one unreadable stack loses only that member's undo
+                log.error("store: room %s: unreadable undo stacks of %s: %s", rid, member_id, e)
         uploads = {rid: UploadInfo(key, w, h) for rid, key, w, h in ups}
         members: dict[str, list[MemberRecord]] = {}
         for rid, *m in mems:
@@ -254,6 +291,11 @@ class Store:
                     extra["original"] = ImageInfo.from_wire(json.loads(origins[rec.id]))
                 if rec.id in runs:
                     extra["run"] = _run_record(runs[rec.id], rec.image)
+                ids = json.loads(entry_ids[rec.id]) if rec.id in entry_ids else None
+                if isinstance(ids, list) and len(ids) == len(rec.history):
+                    pairs = zip(rec.history, ids, strict=True)
+                    extra["history"] = tuple(replace(e, id=int(i)) for e, i in pairs)
+                    extra["undo"] = undo.get(rec.id, {})
                 out.append(replace(rec, **extra))
             except (KeyError, TypeError, ValueError) as e:  # one bad row must not lose the others
                 log.error("store: skipping unreadable room %s: %s", r[0], e)

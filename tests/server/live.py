@@ -168,12 +168,20 @@ class Client:
         self.next_id = 0
 
     @classmethod
-    async def join(cls, url: str, cap: str, name: str = "Ada", ack: bool = True, **kw: Any) -> Client:
+    async def join(
+        cls,
+        url: str,
+        cap: str,
+        name: str = "Ada",
+        ack: bool = True,
+        hello_fields: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> Client:
         from websockets.asyncio.client import connect
 
         conn = await connect(url, proxy=None, compression=None, open_timeout=WAIT, **kw)
         c = cls(conn, ack)
-        await conn.send(hello(cap, name))
+        await conn.send(hello(cap, name, **(hello_fields or {})))
         c.welcome = await c.next("welcome")
         await c.next("snapshot")
         return c

@@ -99,7 +99,20 @@ export function validateClient(msg, bounds = null) {
   if (!spec || !Object.hasOwn(SPEC.client_messages, msg.t)) {
     throw new ProtocolError("unknown_type", `unknown message type ${String(msg.t).slice(0, 40)}`, "t");
   }
-  return { t: msg.t, ...checkFields(withoutT(msg), spec.fields, "", bounds) };
+  const out = { t: msg.t, ...checkFields(withoutT(msg), spec.fields, "", bounds) };
+  if (spec.when) checkWhen(out, spec.when);
+  return out;
+}
+
+/** The contract's cross-field rule: fields required or forbidden by one field's value (blend's source). */
+function checkWhen(m, when) {
+  const value = m[when.field];
+  for (const name of Object.hasOwn(when.required, value) ? when.required[value] : []) {
+    if (!(name in m)) throw invalid(name, `required with ${when.field} ${value}`);
+  }
+  for (const name of Object.hasOwn(when.forbidden, value) ? when.forbidden[value] : []) {
+    if (name in m) throw invalid(name, `not allowed with ${when.field} ${value}`);
+  }
 }
 
 /** Check a server message against the contract (tests use it; the client trusts the server). */

@@ -1073,6 +1073,20 @@ export const SPEC = Object.freeze({
      "max": 1000,
      "doc": "optimisation steps"
     }
+   },
+   "when": {
+    "field": "source",
+    "required": {
+     "seed": [
+      "seed"
+     ]
+    },
+    "forbidden": {
+     "upload": [
+      "seed",
+      "truncation"
+     ]
+    }
    }
   },
   "reset": {
@@ -1093,7 +1107,7 @@ export const SPEC = Object.freeze({
   },
   "undo": {
    "direction": "c2s",
-   "doc": "Go back one committed image state (shared history), restoring the points of then.",
+   "doc": "Take back your own newest action (yours only; section 7 of protocol.md).",
    "role": "editor",
    "rate": "edit",
    "versioned": true,
@@ -1109,7 +1123,7 @@ export const SPEC = Object.freeze({
   },
   "redo": {
    "direction": "c2s",
-   "doc": "Go forward one committed image state.",
+   "doc": "Apply again your own newest undone action.",
    "role": "editor",
    "rate": "edit",
    "versioned": true,
@@ -1140,9 +1154,9 @@ export const SPEC = Object.freeze({
     "name": {
      "type": "name",
      "required": true,
-     "min_len": 0,
+     "min_len": 1,
      "max_len": 32,
-     "doc": "display name, printable, stripped; empty: server picks one"
+     "doc": "display name, printable, stripped, not empty"
     }
    }
   },
@@ -2211,6 +2225,7 @@ export const SPEC = Object.freeze({
       "no_points",
       "nothing_to_undo",
       "nothing_to_redo",
+      "undo_conflict",
       "no_region",
       "no_upload",
       "storage_failed",
@@ -2252,6 +2267,38 @@ export const SPEC = Object.freeze({
      "type": "float",
      "required": true,
      "doc": "server wall-clock time, seconds since the epoch"
+    }
+   }
+  },
+  "undo_state": {
+   "direction": "s2c",
+   "doc": "Your own undo and redo stacks (to you only): after you join and whenever they change.",
+   "fields": {
+    "undo": {
+     "type": "int",
+     "required": true,
+     "min": 0,
+     "doc": "actions you can undo"
+    },
+    "redo": {
+     "type": "int",
+     "required": true,
+     "min": 0,
+     "doc": "actions you can redo"
+    },
+    "undo_kind": {
+     "type": "str",
+     "required": true,
+     "nullable": true,
+     "max_len": 32,
+     "doc": "what the next undo takes back (an op name)"
+    },
+    "redo_kind": {
+     "type": "str",
+     "required": true,
+     "nullable": true,
+     "max_len": 32,
+     "doc": "what the next redo applies again"
     }
    }
   }
@@ -2323,6 +2370,10 @@ export const SPEC = Object.freeze({
   },
   "nothing_to_redo": {
    "message": "nothing to redo",
+   "strike": false
+  },
+  "undo_conflict": {
+   "message": "someone else changed it since: your action is skipped",
    "strike": false
   },
   "no_region": {

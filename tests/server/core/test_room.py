@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from server.core.mask import MaskGrid
 from server.core.outgoing import ALL, Disconnect, Kind
 from server.core.protocol import ProtocolError, encode, parse_client
-from server.core.protocol_spec import CLIENT_MESSAGES, ERRORS, ID_PATTERN, F
+from server.core.protocol_spec import CLIENT_MESSAGES, ERRORS, ID_PATTERN, LIMITS, F
 from server.core.ratelimit import ConnectionLimiter, RateBudgets, TokenBucket
 from server.core.room import FrameResult, JobKind, JoinRefused, RoomLimits
 from server.core.state import Status
@@ -463,8 +463,8 @@ def test_late_joiner_gets_the_latest_frame_bytes(h: Harness):
     (frame,) = h.manager.on_frame(job, FrameResult(b"\xff\xd8jpeg"))
     data = frame.data
     late = h.join(name="Late")
-    assert [o.msg["t"] for o in late.messages[-3:]] == ["welcome", "snapshot", "frame"]
-    copy = late.messages[-1]
+    assert [o.msg["t"] for o in late.messages[-4:]] == ["welcome", "snapshot", "frame", "undo_state"]
+    copy = late.messages[-2]
     assert copy.to == late.member_id and copy.data is data and copy.kind is Kind.FRAME
     assert a != late.member_id
 
@@ -481,28 +481,35 @@ def drag_to(h: Harness, a: str, latent: str, handle_to: tuple[float, float]) -> 
 
 
 def test_undo_restores_image_and_points_before_the_drag_and_redo_after(h: Harness):
-    """Undo of a drag brings back the previous image and the handles where they were at start;
-    redo brings the dragged image and the tracked handles back."""
+    """Undo of a drag brings back the previous image and the handles where they were at start
+    (step back to 0); redo brings the dragged image and the tracked handles back."""
     a = h.join().member_id
     h.send(a, ADD)
     drag_to(h, a, LATENT_A, (29.5, 39.5))
     assert h.room.pairs["p1"].handle == (29.5, 39.5)
-    patch = only(h.send(a, {"t": "undo"}), "op").msg["patch"]
+    out = h.send(a, {"t": "undo"})
+    patch = only(out, "op").msg["patch"]
     assert patch["image"]["latent"] is None and patch["pairs"][0]["handle"] == [10.5, 20.5]
-    assert patch["history"] == {"index": 0, "size": 2}
+    assert patch["history"] == {"index": 0, "size": 2} and patch["step"] == 0
+    state = only(out, "undo_state").msg
+    assert [state[k] for k in ("undo", "redo", "undo_kind", "redo_kind")] == [1, 1, "add_pair", "drag"]
+    patch = only(h.send(a, {"t": "undo"}), "op").msg["patch"]  # then the pair Ada added
+    assert patch == {"pairs": []}
     assert error_code(h.send(a, {"t": "undo"})) == "nothing_to_undo"
+    h.send(a, {"t": "redo"})
     patch = only(h.send(a, {"t": "redo"}), "op").msg["patch"]
     assert patch["image"]["latent"] == LATENT_A and patch["pairs"][0]["handle"] == [29.5, 39.5]
     assert error_code(h.send(a, {"t": "redo"})) == "nothing_to_redo"
 
 
-def test_history_is_shared_between_editors(h: Harness):
-    """One editor's undo steps back a drag another editor made, and everyone gets the op."""
+def test_undo_takes_back_only_your_own_drag(h: Harness):
+    """Another editor has nothing to undo after someone's drag; the author's undo goes to everyone."""
     a, b = h.join().member_id, h.join(name="B").member_id
     h.send(a, ADD)
     drag_to(h, a, LATENT_A, (20.0, 30.0))
-    op = only(h.send(b, {"t": "undo"}), "op")
-    assert op.to == ALL and op.msg["by"] == b and h.room.image.latent is None
+    assert error_code(h.send(b, {"t": "undo"})) == "nothing_to_undo" and h.room.image.latent == LATENT_A
+    op = only(h.send(a, {"t": "undo"}), "op")
+    assert op.to == ALL and op.msg["by"] == a and h.room.image.latent is None
 
 
 def test_new_commit_drops_the_redo_branch(h: Harness):
@@ -535,11 +542,19 @@ def test_new_image_commits_and_clears(h: Harness):
 
 
 def test_history_changes_are_busy_while_running(h: Harness):
-    """undo, redo and new_image are refused with busy during a drag."""
+    """new_image, and an undo or redo that would change the image, are refused with busy during a
+    drag (the action stays); undoing a point or mask edit goes on while it runs."""
     a = h.join().member_id
+    h.send(a, {"t": "new_image", "seed": 7})
     start_drag(h, a)
-    for msg in ({"t": "undo"}, {"t": "redo"}, {"t": "new_image", "seed": 1}):
-        assert error_code(h.send(a, msg)) == "busy"
+    assert error_code(h.send(a, {"t": "new_image", "seed": 1})) == "busy"
+    assert only(h.send(a, {"t": "undo"}), "op").msg["patch"] == {"pairs": []}  # the added pair
+    h.send(a, {"t": "redo"})
+    h.send(a, {"t": "paint_mask", "mode": "fixed", "radius": 9, "points": [[9, 9]]})
+    assert "mask" in only(h.send(a, {"t": "undo"}), "op").msg["patch"]
+    h.send(a, {"t": "undo"})  # the pair again
+    assert error_code(h.send(a, {"t": "undo"})) == "busy"  # the new image
+    assert h.room.undo.peek(a, redo=False).kind == "new_image"
 
 
 def test_history_keeps_at_most_history_max_entries():
@@ -808,3 +823,47 @@ def _shape_key(msg: dict) -> tuple:
         msg.get("op"),
         msg.get("reason") is None if msg["t"] == "status" else None,
     )
+
+
+# --- order of checks (protocol.md section 5) ---------------------------------------------------
+
+
+def test_field_errors_come_before_state_errors(h: Harness):
+    """A blend without its seed is invalid_field whatever the state: while a drag runs (not busy),
+    without a region (not no_region); from the upload with a seed likewise (not no_upload)."""
+    a = h.join().member_id
+    bad = {"t": "blend", "source": "seed", "steps": 3}
+    assert error_code(h.send(a, bad)) == "invalid_field"  # no flexible cell either
+    out = h.send(a, {"t": "blend", "source": "upload", "seed": 4})
+    assert (only(out, "error").msg["code"], only(out, "error").msg["field"]) == ("invalid_field", "seed")
+    start_drag(h, a)
+    err = only(h.send(a, bad), "error").msg
+    assert (err["code"], err["field"]) == ("invalid_field", "seed")
+    assert error_code(h.send(a, {"t": "set_name", "name": "  "})) == "invalid_field"
+
+
+def test_a_viewers_bad_fields_are_invalid_before_forbidden(h: Harness):
+    """Fields are checked before the role: a viewer's malformed edit is invalid_field (a strike)."""
+    v = h.join("viewer").member_id
+    assert error_code(h.send(v, {"t": "add_pair", "pair": "p 1", "handle": [1, 1], "target": [2, 2]})) == (
+        "invalid_field"
+    )
+
+
+def test_a_spectators_refused_edits_cost_edit_tokens_then_strikes(h: Harness):
+    """Each edit of a viewer spends an edit token and gets forbidden (no strike); past the edit
+    budget it gets rate_limited, a strike; when the strikes are spent the viewer is closed with
+    rate_limited. Nothing reaches the room or the others."""
+    v = h.join("viewer").member_id
+    a = h.join().member_id
+    burst, strikes = int(LIMITS["edit_burst"]), int(LIMITS["strike_burst"])
+    msg = {"t": "clear_points"}
+    for _ in range(burst):
+        out = h.send(v, msg)
+        assert error_code(out) == "forbidden" and all(o.to == v for o in out)
+    for _ in range(strikes):
+        assert error_code(h.send(v, msg)) == "rate_limited"
+    with pytest.raises(Disconnect) as e:
+        h.send(v, msg)
+    assert e.value.close == "rate_limited"
+    assert h.room.version == 0 and a in h.room.members

@@ -368,4 +368,7 @@ def test_serve_flags_become_settings_and_uvicorn_options(tmp_path):
     assert (s.port, s.origins, s.data_dir, s.max_fps) == (9100, ("https://a.example",), tmp_path, 12.0)
     config = uvicorn_config(create_app(s), s)
     assert config.ws_per_message_deflate is False and config.ws_max_size == s.ws_max_size
+    from server.edge.serve import WSProtocol
+
+    assert config.ws is WSProtocol is not None  # frames over ws_max_size close 4009, not 1009
     assert [default_torch_threads(n) for n in (1, 2, 8)] == [1, 1, 7]

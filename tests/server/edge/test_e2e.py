@@ -131,7 +131,8 @@ async def test_a_client_that_stops_reading_does_not_slow_the_others(tmp_path):
 
 
 async def test_refusals_over_real_sockets(tmp_path):
-    """A viewer's edit gets forbidden; a foreign Origin gets HTTP 403; an oversize message closes 4009."""
+    """A viewer's edit gets forbidden; a foreign Origin gets HTTP 403; an oversize message closes 4009,
+    just over the cap (read by the app) and far over uvicorn's own read cap alike."""
     with LiveServer(make_settings(tmp_path)) as server:
         room = create_room(server)
         eve = await join(server, room, "viewer", "Eve")
@@ -147,15 +148,24 @@ async def test_refusals_over_real_sockets(tmp_path):
             while True:
                 await ada.recv(timeout=10)
         assert ada.conn.close_code == 4009
+        for size in (4 * int(LIMITS["max_message_bytes"]) + 1, 2**20):  # above uvicorn's ws_max_size
+            bob = await join(server, room, name="Bob", origin=f"http://127.0.0.1:{server.port}")
+            with pytest.raises(ConnectionClosed):
+                await bob.conn.send(b"\x90" * size)
+                while True:
+                    await bob.recv(timeout=10)
+            assert bob.conn.close_code == 4009, size
         await eve.close()
 
 
 async def test_rooms_survive_a_restart_and_running_drags_are_committed(tmp_path):
-    """Stopping the server commits the running drag and closes with 4012; a new server has it all."""
+    """Stopping the server commits the running drag and closes with 4012; a new server has it all,
+    and the drag's author (the same browser: its secret) can undo it there."""
     settings = make_settings(tmp_path, max_fps=20)
+    me = {"secret": "adas-browser-secret-000000001"}
     with LiveServer(settings) as server:
         room = create_room(server, seed=5)
-        ada = await join(server, room)
+        ada = await join(server, room, hello_fields=me)
         await ada.send({"t": "add_pair", "pair": "p1", "handle": [8.0, 8.0], "target": [24.0, 20.0]})
         await ada.send({"t": "set_params", "params": {"max_steps": 10000, "lr": 0.01}})
         await ada.send({"t": "start"})
@@ -171,7 +181,8 @@ async def test_rooms_survive_a_restart_and_running_drags_are_committed(tmp_path)
         assert before["history"] == {"index": 1, "size": 2} and before["image"]["latent"]
 
     with LiveServer(settings) as server:
-        back = await join(server, room)
+        back = await join(server, room, hello_fields=me)
+        assert back.welcome["you"] == ada.welcome["you"]
         assert back.state["image"] == before["image"] and back.state["pairs"] == before["pairs"]
         assert back.state["history"] == before["history"] and back.state["status"] == "idle"
         assert back.version == ada.version

@@ -225,7 +225,7 @@ async def test_hub_routes_a_rooms_messages_to_their_recipients():
     out += h.send(eve, {"t": "clear_points"})  # forbidden: an error to Eve alone
     hub.dispatch(h.room, out)
     await settle()
-    assert [m["t"] for m in socks[ada].sent] == ["op"]
+    assert [m["t"] for m in socks[ada].sent] == ["op", "undo_state"]  # her own stacks: to her alone
     assert [m["t"] for m in socks[bob].sent] == ["op"]
     assert [m["t"] for m in socks[eve].sent] == ["op", "error"]
     assert socks[eve].sent[1]["code"] == "forbidden"

@@ -53,7 +53,9 @@ def new_room(c: TestClient, seed: int = 42) -> dict:
 def join(c: TestClient, room: dict, role: str = "editor", name: str = "Ada"):
     with c.websocket_connect(f"/ws/{room['room']}") as ws:
         ws.send_bytes(hello(room["edit_token" if role == "editor" else "view_token"], name))
-        assert recv_msg(ws)["t"] == "welcome"
+        welcome = recv_msg(ws)
+        assert welcome["t"] == "welcome"
+        ws.welcome = welcome  # type: ignore[attr-defined]
         snapshot = recv_msg(ws)
         assert snapshot["t"] == "snapshot"
         ws.snapshot = snapshot  # type: ignore[attr-defined]
@@ -163,37 +165,44 @@ def test_uploads_are_rate_limited_per_room(make_client):
 
 
 def test_an_upload_projects_live_for_everyone_and_commits_an_undoable_image(client):
-    """A spectator sees the upload op, projecting frames with PSNR, and the finish commit; undo goes
-    back to the pre-upload image, redo to the projection; downloads serve the projected image."""
+    """A spectator sees the upload op, projecting frames with PSNR, and the finish commit; the editor
+    who sent it (member=) may undo it back to the pre-upload image, and redo, nobody else; downloads
+    serve the projected image."""
     room = new_room(client)
     rid, view = room["room"], room["view_token"]
-    with join(client, room, "viewer") as spectator:
+    with join(client, room) as ws, join(client, room, "viewer") as spectator:
+        me = ws.welcome["you"]  # type: ignore[attr-defined]
         start = spectator.snapshot["state"]  # type: ignore[attr-defined]
-        r = upload(client, room, picture(), query="steps=3")
+        assert upload(client, room, picture(), query="steps=3&member=nobody").status_code == 400
+        r = upload(client, room, picture(), query=f"steps=3&member={me}")
         assert r.status_code == 202, r.text
         assert r.json()["method"] == "optimize" and r.json()["max_steps"] == 3
         msgs = projection(spectator)
-    op = next(m for m in msgs if m["t"] == "op" and m["op"] == "upload")
-    assert op["by"] is None and op["patch"]["status"] == "projecting"
-    assert op["patch"]["task"] == {"kind": "upload", "method": "optimize", "max_steps": 3, "by": None}
-    assert op["patch"]["upload"]["key"] == r.json()["upload"]
-    frames = [m for m in msgs if m["t"] == "frame" and m["step"] > 0]  # (a join's render may come first)
-    assert [f["step"] for f in frames] == [1, 2, 3]
-    assert all(isinstance(f["psnr"], float) and "loss" in f for f in frames)
-    finish = next(m for m in msgs if m["t"] == "op" and m["op"] == "finish")
-    image = finish["patch"]["image"]
-    assert image["latent"] and image["seed"] is None and finish["patch"]["task"] is None
-    assert finish["patch"]["history"] == {"index": 1, "size": 2}
-    assert msgs[-1]["reason"] in ("max_steps", "converged")
+        op = next(m for m in msgs if m["t"] == "op" and m["op"] == "upload")
+        assert op["by"] == me and op["patch"]["status"] == "projecting"
+        assert op["patch"]["task"] == {"kind": "upload", "method": "optimize", "max_steps": 3, "by": me}
+        assert op["patch"]["upload"]["key"] == r.json()["upload"]
+        frames = [m for m in msgs if m["t"] == "frame" and m["step"] > 0]  # (a join's render may come first)
+        assert [f["step"] for f in frames] == [1, 2, 3]
+        assert all(isinstance(f["psnr"], float) and "loss" in f for f in frames)
+        finish = next(m for m in msgs if m["t"] == "op" and m["op"] == "finish")
+        image = finish["patch"]["image"]
+        assert image["latent"] and image["seed"] is None and finish["patch"]["task"] is None
+        assert finish["patch"]["history"] == {"index": 1, "size": 2}
+        assert msgs[-1]["reason"] in ("max_steps", "converged")
 
-    target = client.get(f"/api/rooms/{rid}/upload.png?cap={view}")
-    assert target.status_code == 200 and Image.open(io.BytesIO(target.content)).size == (RES, RES)
-    lat = client.get(f"/api/rooms/{rid}/latent.safetensors?cap={view}")
-    assert lat.status_code == 200 and latent_from_bytes(lat.content, 8, 32).shape == (1, 8, 32)
-    assert client.get(f"/api/rooms/{rid}/image.png?cap={view}").status_code == 200
-    assert client.get(f"/api/rooms/{rid}/trajectory.gif?cap={view}").status_code == 200
+        target = client.get(f"/api/rooms/{rid}/upload.png?cap={view}")
+        assert target.status_code == 200 and Image.open(io.BytesIO(target.content)).size == (RES, RES)
+        lat = client.get(f"/api/rooms/{rid}/latent.safetensors?cap={view}")
+        assert lat.status_code == 200 and latent_from_bytes(lat.content, 8, 32).shape == (1, 8, 32)
+        assert client.get(f"/api/rooms/{rid}/image.png?cap={view}").status_code == 200
+        assert client.get(f"/api/rooms/{rid}/trajectory.gif?cap={view}").status_code == 200
 
-    with join(client, room) as ws:
+        state = recv_until(ws, lambda m: m["t"] == "undo_state" and m["undo"] == 1)[-1]
+        assert state["undo_kind"] == "upload"
+        with join(client, room, name="Grace") as other:  # not hers to undo
+            other.send_bytes(encode({"t": "undo", "id": 9}))
+            assert recv_until(other, lambda m: m["t"] == "error")[-1]["code"] == "nothing_to_undo"
         ws.send_bytes(encode({"t": "undo", "id": 1}))
         undo = recv_until(ws, lambda m: m["t"] == "op" and m["op"] == "undo")[-1]
         assert undo["patch"]["image"] == start["image"] and undo["patch"]["history"]["index"] == 0
@@ -213,6 +222,8 @@ def test_stop_ends_a_projection_early_and_keeps_its_latent(client):
     """While projecting, drags, undo and a second upload are refused; stop commits what it reached."""
     room = new_room(client)
     with join(client, room) as ws:
+        ws.send_bytes(encode({"t": "new_image", "id": 9, "seed": 3}))  # an image of hers to undo
+        recv_until(ws, lambda m: m["t"] == "op" and m["op"] == "new_image")
         assert upload(client, room, picture(), query="steps=1000").status_code == 202
         recv_until(ws, lambda m: m["t"] == "frame" and m["status"] == "projecting" and m["step"] >= 1)
         ws.send_bytes(encode({"t": "undo", "id": 1}))
@@ -227,7 +238,7 @@ def test_stop_ends_a_projection_early_and_keeps_its_latent(client):
     finish = next(m for m in msgs if m["t"] == "op" and m["op"] == "finish")
     assert msgs[-1]["reason"] == "stopped" and 1 <= finish["patch"]["step"] < 1000
     assert finish["patch"]["image"]["latent"] and finish["patch"]["pairs"] == []
-    assert finish["patch"]["history"]["size"] == 2
+    assert finish["patch"]["history"]["size"] == 3  # the seed, her new image, the projection
 
 
 def test_a_multipart_upload_with_the_encoder_refused_without_one(client):

@@ -32,11 +32,15 @@ def restart(tmp_path: Path) -> RoomManager:
     return m
 
 
+SECRET = "s3cr3t-of-adas-browser-0001"
+
+
 def test_restart_restores_rooms_points_params_mask_history(tmp_path: Path):
     """A new Store and RoomManager on the same directory restore every committed edit:
-    image, points, mask, params, history with its index, version and member counter."""
+    image, points, mask, params, history with its index, version and member counter, and each
+    editor's own undo and redo stacks."""
     h = Harness(store=Store(tmp_path))
-    a = h.join().member_id
+    a = h.join(secret=SECRET).member_id
     h.send(a, ADD)
     key = h.manager.store.put_latent(b"\x01\x02" * 1000)
     drag(h, a, key)
@@ -45,7 +49,8 @@ def test_restart_restores_rooms_points_params_mask_history(tmp_path: Path):
     h.send(a, {"t": "paint_mask", "mode": "flexible", "radius": 12, "points": [[100, 100], [120, 110]]})
     h.send(a, {"t": "new_image", "seed": 9})
     h.send(a, {"t": "add_pair", "pair": "q", "handle": [1, 2], "target": [3, 4]})
-    h.send(a, {"t": "undo"})  # back to the dragged image with p1 as it was
+    h.send(a, {"t": "undo"})  # Ada's newest action: the pair q goes
+    h.send(a, {"t": "undo"})  # then her new image: back to the dragged image with p1 and the mask
     before = h.room.to_record()
     h.manager.store.close()
 
@@ -63,14 +68,21 @@ def test_restart_restores_rooms_points_params_mask_history(tmp_path: Path):
     assert [p.id for p in after.history[2].before.pairs] == ["p1"]  # undo/redo layouts survive
     assert (after.version, after.next_member, after.drag) == (before.version, before.next_member, before.drag)
     assert m.store.get_latent(key) == b"\x01\x02" * 1000
-    # redo after the restart goes to the new image, undo again to the seed image
+    assert [e.id for e in after.history] == [e.id for e in before.history]
+    # Ada's stacks survive: her redo goes to the new image, her undos back to the seed image
     assert room.status is Status.IDLE and room.render_pending
     hm = Harness.attach(m, h.created)
-    b = hm.join().member_id
+    b = hm.join(name="Grace").member_id
     assert b != a  # member ids are not reused after a restart
-    assert only(hm.send(b, {"t": "redo"}), "op").msg["patch"]["image"]["seed"] == 9
-    hm.send(b, {"t": "undo"})
-    assert only(hm.send(b, {"t": "undo"}), "op").msg["patch"]["image"]["latent"] is None
+    assert error_code(hm.send(b, {"t": "redo"})) == "nothing_to_redo"  # nothing of Grace's
+    assert hm.join(secret=SECRET).member_id == a
+    state = room.undo.state_message(a)
+    assert (state["undo"], state["redo"], state["redo_kind"]) == (5, 2, "new_image")
+    assert only(hm.send(a, {"t": "redo"}), "op").msg["patch"]["image"]["seed"] == 9
+    hm.send(a, {"t": "undo"})
+    for _ in range(3):  # the mask stroke, the parameters, the target move
+        assert "image" not in only(hm.send(a, {"t": "undo"}), "op").msg["patch"]
+    assert only(hm.send(a, {"t": "undo"}), "op").msg["patch"]["image"]["latent"] is None  # the drag
 
 
 def test_running_drag_is_idle_after_restart(tmp_path: Path):
