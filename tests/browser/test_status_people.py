@@ -56,6 +56,7 @@ def test_a_crash_shows_at_once_refuses_edits_reconnects_within_2s_and_reports_th
     assert "Edits are paused" in page.locator("#offline-text").inner_text()
     assert page.locator("#hud-status-text").inner_text() == "Offline · reconnecting"
     assert page.locator("#hud-fps").inner_text() == "–"
+    assert not page.locator("#hud-step").is_visible()
     assert page.locator("#run").is_disabled()
     page.mouse.click(*canvas_point(page, 0.1, 0.9))  # beside the card: a press on the image
     page.wait_for_selector(".toast:has-text('Offline: edits are paused')")

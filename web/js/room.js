@@ -513,6 +513,7 @@ class RoomApp {
     }
     const step = status !== DragStatus.IDLE && f && f.drag === s.drag ? f.step : s?.step ?? 0;
     setText($("hud-step"), String(step));
+    $("hud-step").parentElement.hidden = lost; // the last step seen is no news while offline
     const rate = !lost && (status === DragStatus.RUNNING || status === DragStatus.PROJECTING) ? this.drawMeter.rate : 0;
     setText($("hud-fps"), rate > 0 ? rate.toFixed(rate < 10 ? 1 : 0) : "–");
     if (s) setText($("hud-size"), `${s.image.w}×${s.image.h}`);
