@@ -40,7 +40,7 @@ def test_a_crash_shows_at_once_refuses_edits_reconnects_within_2s_and_reports_th
     room = server.create_room(seed=21)
     page = open_page(server.url + edit_path(room), name="Ada")
     page.evaluate(
-        "livedrag.app.edit(livedrag.protocol.msg.setParams({max_steps: 10000, stop_dist: 0.1, lr: 0.001}))"
+        "livedrag.app.edit(livedrag.protocol.msg.setParams({max_steps: 10000, stop_dist: 0.1, lr: 0.0002}))"
     )
     add_pair(page)
     page.keyboard.press("Space")
