@@ -136,10 +136,10 @@ class RoomUndo:
         if image_moved or not holds:
             self.undo.drop(member.id, redo)
             self.dirty = True
-            since = "the image was changed since" if image_moved else "it was changed since"
+            since = "someone else changed the image since" if image_moved else "it was changed since"
             raise ProtocolError(
                 "undo_conflict",
-                f"cannot {word} your {what}: {since} by someone else, so it is skipped; "
+                f"cannot {word} your {what}: {since}, so it is skipped; "
                 f"{word} again for your action before it",
             )
         applied = self._apply(holds, redo)
@@ -177,12 +177,13 @@ class RoomUndo:
             if isinstance(c, PairChange):
                 cur = self.pairs.get(c.id)
                 new = pair_result(c, cur, redo)
-                if new is None:
+                if new is None:  # taken away as it is now: the other stack brings that back
                     self.pairs.pop(c.id, None)
-                elif cur is None and len(self.pairs) >= self.limits.max_pairs:
+                    applied.append(PairChange(c.id, cur, None) if redo else PairChange(c.id, None, cur))
+                    continue
+                if cur is None and len(self.pairs) >= self.limits.max_pairs:
                     continue  # no room for it any more
-                else:
-                    self.pairs[c.id] = replace(new, handle_rev=rev)
+                self.pairs[c.id] = replace(new, handle_rev=rev)
                 applied.append(c)
             elif isinstance(c, MaskChange):
                 step = mask_step(c, self.mask.cells, redo)

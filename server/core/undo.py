@@ -9,10 +9,11 @@ upload or a blend). Undo reverts the changes of the member's newest action *wher
 hold*; redo re-applies them likewise. The exact rules (shared/protocol.md section 7):
 
 - A change still holds when its target still has the value the action left there: a pair's
-  changed fields (handle, target; all of them for an added pair), an absent pair for a removed
-  one, a parameter's value, a mask cell's value (each cell on its own), and for the image: the
-  history's current entry is the one the action committed (redo: the next entry is it and the
-  current one is where the undo left it).
+  changed fields (handle, target) for a move, an absent pair for a removed one, an added pair
+  still existing (however it moved since: undo takes it away as it is, redo brings that back), a
+  parameter's value, a mask cell's value (each cell on its own), and for the image: the history's
+  current entry is the one the action committed (redo: the next entry is it and the current one
+  is where the undo left it).
 - Undo applies every change that holds and leaves the others as they are (someone else changed
   them since: their later work is kept). When the action changed the image and the image change
   no longer holds (someone committed or undid an image since), or when no change holds at all,
@@ -141,10 +142,14 @@ def same_pair(a: Pair | None, b: Pair | None) -> bool:
 
 
 def pair_holds(c: PairChange, current: Pair | None, redo: bool) -> bool:
-    """Whether the pair still has what the action (redo: its undo) left there."""
-    left = c.before if redo else c.after
+    """Whether the pair still has what the action (redo: its undo) left there: a removed pair is
+    still absent; an added one still exists (moved since or not: taking it back takes it as it is);
+    a moved field still has the value the move gave it."""
+    left, goal = (c.before, c.after) if redo else (c.after, c.before)
     if left is None:
         return current is None
+    if goal is None:
+        return current is not None
     return current is not None and all(getattr(current, f) == getattr(left, f) for f in c.fields())
 
 

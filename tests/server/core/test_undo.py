@@ -117,9 +117,9 @@ def test_a_move_someone_changed_since_is_skipped_with_a_message(two):
     assert err["code"] == "undo_conflict" and "point move" in err["message"] and err["ref"] is not None
     assert h.room.pairs["p1"].target == (70.5, 70.5)
     assert only(out, "undo_state").msg["undo"] == 1  # the move is gone from Ada's stack
-    # the pair itself was changed by Grace too (its target): removing it would undo her move
-    assert error_code(h.send(a, {"t": "undo"})) == "undo_conflict" and "p1" in h.room.pairs
-    assert error_code(h.send(a, {"t": "undo"})) == "nothing_to_undo"
+    # her pair goes as it is now (with Grace's target); redo brings it back as it was
+    assert undo(h, a)["pairs"] == [] and error_code(h.send(a, {"t": "undo"})) == "nothing_to_undo"
+    assert undo(h, a, "redo")["pairs"][0]["target"] == [70.5, 70.5]
 
 
 def test_a_handle_move_and_a_target_move_of_one_pair_are_separate_things(two):
@@ -162,7 +162,7 @@ def test_a_drag_under_someone_elses_later_drag_cannot_be_undone(two):
     assert h.room.history.to_wire() == {"index": 2, "size": 3}
     before = (h.room.image, h.room.history.to_wire())
     err = only(h.send(a, {"t": "undo"}), "error").msg
-    assert err["code"] == "undo_conflict" and "image was changed" in err["message"]
+    assert err["code"] == "undo_conflict" and "changed the image since" in err["message"]
     assert (h.room.image, h.room.history.to_wire()) == before
     # Grace takes hers back: Ada's drag image and the handle where Grace's drag found it
     patch = undo(h, g)
