@@ -227,7 +227,7 @@ def server_examples() -> dict[str, dict[str, Any]]:
         "error_undo_conflict": {
             "t": "error",
             "code": "undo_conflict",
-            "message": "cannot undo your drag: the image was changed since by someone else, "
+            "message": "cannot undo your drag: someone else changed the image since, "
             "so it is skipped; undo again for your action before it",
             "ref": 11,
         },
