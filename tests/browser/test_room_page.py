@@ -121,9 +121,10 @@ def test_a_drag_streams_frames_to_every_tab(server, open_page):
     )
     grace.wait_for_function("livedrag.model.lastEnd && livedrag.model.lastEnd.reason === 'stopped'")
     assert grace.locator("#drag-result").inner_text().startswith("Stopped after")
-    assert grace.locator("#undo").is_enabled()
-    grace.keyboard.press("z")
-    ada.wait_for_function("livedrag.model.state.history.index === 0")
+    ada.wait_for_function("livedrag.model.undoState.undo_kind === 'drag'")  # undo is per person:
+    assert ada.locator("#undo").is_enabled() and grace.locator("#undo").is_disabled()  # Ada's drag
+    ada.keyboard.press("z")
+    grace.wait_for_function("livedrag.model.state.history.index === 0")
 
     # downloads: the committed PNG, the latent and the last drag's GIF, authorised by the link's key
     downloads = {"#dl-png": "image/png", "#dl-latent": "application/octet-stream", "#dl-gif": "image/gif"}

@@ -5,6 +5,9 @@
 // `op` replaces the state keys in its patch; a local edit is kept as "pending" and drawn on top
 // of the confirmed state until the server answers it (`op` with by == you and ref == its id, or
 // an `error` with that ref), so a refused edit simply disappears.
+//
+// Undo is per person (protocol section 7): `undoState` is this member's own stacks as the server
+// last said (`undo_state`), so the undo and redo buttons follow what *you* can take back.
 
 import { PAINT_VALUE, paintCells } from "./protocol.js";
 
@@ -41,10 +44,11 @@ export class RoomModel {
     this.lastTask = null; // the task of the newest projection ({kind, method, max_steps, by})
     this.lastTaskDrag = -1; // the run number of lastTask
     this.progress = null; // {drag, step, psnr, loss} of the running projection (from its frames)
+    this.undoState = { undo: 0, redo: 0, undo_kind: null, redo_kind: null }; // your own stacks
     this.view = null; // memoised confirmed state + pending edits
   }
 
-  /** Call fn(kind) after every change; kind is "state", "members", "cursors", "frame" or "status". */
+  /** Call fn(kind) after every change; kind is "state", "members", "cursors", "frame", "status" or "undo". */
   subscribe(fn) {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
@@ -108,6 +112,10 @@ export class RoomModel {
       case "error":
         if (m.ref != null) this.dropPending(m.ref);
         break;
+      case "undo_state":
+        this.undoState = { undo: m.undo, redo: m.redo, undo_kind: m.undo_kind ?? null, redo_kind: m.redo_kind ?? null };
+        this.emit("undo");
+        break;
       default:
         break;
     }
@@ -127,6 +135,7 @@ export class RoomModel {
     this.tracked = {};
     this.frame = null;
     this.progress = null;
+    this.undoState = { undo: 0, redo: 0, undo_kind: null, redo_kind: null }; // an undo_state follows
     if (m.state.task) this.rememberTask(m.state.task, m.state.drag);
     this.emit("state");
     this.emit("members");
@@ -141,6 +150,14 @@ export class RoomModel {
     if (m.patch.pairs) this.untrackMoved(before, m.patch.pairs);
     if (m.patch.status === DragStatus.RUNNING) this.tracked = {};
     if (m.patch.task) this.rememberTask(m.patch.task, this.state.drag);
+    if (m.patch.image && m.op !== "finish") {
+      // another image (undo, redo, new image, reset, commit): the last run's result and counters
+      // describe an image no longer shown
+      this.lastEnd = null;
+      this.progress = null;
+      this.tracked = {};
+      if (this.frame) this.frame = { ...this.frame, step: m.patch.step ?? 0 };
+    }
     if (m.by === this.you && m.ref != null) this.dropPending(m.ref, false);
     this.emit("state");
   }
@@ -266,14 +283,13 @@ export class RoomModel {
     return this.members.get(id)?.colour ?? null;
   }
 
+  /** Whether you have an action of your own to undo (the server may still refuse: busy, skipped). */
   get canUndo() {
-    const s = this.state;
-    return !!s && s.status === DragStatus.IDLE && s.history.index > 0;
+    return !!this.state && this.undoState.undo > 0;
   }
 
   get canRedo() {
-    const s = this.state;
-    return !!s && s.status === DragStatus.IDLE && s.history.index < s.history.size - 1;
+    return !!this.state && this.undoState.redo > 0;
   }
 }
 

@@ -304,9 +304,13 @@ class RoomApp {
       busy: this.model.projecting ? "Wait for the projection to finish, or stop it." : "Wait for the drag to finish first.",
       no_region: "Paint the area to blend with the Flexible brush first.",
       no_upload: "Upload a picture first (or blend from another seed).",
+      nothing_to_undo: "Nothing of yours to undo: undo takes back your own actions.",
+      nothing_to_redo: "Nothing of yours to redo.",
+      undo_conflict: m.message ? `${m.message.charAt(0).toUpperCase()}${m.message.slice(1)}.` : null,
       storage_failed: "The server could not save the room; the edit is kept in memory for now.",
     }[m.code];
-    toast(friendly || m.message || errorText(m.code), "error", m.code === "storage_failed" ? 7000 : 3600);
+    const long = m.code === "storage_failed" || m.code === "undo_conflict";
+    toast(friendly || m.message || errorText(m.code), "error", long ? 7000 : 3600);
   }
 
   onFrameReady(bitmap, frame) {
@@ -332,7 +336,7 @@ class RoomApp {
       this.renderMembers();
     } else if (kind === "cursors") {
       this.requestRender();
-    } else if (kind === "frame" || kind === "status") {
+    } else if (kind === "frame" || kind === "status" || kind === "undo") {
       this.updateHud();
       this.updatePanel();
       this.updateToolbar();
@@ -567,6 +571,9 @@ class RoomApp {
     $("mask-toggle").disabled = false;
     $("undo").disabled = !can || !this.model.canUndo;
     $("redo").disabled = !can || !this.model.canRedo;
+    const { undo_kind: undoKind, redo_kind: redoKind } = this.model.undoState;
+    $("undo").title = undoKind ? `Undo your ${actionName(undoKind)} (Z or Ctrl+Z)` : "Nothing of yours to undo";
+    $("redo").title = redoKind ? `Redo your ${actionName(redoKind)} (Shift+Z or Ctrl+Shift+Z)` : "Nothing of yours to redo";
     const run = $("run");
     const projecting = s?.status === DragStatus.PROJECTING;
     run.disabled = !can || s?.status === DragStatus.STOPPING;
@@ -835,7 +842,9 @@ class RoomApp {
     this.updateToolbar();
     this.updatePanel();
     try {
-      const r = await fetch(`/api/rooms/${encodeURIComponent(this.room)}/upload?method=${method}`, {
+      // member: the upload is yours to undo (protocol 7a)
+      const who = this.model.you ? `&member=${encodeURIComponent(this.model.you)}` : "";
+      const r = await fetch(`/api/rooms/${encodeURIComponent(this.room)}/upload?method=${method}${who}`, {
         method: "POST",
         headers: { "X-Livedrag-Cap": this.editCap, "Content-Type": file.type || "application/octet-stream" },
         body: file,
@@ -1133,10 +1142,11 @@ class RoomApp {
         break;
       case "undo":
         if (this.model.canUndo) this.edit(msg.undo());
-        else if (s?.status !== DragStatus.IDLE) toast(`Undo is available once the ${this.model.projecting ? "projection" : "drag"} has finished.`);
+        else if (this.model.isEditor) toast("Nothing of yours to undo: undo takes back your own actions.");
         break;
       case "redo":
         if (this.model.canRedo) this.edit(msg.redo());
+        else if (this.model.isEditor) toast("Nothing of yours to redo.");
         break;
       case "delete":
         this.editor.removeSelected();
@@ -1315,6 +1325,22 @@ function rememberRoom(room, role, link) {
   list = list.filter((r) => r && r.room !== room);
   list.unshift({ room, role, link, t: Date.now() });
   store.set(RECENT_KEY, JSON.stringify(list.slice(0, 8)));
+}
+
+/** An undo_state kind (the op that made the action) in words, for the undo and redo tooltips. */
+function actionName(kind) {
+  return (
+    {
+      add_pair: "added point pair",
+      move_point: "point move",
+      remove_pair: "removed point pair",
+      clear_points: "cleared points",
+      paint_mask: "mask stroke",
+      clear_mask: "cleared mask",
+      set_params: "parameter change",
+      new_image: "new image",
+    }[kind] || kind.replace(/_/g, " ")
+  );
 }
 
 function fmt(v) {

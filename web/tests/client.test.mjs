@@ -336,14 +336,38 @@ test("presence: join, rename, cursors (hidden on leave), spectators", () => {
   assert.equal(model.spectators, 9);
 });
 
-test("undo and redo follow the shared history and the drag status", () => {
+test("undo and redo follow your own stacks (undo_state), not the shared history", () => {
   const model = joinedModel();
   assert.equal(model.canUndo, false);
   model.receive({ t: "op", v: 8, op: "commit", by: null, ref: null, patch: { history: { index: 1, size: 3 } } });
-  assert.equal(model.canUndo, true);
-  assert.equal(model.canRedo, true);
-  model.receive({ t: "op", v: 9, op: "start", by: "m2", ref: 1, patch: { status: "running", step: 0, drag: 1 } });
+  assert.equal(model.canUndo || model.canRedo, false); // someone else's history entries are not yours
+  const kinds = [];
+  model.subscribe((k) => kinds.push(k));
+  model.receive(golden("undo_state"));
+  assert.deepEqual([model.canUndo, model.canRedo], [true, true]);
+  assert.equal(model.undoState.undo_kind, "paint_mask");
+  assert.deepEqual(kinds, ["undo"]);
+  model.receive(golden("undo_state_empty"));
+  assert.deepEqual([model.canUndo, model.canRedo], [false, false]);
+  model.receive(golden("undo_state"));
+  model.receive(golden("snapshot")); // a resync: the undo_state that follows it says again
   assert.equal(model.canUndo, false);
+});
+
+test("after an undo nothing of the undone run stays: result text, progress, step", () => {
+  const model = joinedModel();
+  model.receive({ t: "op", v: 8, op: "start", by: "m1", ref: 1, patch: { status: "running", step: 0, drag: 1 } });
+  model.receive({ ...golden("frame"), drag: 1 });
+  model.receive({ ...golden("op_finish"), v: 9 });
+  model.receive({ ...golden("status_done"), drag: 1 });
+  assert.equal(model.lastEnd.reason, "reached");
+  assert.equal(model.state.step, 57);
+  model.receive({ ...golden("op_undo"), v: 10 });
+  assert.equal(model.lastEnd, null);
+  assert.equal(model.state.step, 0);
+  assert.equal(model.frame.step, 0);
+  assert.deepEqual(model.tracked, {});
+  assert.equal(model.state.history.index, 0);
 });
 
 test("local edits apply as the server would: mask strokes, clear, params", () => {
@@ -518,6 +542,7 @@ test("a projection's finish clears the task and remembers it in lastEnd; drags' 
   assert.equal(model.projecting, false);
   assert.equal(model.state.image.seed, null);
   assert.equal(model.state.pairs.length, 0);
+  model.receive({ t: "undo_state", undo: 1, redo: 0, undo_kind: "upload", redo_kind: null });
   assert.equal(model.canUndo, true);
   model.receive(golden("status_converged"));
   assert.equal(model.lastEnd.reason, "converged");
