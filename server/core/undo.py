@@ -99,6 +99,7 @@ class Action:
     changes: tuple[Change, ...]
     at: float = -math.inf  # room clock of its last message (merging; not persisted)
     tail: tuple[Any, ...] | None = None  # paint_mask: (mode, radius, last point) a next chunk continues
+    saved: dict[str, Any] | None = field(default=None, repr=False)  # its JSON form, made once
 
     @property
     def image(self) -> ImageChange | None:
@@ -228,7 +229,7 @@ class UndoBook:
         tail = _tail(kind, msg)
         if top is not None and _continues(top, kind, changes, msg, now):
             if changes:
-                top.changes = _merged(top.changes, changes)
+                top.changes, top.saved = _merged(top.changes, changes), None
                 s.redo.clear()
                 self._touch(member_id)
             top.at, top.tail = now, tail
@@ -390,7 +391,9 @@ def _change(d: Mapping[str, Any]) -> Change:
 
 
 def _action_json(a: Action) -> dict[str, Any]:
-    return {"kind": a.kind, "changes": [_change_json(c) for c in a.changes]}
+    if a.saved is None:  # actions do not change once made (a merge resets it): compress masks once
+        a.saved = {"kind": a.kind, "changes": [_change_json(c) for c in a.changes]}
+    return a.saved
 
 
 def _actions(items: Iterable[Mapping[str, Any]]) -> list[Action]:
