@@ -69,6 +69,7 @@ class RoomUndo:
     status: Status
     version: int
     step: int
+    interrupted: dict[str, Any] | None
     dirty: bool
     history_dirty: bool
 
@@ -154,6 +155,8 @@ class RoomUndo:
             patch["params"] = self.params.to_wire()
         if image is not None:
             patch.update(image=self.image.to_wire(), step=0, history=self.history.to_wire())
+            if self.interrupted is not None:  # a crash report about the image no longer shown
+                self.interrupted = patch["interrupted"] = None
         return patch
 
     def _holds(self, c: Change, redo: bool) -> bool:

@@ -300,3 +300,13 @@ def test_random_sessions_keep_history_consistent(h: Harness):
         assert len(h.room.pairs) <= h.room.limits.max_pairs
         for s in h.room.undo.members.values():
             assert len(s.undo) <= h.room.limits.history_max and len(s.redo) <= h.room.limits.history_max
+
+
+def test_an_image_undo_clears_a_crash_report(two):
+    """state.interrupted (a run a crash cut short) goes with the first image undo or redo after it:
+    it described the image no longer shown."""
+    h, a, _ = two
+    h.send(a, {"t": "new_image", "seed": 3})
+    h.room.interrupted = {"kind": "drag", "drag": 1, "step": 4, "by": a}
+    assert undo(h, a)["interrupted"] is None and h.room.interrupted is None
+    assert "interrupted" not in undo(h, a, "redo")
