@@ -321,7 +321,12 @@ def _continues(top: Action, kind: str, changes: list[Change], msg: Mapping[str, 
             return False
         last = next((c for c in top.changes if isinstance(c, PairChange)), None)
         new = next((c for c in changes if isinstance(c, PairChange)), None)
-        return new is None or (last is not None and new.id == last.id and same_pair(new.before, last.after))
+        if new is None:
+            return True
+        if last is None or new.id != last.id or new.before is None or last.after is None:
+            return False
+        which = msg["which"]  # the moved field (a drag may track the handle in between)
+        return getattr(new.before, which) == getattr(last.after, which)
     if kind == "paint_mask":
         mode, radius, point = top.tail
         if (mode, radius, point) != (msg["mode"], msg["radius"], tuple(msg["points"][0])):
@@ -337,7 +342,11 @@ def _merged(old: tuple[Change, ...], new: list[Change]) -> tuple[Change, ...]:
     for c in new:
         for i, o in enumerate(out):
             if isinstance(c, PairChange) and isinstance(o, PairChange) and o.id == c.id:
-                out[i] = PairChange(c.id, o.before, c.after)
+                before = o.before
+                if before is not None and c.after is not None:  # only the fields the gesture moved
+                    moved = set(o.fields()) | set(c.fields())
+                    before = replace(c.after, **{f: getattr(o.before, f) for f in moved})
+                out[i] = PairChange(c.id, before, c.after)
                 break
             if isinstance(c, MaskChange) and isinstance(o, MaskChange):
                 out[i] = MaskChange(o.before, c.after)

@@ -310,3 +310,20 @@ def test_an_image_undo_clears_a_crash_report(two):
     h.room.interrupted = {"kind": "drag", "drag": 1, "step": 4, "by": a}
     assert undo(h, a)["interrupted"] is None and h.room.interrupted is None
     assert "interrupted" not in undo(h, a, "redo")
+
+
+def test_moving_a_target_during_a_drag_is_one_action_and_undo_leaves_the_handle(two):
+    """While a drag tracks the handle between two messages of a target gesture, the gesture is still
+    one action, and its undo puts back only the target (the handle stays where tracking has it)."""
+    h, a, _ = two
+    h.send(a, add("p1"))
+    h.send(a, {"t": "start"})
+    h.clock.advance(2)
+    for i in range(3):
+        (job,) = h.manager.engine_jobs()
+        h.manager.on_frame(job, FrameResult(b"j", {"p1": (12.5 + i, 22.5)}))
+        h.clock.advance(0.1)
+        h.send(a, move("p1", "target", 50.5 + i, 60.5))
+    assert h.room.undo.state_message(a)["undo"] == 2  # the pair, the gesture
+    pair = undo(h, a)["pairs"][0]
+    assert pair["target"] == [30.5, 40.5] and pair["handle"] == [14.5, 22.5]
