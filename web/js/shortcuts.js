@@ -4,8 +4,8 @@
 /** [action, keys shown in the help, description, matcher(e)] */
 export const SHORTCUTS = Object.freeze([
   ["run", ["Space"], "Start or stop the drag", (e) => e.key === " " && !mod(e)],
-  ["undo", ["Z"], "Undo (also Ctrl+Z / ⌘Z)", (e) => lower(e) === "z" && !e.shiftKey && !e.altKey],
-  ["redo", ["Shift", "Z"], "Redo (also Ctrl+Shift+Z, Ctrl+Y)", (e) => (lower(e) === "z" && e.shiftKey && !e.altKey) || (lower(e) === "y" && (e.ctrlKey || e.metaKey))],
+  ["undo", ["Z"], "Undo your own last action (also Ctrl+Z / ⌘Z)", (e) => lower(e) === "z" && !e.shiftKey && !e.altKey],
+  ["redo", ["Shift", "Z"], "Redo what you undid (also Ctrl+Shift+Z, Ctrl+Y)", (e) => (lower(e) === "z" && e.shiftKey && !e.altKey) || (lower(e) === "y" && (e.ctrlKey || e.metaKey))],
   ["delete", ["Delete"], "Delete the selected pair (or right-click it)", (e) => (e.key === "Delete" || e.key === "Backspace") && !mod(e)],
   ["cancel", ["Esc"], "Cancel placing a point, deselect", (e) => e.key === "Escape"],
   ["tool-points", ["P"], "Points tool", plain("p")],
