@@ -46,12 +46,13 @@ def idle(env: Env, rid: str) -> bool:
     return env.status(rid) is Status.IDLE and env.hub.of(rid, "status")[-1]["status"] == "idle"
 
 
-async def project(env: Env, rid: str, value: int = 90) -> str:
-    """Upload a flat picture to the room, wait for its projection's commit; its latent key."""
+async def project(env: Env, rid: str, value: int = 90, by: str | None = None) -> str:
+    """Upload a flat picture to the room (sent by ``by``: theirs to undo), wait for its
+    projection's commit; its latent key."""
     target = np.full((RES, RES, 3), value, np.uint8)
     target[: RES // 2] = 255 - value
     info = env.manager.store.put_upload(encode_png(target), RES, RES)
-    env.hub.dispatch(env.manager.rooms[rid], env.manager.start_upload(rid, info, "optimize", W_STEPS))
+    env.hub.dispatch(env.manager.rooms[rid], env.manager.start_upload(rid, info, "optimize", W_STEPS, by))
     env.worker.wake()
     await until(lambda: idle(env, rid) and env.hub.of(rid, "op")[-1]["op"] == "finish")
     return env.manager.rooms[rid].image.latent
@@ -83,7 +84,7 @@ async def test_a_tuned_upload_renders_drags_and_undoes_with_the_right_generator(
     env = Env(G, projector=PixelProjector(G), pti_steps=2, modes=recording_modes(used))
     rid, ada = env.room(seed=3)
     env.worker.start()
-    key = await project(env, rid)
+    key = await project(env, rid, by=ada)
     assert projection_frames(env, rid) == W_STEPS + 2  # the tuning steps are frames of the projection
     tuned = env.worker.tuned_generator(rid, key)
     assert tuned is not None and tuned is not G
@@ -104,8 +105,10 @@ async def test_a_tuned_upload_renders_drags_and_undoes_with_the_right_generator(
     assert used[-1] is tuned
     dragged = env.manager.rooms[rid].image.latent
     assert env.worker.tuned_generator(rid, dragged) is tuned  # inherited by the drag's result
-    assert await rendered(env, rid, ada, "undo") == tuned_jpeg
-    assert await rendered(env, rid, ada, "undo") == seed_jpeg
+    assert await rendered(env, rid, ada, "undo") == tuned_jpeg  # Ada's drag
+    env.send(rid, ada, {"t": "undo"})  # her max_steps, then her pair (no new image)
+    env.send(rid, ada, {"t": "undo"})
+    assert await rendered(env, rid, ada, "undo") == seed_jpeg  # her upload
     assert env.manager.rooms[rid].image.latent is None
     await env.worker.stop()
 
@@ -118,7 +121,7 @@ async def test_the_room_cap_projects_a_second_room_without_tuning(G):
     second, bob = env.room(seed=2)
     env.worker.start()
     key1 = await project(env, first)
-    key2 = await project(env, second, value=40)
+    key2 = await project(env, second, value=40, by=bob)
     assert projection_frames(env, first) == W_STEPS + 2
     assert projection_frames(env, second) == W_STEPS
     assert env.worker.tuned_generator(first, key1) is not None
@@ -138,7 +141,7 @@ async def test_pti_off_keeps_the_shared_generator(G):
     env = Env(G, projector=PixelProjector(G))
     rid, ada = env.room(seed=1)
     env.worker.start()
-    key = await project(env, rid)
+    key = await project(env, rid, by=ada)
     assert projection_frames(env, rid) == W_STEPS
     assert env.worker.tuned_generator(rid, key) is None and not env.worker.tuned_rooms
     await rendered(env, rid, ada, "undo")
