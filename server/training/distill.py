@@ -116,8 +116,19 @@ class DistillConfig:
         return cls(**d)
 
 
-# Settings that may change when a run resumes (everything else must match the checkpoint).
-RESUMABLE_OVERRIDES = ("total_kimg", "log_kimg", "grid_kimg", "snap_kimg", "ckpt_kimg")
+# Settings that may change when a run resumes (everything else must match the checkpoint): the
+# schedule's end, the bookkeeping, and the loss weights (a later phase may stress edges more).
+RESUMABLE_OVERRIDES = (
+    "total_kimg",
+    "log_kimg",
+    "grid_kimg",
+    "snap_kimg",
+    "ckpt_kimg",
+    "edge_weight",
+    "perceptual_weight",
+    "aux_weight",
+    "mix_prob",
+)
 
 
 class DistillTrainer:
@@ -378,6 +389,9 @@ class DistillTrainer:
             "threads": torch.get_num_threads(),
             "start_kimg": round(self.kimg, 3),
             "seconds": 0.0,
+            "loss_weights": {
+                k: getattr(cfg, k) for k in ("edge_weight", "perceptual_weight", "aux_weight", "mix_prob")
+            },
         }
         self.chunks.append(chunk)
         old = {}
