@@ -68,6 +68,7 @@ def test_each_editor_undoes_their_own_actions_and_the_history_stays_shared(serve
     ada.wait_for_function("livedrag.model.state.mask.cells.some(v => v === 1)")
     grace.wait_for_function("livedrag.model.undoState.undo_kind === 'paint_mask'")
     grace.keyboard.press("p")  # back to the points tool
+    grace.wait_for_function("livedrag.app.editor.tool === 'points'")
     grace.keyboard.press("z")  # Grace's undo: her stroke, not Ada's drag
     ada.wait_for_function("!livedrag.model.state.mask.cells.some(v => v)")
     assert js(ada, HISTORY) == '{"index":1,"size":2}'
@@ -91,6 +92,7 @@ def test_each_editor_undoes_their_own_actions_and_the_history_stays_shared(serve
     ada.wait_for_function("livedrag.model.undoState.undo_kind === 'add_pair'")  # the drag was skipped
     ada.keyboard.press("z")  # Ada's own pair goes, for both
     grace.wait_for_function("livedrag.model.state.pairs.length === 0")
+    ada.wait_for_function("livedrag.model.undoState.redo_kind === 'add_pair'")  # her page knows
     ada.keyboard.press("Shift+Z")  # and comes back
     grace.wait_for_function("livedrag.model.state.pairs.length === 1")
     assert js(grace, "livedrag.model.state.pairs[0].owner") == js(ada, "livedrag.model.you")
