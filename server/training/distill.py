@@ -76,6 +76,7 @@ class DistillConfig:
     edge_weight: float = 1.0  # L1 on Sobel gradients
     perceptual_weight: float = 0.5  # LPIPS-like distance on the landmark detector's features
     aux_weight: float = 0.1  # MSE of the linear read-out of the face's parameters from w
+    adv_weight: float = 0.0  # light adversarial term (distill_adv.Critic); 0 = regression only
     pretrain_steps: int = 1500  # mapping-only steps (batch 256) that teach w the parameters first
     mix_prob: float = 0.5  # share of batches with two faces mixed at mix_cut
     mix_cut: int = 6  # W+ rows from face A (geometry); the rest from face B (colours, light)
@@ -128,6 +129,7 @@ RESUMABLE_OVERRIDES = (
     "perceptual_weight",
     "aux_weight",
     "mix_prob",
+    "adv_weight",
 )
 
 
@@ -156,6 +158,7 @@ class DistillTrainer:
         params = list(self.G.parameters()) + list(self.readout.parameters())
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=1e-8)
         self.pretrained = False
+        self.critic = self._make_critic() if cfg.adv_weight > 0 else None
         self.perceptual = None
         if cfg.perceptual_weight > 0:
             from server.engine.perceptual import PerceptualDistance
@@ -170,6 +173,12 @@ class DistillTrainer:
         self._stop = threading.Event()
         self._eval_z = np.stack([face_z_from_seed(HELD_OUT_SEED + i) for i in range(64)])
         self._eval_target: torch.Tensor | None = None
+
+    def _make_critic(self):
+        from .distill_adv import Critic
+
+        c = self.cfg
+        return Critic(c.res, c.channel_base, c.channel_max, c.batch, self.device)
 
     # -- one iteration ---------------------------------------------------------------------------
     def lr_now(self) -> float:
@@ -202,11 +211,14 @@ class DistillTrainer:
         perc = self.perceptual(img, target).mean() if self.perceptual is not None else img.new_zeros(())
         aux = self.readout.loss(ws[:, 0], za) if cfg.aux_weight > 0 else img.new_zeros(())
         loss = l1 + cfg.edge_weight * edge + cfg.perceptual_weight * perc + cfg.aux_weight * aux
+        adv = self.critic.g_loss(img) if self.critic is not None else img.new_zeros(())
+        loss = loss + cfg.adv_weight * adv
         for g in self.opt.param_groups:
             g["lr"] = self.lr_now()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        d_stats = self.critic.d_step(img.detach(), target) if self.critic is not None else {}
         self.step += 1
         self.nimg += n
         self.update_ema()
@@ -218,6 +230,8 @@ class DistillTrainer:
             "edge": edge.item(),
             "perc": perc.item(),
             "aux": aux.item(),
+            "adv": adv.item(),
+            **d_stats,
             "psnr": float(p),
         }
 
@@ -303,6 +317,7 @@ class DistillTrainer:
             "G": self.G.state_dict(),
             "G_ema": self.G_ema.state_dict(),
             "readout": self.readout.state_dict(),
+            "critic": self.critic.state_dict() if self.critic is not None else None,
             "pretrained": self.pretrained,
             "opt": self.opt.state_dict(),
             "step": self.step,
@@ -323,6 +338,8 @@ class DistillTrainer:
         self.G.load_state_dict(ckpt["G"])
         self.G_ema.load_state_dict(ckpt["G_ema"])
         self.readout.load_state_dict(ckpt["readout"])
+        if self.critic is not None and ckpt.get("critic") is not None:
+            self.critic.load_state_dict(ckpt["critic"])  # else: a critic joins a run fresh
         self.pretrained = bool(ckpt["pretrained"])
         self.opt.load_state_dict(ckpt["opt"])
         self.step, self.nimg, self.train_s = ckpt["step"], ckpt["nimg"], ckpt["train_s"]
@@ -390,7 +407,8 @@ class DistillTrainer:
             "start_kimg": round(self.kimg, 3),
             "seconds": 0.0,
             "loss_weights": {
-                k: getattr(cfg, k) for k in ("edge_weight", "perceptual_weight", "aux_weight", "mix_prob")
+                k: getattr(cfg, k)
+                for k in ("edge_weight", "perceptual_weight", "aux_weight", "mix_prob", "adv_weight")
             },
         }
         self.chunks.append(chunk)

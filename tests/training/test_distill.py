@@ -100,6 +100,21 @@ def test_mapping_pretraining_teaches_w_the_face_parameters(tmp_path, one_torch_t
     assert attributes(z[:2]).shape[0] == 2
 
 
+def test_a_critic_can_join_a_run_and_resumes_with_it(tmp_path, one_torch_thread):
+    """adv_weight > 0 on resume adds a fresh discriminator; its state is checkpointed from then on."""
+    t = DistillTrainer(tiny(), tmp_path)
+    t.run(max_steps=2, progress=False)
+    t = DistillTrainer.resume(tmp_path, overrides={"adv_weight": 0.05})
+    assert t.critic is not None and t.critic.steps == 0
+    t.run(max_steps=3, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert "d_loss" in log[-1] and log[-1]["adv"] > 0
+    again = DistillTrainer.resume(tmp_path)
+    assert again.critic is not None and again.critic.steps == 3
+    for a, b in zip(again.critic.D.parameters(), t.critic.D.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_resume_refuses_other_settings(tmp_path):
     t = DistillTrainer(tiny(), tmp_path)
     t.save_checkpoint()
