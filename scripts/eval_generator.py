@@ -1,7 +1,8 @@
 """Evaluate a SynthFaces generator and draw the pictures of docs/model.md.
 
 Writes, under --out-dir (default docs/img):
-  generator_grid.png         8x8 samples (seeds 0..63, truncation 0.7), upscaled 2x
+  generator_grid.png         8x8 samples (seeds 0..63, truncation 0.7; 1.0 for a distilled
+                             model, whose seeds then match the renders beside), upscaled 2x
   generator_renders.png      renders of seeds 0..63 at the same size (the same faces for a
                              generator distilled from the renderer), upscaled 2x
   generator_truncation.png   rows = seeds, columns = psi 0, 0.25, 0.5, 0.7, 0.85, 1.0
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
 
     # pictures
-    grid = make_grid([to_uint8(G.synthesize(G.ws_from_seed(s))[0])[0] for s in range(64)], cols=8)
+    grid_psi = 1.0 if is_distilled(G) else 0.7  # a distilled model's seeds match their renders at psi 1
+    grid = make_grid([to_uint8(G.synthesize(G.ws_from_seed(s, grid_psi))[0])[0] for s in range(64)], cols=8)
     Image.fromarray(upscale(grid, 2)).save(out_dir / "generator_grid.png")
     # renders of the same size beside it: of the same seeds where the model distils the renderer
     rgrid = make_grid(list(render_batch(range(64), res)[0]), cols=8)
