@@ -51,7 +51,7 @@ MAX_SAFE_INT = 2**53 - 1  # largest integer JavaScript represents exactly
 ROLES = ("editor", "viewer")
 MODES = ("optimize", "predict")
 STATUSES = ("idle", "running", "stopping", "projecting")
-FINISH_REASONS = ("reached", "converged", "max_steps", "stopped", "error")
+FINISH_REASONS = ("reached", "converged", "max_steps", "stalled", "lost", "stopped", "error")
 MASK_MODES = ("flexible", "fixed", "erase")
 MASK_CELL = {"none": 0, "flexible": 1, "fixed": 2}  # byte values in mask.cells
 HISTORY_KINDS = ("new_image", "drag", "upload", "blend", "reset")
@@ -473,6 +473,13 @@ SERVER_MESSAGES: dict[str, MessageSpec] = {
             jpeg=F("bin"),
             handles=F("dict", pattern=ID_PATTERN, items=POINT, doc="pair id -> tracked handle"),
             fps=F("float", required=False, nullable=True, min=0.0),
+            lost=F(
+                "list",
+                required=False,
+                max_len=LIMITS["max_pairs"],
+                items=PAIR_ID,
+                doc="drag: pairs whose handle's feature is no longer found near it",
+            ),
             psnr=F("float", required=False, nullable=True, doc="projection: PSNR to the target, dB"),
             loss=F("float", required=False, nullable=True, doc="projection: the objective after the step"),
         ),

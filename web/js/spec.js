@@ -2143,6 +2143,18 @@ export const SPEC = Object.freeze({
      "nullable": true,
      "min": 0
     },
+    "lost": {
+     "type": "list",
+     "required": false,
+     "max_len": 64,
+     "items": {
+      "type": "str",
+      "required": true,
+      "pattern": "^[A-Za-z0-9_-]{1,32}$",
+      "doc": "pair id chosen by the client that adds it"
+     },
+     "doc": "drag: pairs whose handle's feature is no longer found near it"
+    },
     "psnr": {
      "type": "float",
      "required": false,
@@ -2179,6 +2191,8 @@ export const SPEC = Object.freeze({
       "reached",
       "converged",
       "max_steps",
+      "stalled",
+      "lost",
       "stopped",
       "error"
      ]
