@@ -16,7 +16,8 @@ share a generator with a single forward/backward pass; each keeps its own Adam s
 
 Mask semantics: ``mask`` is bool [H, W] with True = flexible (may move), like the flexible-area
 brush of DragGAN's GUIs; everything outside it is kept fixed by the mask term
-lambda * L1(F * M, F0 * M), M = ~mask, F0 = the features at the start of the session.
+lambda * mean(max(|F - F0| - tau, 0) * M), M = ~mask, F0 = the features at the start of the
+session, tau = ``mask_tolerance`` x mean |F0| (tracking.mask_loss says why).
 
 Where it differs from the official loop, on purpose:
 
@@ -33,6 +34,11 @@ Where it differs from the official loop, on purpose:
   the whole map to the image size first (tracking.FeatureField): the same values up to float
   rounding, far less memory and time.
 * ``max_steps`` caps a drag (the imgui GUI has no cap; the Gradio app runs until Stop).
+* Mask term. DragGAN's plain L1 (tolerance 0) froze every masked drag on our models at
+  lambda 20: it prices the smallest change of a fixed feature like a large one, and no latent
+  edit leaves the rest of the image exactly as it was. The default tolerance (0.3 x mean |F0|)
+  lets fixed features drift that far for free; beyond it lambda holds them (mask_tolerance 0
+  restores the official term).
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ class DragOptions:
     space: str = "w+"  # "w+": optimise rows 0..n_opt_rows-1 independently; "w": one shared row offset
     lr: float = 2e-3  # Adam step size (paper: 2e-3 FFHQ, cats, cars; 1e-3 otherwise)
     lambda_mask: float = 20.0  # weight of the fixed-region term (not scaled with resolution)
+    mask_tolerance: float = 0.3  # free drift of fixed features, x mean |F0| (0 = DragGAN's plain L1)
     r1: float = 3.0  # motion-supervision radius at 512 px
     r2: float = 12.0  # point-tracking search half-size at 512 px
     r1_min: int = 2  # lower bound on the scaled r1, pixels
@@ -107,6 +114,12 @@ class DragOptions:
             and self.lambda_mask >= 0
         ):
             raise ValueError(f"lambda_mask must be a finite number >= 0, got {self.lambda_mask!r}")
+        if not (
+            isinstance(self.mask_tolerance, (int, float))
+            and math.isfinite(self.mask_tolerance)
+            and self.mask_tolerance >= 0
+        ):
+            raise ValueError(f"mask_tolerance must be a finite number >= 0, got {self.mask_tolerance!r}")
         if self.r1_min < 1 or self.r2_min < 1:
             raise ValueError("r1_min and r2_min must be >= 1 pixel")
         if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
@@ -349,7 +362,8 @@ class DragSession:
         if self._fixed is not None and self.options.lambda_mask > 0:
             if self._feat0_full is None:
                 self._feat0_full = resize_features(self._feat0, self.size)
-            loss = loss + self.options.lambda_mask * mask_loss(field, self._feat0_full, self._fixed)
+            fixed_term = mask_loss(field, self._feat0_full, self._fixed, self.options.mask_tolerance)
+            loss = loss + self.options.lambda_mask * fixed_term
         return loss
 
 

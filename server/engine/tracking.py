@@ -213,12 +213,22 @@ def motion_supervision_loss(
     return (per_handle * active).sum()
 
 
-def mask_loss(feat: FeatureField | torch.Tensor, feat0: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-    """L1(F * M, F0 * M) with M = 1 on the fixed region, averaged over all C*H*W elements.
+def mask_loss(
+    feat: FeatureField | torch.Tensor, feat0: torch.Tensor, fixed: torch.Tensor, tolerance: float = 0.0
+) -> torch.Tensor:
+    """mean(max(|F - F0| - tau, 0) * M) with M = 1 on the fixed region, over all C*H*W elements.
 
-    This is the official normalisation (``F.l1_loss`` over the whole masked tensor), so the
-    weight lambda means what it means in DragGAN. feat F; feat0 [1, C, H, W]; fixed bool [H, W].
+    With ``tolerance`` 0 this is DragGAN's term, L1(F * M, F0 * M) with the official normalisation
+    (``F.l1_loss`` over the whole masked tensor), so lambda means what it means there. Its gradient
+    has the same size for the smallest change as for a large one, and a latent edit changes every
+    feature a little: on a generator whose edits are not local (all of ours), lambda 20 then holds
+    the whole image still and the drag never moves. A tolerance tau = ``tolerance`` x mean |F0|
+    lets each fixed feature drift by that much for free and holds it there with lambda's full
+    weight. feat F; feat0 [1, C, H, W]; fixed bool [H, W].
     """
     full = feat.full() if isinstance(feat, FeatureField) else feat
     m = fixed.to(full.dtype)[None, None]  # [1, 1, H, W]
-    return ((full - feat0) * m).abs().mean()
+    dev = (full - feat0).abs()
+    if tolerance > 0:
+        dev = torch.relu(dev - tolerance * feat0.abs().mean())
+    return (dev * m).mean()
