@@ -63,7 +63,53 @@ def register(subparsers) -> None:
         metavar="URL",
         help="also allow browser pages from this origin (repeatable; * allows any)",
     )
-    p.add_argument("--max-rooms", type=int, default=None, help="rooms per server (default 100)")
+    p.add_argument(
+        "--max-rooms",
+        type=int,
+        default=None,
+        help="live rooms per server (default 100); at the cap the least recently used idle room is archived",
+    )
+    p.add_argument(
+        "--max-rooms-per-client",
+        type=int,
+        default=None,
+        help="live rooms one client address may have created (default 20; 0: no cap)",
+    )
+    p.add_argument(
+        "--rooms-per-minute",
+        type=float,
+        default=None,
+        help="room creations per client address and minute (default 30, bursts of twice that)",
+    )
+    p.add_argument(
+        "--room-idle-archive",
+        type=_duration,
+        default=None,
+        metavar="SECONDS",
+        help="archive (unload) a room nobody has been in for this long: 300, 5m... (default 300 s); "
+        "it reopens, history intact, when someone opens its link",
+    )
+    p.add_argument(
+        "--room-unjoined-archive",
+        type=_duration,
+        default=None,
+        metavar="SECONDS",
+        help="the same for a room nobody has joined since it was created (default 60 s)",
+    )
+    p.add_argument(
+        "--room-delete-after",
+        type=_duration,
+        default=None,
+        metavar="SECONDS",
+        help="delete a room unused this long, with its history: 2592000, 30d... (default 30d; 0: never)",
+    )
+    p.add_argument(
+        "--room-delete-unjoined",
+        type=_duration,
+        default=None,
+        metavar="SECONDS",
+        help="delete a room nobody ever joined after this long (default 1d; 0: never)",
+    )
     p.add_argument("--max-editors", type=int, default=None, help="editors per room (default 16)")
     p.add_argument("--max-viewers", type=int, default=None, help="spectators per room (default 256)")
     p.add_argument("--max-fps", type=float, default=None, help="tick rate cap per room (default 30)")
@@ -72,6 +118,15 @@ def register(subparsers) -> None:
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
     p.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
     p.set_defaults(func=run)
+
+
+def _duration(raw: str) -> float:
+    from server.edge.config import parse_duration
+
+    try:
+        return parse_duration(raw)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -90,6 +145,12 @@ def settings_from_args(args: argparse.Namespace):
         data_dir=args.data_dir,
         origins=tuple(args.origin) if args.origin else None,
         max_rooms=args.max_rooms,
+        max_rooms_per_client=args.max_rooms_per_client,
+        rooms_per_minute=args.rooms_per_minute,
+        room_idle_archive_s=args.room_idle_archive,
+        room_unjoined_archive_s=args.room_unjoined_archive,
+        room_delete_after_s=args.room_delete_after,
+        room_delete_unjoined_s=args.room_delete_unjoined,
         max_editors=args.max_editors,
         max_viewers=args.max_viewers,
         max_fps=args.max_fps,

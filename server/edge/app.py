@@ -5,7 +5,10 @@ Routes
   GET  /r/{room}                          web/room.html (the editor; capability in the #fragment)
   GET  /static/...                        files under web/
   POST /api/rooms                         JSON {seed?, truncation?} -> {room, edit_url, view_url,
-                                          edit_token, view_token} (201; 503 when the server is full)
+                                          edit_token, view_token} (201; 429 per client: rate, live
+                                          rooms; 503 when every live room is in use)
+  DELETE /api/rooms/{room}                the room and its history (edit capability); its
+                                          connections close with 4014 room_closed
   GET  /api/rooms/{room}/image.png        the committed image, rendered losslessly
   GET  /api/rooms/{room}/trajectory.gif   frames of the last (or running) drag, with its points
   GET  /api/rooms/{room}/latent.safetensors  the committed W+ ({"w_plus": [1, num_ws, w_dim]})
@@ -37,6 +40,7 @@ from server.edge.appstate import AppState
 from server.edge.config import Settings
 from server.edge.routes import (
     create_room,
+    delete_room,
     healthz,
     image_png,
     index,
@@ -103,6 +107,7 @@ def create_app(
         Route("/", index),
         Route(f"/r/{room}", room_page),
         Route("/api/rooms", create_room, methods=["POST"]),
+        Route(f"/api/rooms/{room}", delete_room, methods=["DELETE"]),
         Route(f"/api/rooms/{room}/image.png", image_png),
         Route(f"/api/rooms/{room}/trajectory.gif", trajectory),
         Route(f"/api/rooms/{room}/latent.safetensors", latent_file),

@@ -3,15 +3,19 @@ and the worker (:class:`AppState`), with the checks the handlers share (origin, 
 upload rates).
 
 The model is loaded once in the lifespan (:meth:`AppState.start`), which also opens the store,
-restores the rooms and starts the worker. All model work runs on the worker's thread; handlers
-only await it. :meth:`AppState.drain` commits running drags and closes every connection with
-4012 ``shutting_down``; :meth:`AppState.shutdown` then saves every room and closes the store.
+archives the stored rooms (they load when opened), starts the worker and the rooms' life cycle
+(idle rooms archived, long-unused ones deleted: ``_life_loop``). All model work runs on the
+worker's thread; handlers only await it. :meth:`AppState.drain` commits running drags and closes
+every connection with 4012 ``shutting_down``; :meth:`AppState.shutdown` then saves every room and
+closes the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from server.edge.config import Settings
 from server.edge.fanout import Hub
 from server.engine.checkpoint import load_generator
 from server.engine.generator import Generator
+from server.storage.lifecycle import Lifecycle
 from server.storage.manager import RoomManager
 from server.storage.store import Store
 from server.worker.loop import Worker
@@ -99,8 +104,8 @@ class AppState:
         limits = room_limits or RoomLimits(
             max_rooms=settings.max_rooms, max_editors=settings.max_editors, max_viewers=settings.max_viewers
         )
-        manager = RoomManager(store, limits)
-        restored = manager.load()
+        manager = RoomManager(store, limits, lifecycle=lifecycle_of(settings))
+        stored = await asyncio.to_thread(manager.load)
         hub = Hub()
         worker = Worker(
             G,
@@ -118,14 +123,16 @@ class AppState:
         )
         state = cls(settings, G, name, device, store, manager, hub, worker, unavailable=unavailable)
         worker.start()
-        state.tasks.append(asyncio.get_running_loop().create_task(state._presence_loop(), name="presence"))
+        loop = asyncio.get_running_loop()
+        state.tasks.append(loop.create_task(state._presence_loop(), name="presence"))
+        state.tasks.append(loop.create_task(state._life_loop(), name="room life cycle"))
         log.info(
-            "model %s (%dx%d) on %s; %d room(s) restored from %s; modes: %s",
+            "model %s (%dx%d) on %s; %d room(s) stored in %s (each loads when opened); modes: %s",
             name,
             G.img_resolution,
             G.img_resolution,
             device,
-            restored,
+            stored,
             store.path,
             ", ".join(worker.available_modes),
         )
@@ -140,6 +147,19 @@ class AppState:
                 room = self.manager.get(room_id)
                 if room is not None:
                     self.hub.dispatch(room, outs)
+
+    async def _life_loop(self) -> None:
+        """Every few seconds: archive the rooms idle long enough, delete the long-unused ones
+        (``RoomManager.sweep``), and let the worker drop what it held for them."""
+        rules = self.manager.lifecycle
+        interval = min(30.0, max(1.0, min(rules.idle_archive_s, rules.unjoined_archive_s) / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.manager.sweep()
+            except Exception:  # a bug: log it, the next sweep tries again
+                log.exception("the rooms' life cycle sweep failed")
+            self.worker.forget_gone()  # also rooms archived to make space since the last sweep
 
     async def drain(self) -> None:
         """Commit running drags, then close every connection with 4012 (idempotent)."""
@@ -186,15 +206,20 @@ class AppState:
         netloc = urlsplit(origin).netloc
         return bool(netloc) and host is not None and netloc == host.strip().lower()
 
-    def allow_create(self, ip: str) -> bool:
-        bucket = self.create_buckets.get(ip)
+    def allow_create(self, client: str) -> float:
+        """Spend one of ``client``'s room creations: 0 when allowed, else the seconds until the
+        next one is (its token bucket: ``rooms_per_minute``, burst twice that)."""
+        bucket = self.create_buckets.get(client)
         if bucket is None:
             rate = self.settings.rooms_per_minute / 60.0
-            bucket = self.create_buckets[ip] = TokenBucket(rate, max(1.0, 2 * self.settings.rooms_per_minute))
+            burst = max(1.0, 2 * self.settings.rooms_per_minute)
+            bucket = self.create_buckets[client] = TokenBucket(rate, burst)
             while len(self.create_buckets) > 4096:
                 self.create_buckets.popitem(last=False)
-        self.create_buckets.move_to_end(ip)
-        return bucket.take()
+        self.create_buckets.move_to_end(client)
+        if bucket.take():
+            return 0.0
+        return max(1.0, math.ceil((1.0 - bucket.tokens) / bucket.rate))
 
     def allow_upload(self, room_id: str) -> bool:
         bucket = self.upload_buckets.get(room_id)
@@ -233,3 +258,28 @@ def app_state(request: Request | WebSocket) -> AppState:
 
 def client_ip(conn: Request | WebSocket) -> str:
     return conn.client.host if conn.client else "unknown"
+
+
+def client_key(ip: str) -> str:
+    """Whom per-client limits count: the IPv4 address, or an IPv6 address's /64 network (one
+    host usually holds a whole /64); anything else as it is."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+def lifecycle_of(settings: Settings) -> Lifecycle:
+    """The rooms' life cycle rules from the settings."""
+    return Lifecycle(
+        idle_archive_s=settings.room_idle_archive_s,
+        unjoined_archive_s=settings.room_unjoined_archive_s,
+        delete_after_s=settings.room_delete_after_s,
+        delete_unjoined_s=settings.room_delete_unjoined_s,
+        max_rooms_per_client=settings.max_rooms_per_client,
+    )

@@ -11,6 +11,7 @@ Environment names are the field names upper-cased with the ``LIVEDRAG_`` prefix,
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)  # SQLite room store lives here
     origins: tuple[str, ...] = ()  # extra allowed browser origins ("https://x.example"); "*": any
     web_dir: Path = REPO_ROOT / "web"  # the browser client (index.html, room.html, js/, css/)
-    max_rooms: int = 100  # rooms per server (POST /api/rooms answers 503 beyond)
+    max_rooms: int = 100  # live rooms per server (at the cap the least recently used idle one is archived)
     max_editors: int = 16  # editors per room (close 4005 room_full beyond)
     max_viewers: int = 256  # spectators per room
     max_connections: int = 1024  # websocket connections per server (close 4006 server_full beyond)
@@ -64,7 +65,12 @@ class Settings:
     frame_credits: int = int(LIMITS["frame_credits"])  # unacknowledged frames per connection
     hello_timeout_s: float = float(LIMITS["hello_timeout_s"])  # hello deadline (close 4008)
     idle_timeout_s: float = float(LIMITS["idle_timeout_s"])  # silence before close 4015
-    rooms_per_minute: float = 30.0  # POST /api/rooms per client address (token bucket, burst 2x)
+    rooms_per_minute: float = 30.0  # POST /api/rooms per client address (token bucket, burst 2x; 429)
+    max_rooms_per_client: int = 20  # live rooms one client address created (0: no cap; 429 beyond)
+    room_idle_archive_s: float = 300.0  # nobody in a room this long: it is archived (reopens on use)
+    room_unjoined_archive_s: float = 60.0  # ... a room nobody has joined since it was created
+    room_delete_after_s: float = 30 * 86400.0  # a room unused this long is deleted (0: never)
+    room_delete_unjoined_s: float = 86400.0  # ... a room nobody ever joined (0: never)
     max_upload_bytes: int = 8 * 2**20  # largest picture POST /api/rooms/{room}/upload accepts (413)
     uploads_per_minute: float = 6.0  # uploads per room (token bucket, burst 2x; 429 beyond)
     project_steps: int = 100  # optimisation steps of an upload's projection when the request names none
@@ -83,7 +89,15 @@ class Settings:
         for name in ("max_rooms", "max_editors", "max_viewers", "max_connections", "max_connections_per_ip"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_fps", "tick_budget_s", "send_timeout_s", "hello_timeout_s", "idle_timeout_s"):
+        for name in (
+            "max_fps",
+            "tick_budget_s",
+            "send_timeout_s",
+            "hello_timeout_s",
+            "idle_timeout_s",
+            "room_idle_archive_s",
+            "room_unjoined_archive_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -92,6 +106,8 @@ class Settings:
             raise ValueError("trajectory_frames must be >= 2, control_queue >= 8 and frame_credits >= 1")
         if self.rooms_per_minute <= 0 or self.uploads_per_minute <= 0:
             raise ValueError("rooms_per_minute and uploads_per_minute must be > 0")
+        if min(self.max_rooms_per_client, self.room_delete_after_s, self.room_delete_unjoined_s) < 0:
+            raise ValueError("max_rooms_per_client and the room_delete_* durations must be >= 0")
         if self.max_upload_bytes < 1024:
             raise ValueError(f"max_upload_bytes must be >= 1024, got {self.max_upload_bytes}")
         if not 1 <= self.project_steps <= LIMITS["max_project_steps"]:
@@ -154,6 +170,7 @@ _INTS = {
     "project_steps",
     "pti_steps",
     "pti_max_rooms",
+    "max_rooms_per_client",
 }
 _FLOATS = {
     "max_fps",
@@ -164,6 +181,26 @@ _FLOATS = {
     "rooms_per_minute",
     "uploads_per_minute",
 }
+_DURATIONS = {
+    "room_idle_archive_s",
+    "room_unjoined_archive_s",
+    "room_delete_after_s",
+    "room_delete_unjoined_s",
+}
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(raw: str) -> float:
+    """Seconds from "90", "90s", "5m", "12h" or "30d"."""
+    text = raw.strip().lower()
+    scale = _UNITS.get(text[-1:])
+    try:
+        value = float(text[:-1] if scale else text) * (scale or 1.0)
+    except ValueError:
+        raise ValueError(f"expected a duration like 300, 5m, 12h or 30d, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite duration, got {raw!r}")
+    return value
 
 
 def _parse(name: str, raw: str) -> Any:
@@ -171,6 +208,8 @@ def _parse(name: str, raw: str) -> Any:
         return int(raw)
     if name in _FLOATS:
         return float(raw)
+    if name in _DURATIONS:
+        return parse_duration(raw)
     if name == "origins":
         return tuple(o for o in raw.split(",") if o.strip())
     if name in ("data_dir", "web_dir"):

@@ -1,4 +1,12 @@
-"""The HTTP handlers: the pages, room creation, the downloads, the upload, health and info.
+"""The HTTP handlers: the pages, room creation and deletion, the downloads, the upload, health and info.
+
+Room creation is limited per client (its address; an IPv6 /64): a token bucket
+(``rooms_per_minute``, burst twice that) and ``max_rooms_per_client`` live rooms it created (its
+least recently used idle room is archived beyond; all in use: 429), both answered with 429 and
+``Retry-After``; at ``max_rooms`` live rooms the least recently used idle room is archived, and
+only when every live room is in use does creation answer 503. A room handler opens an archived
+room (history intact); a deleted room answers 410, an unknown one 404. ``DELETE /api/rooms/{room}``
+with the edit capability deletes a room and closes its connections with 4014 ``room_closed``.
 
 Downloads are authorised by a capability: either of the room's tokens (edit or view), as the
 query parameter ``cap=`` (what links in the page use) or the header ``X-Livedrag-Cap``. Uploads
@@ -23,14 +31,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
-from server.core.ids import token_matches
 from server.core.protocol import PROTOCOL_VERSION, ProtocolError
 from server.core.room import Room
 from server.core.state import ImageInfo
-from server.edge.appstate import app_state, client_ip
+from server.edge.appstate import app_state, client_ip, client_key
 from server.edge.uploads import UploadRefused, picture_bytes, read_limited, sniff, upload_options
-from server.storage.manager import RoomsFull
-from server.storage.store import StoreError
+from server.storage.manager import ClientRoomsFull, RoomGone, RoomsFull
+from server.storage.store import Store, StoreError
 from server.worker.media import trajectory_gif
 from server.worker.state import EngineError
 
@@ -61,8 +68,20 @@ async def room_page(request: Request) -> Response:
 # --- API -----------------------------------------------------------------------------------------
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers={"cache-control": "no-store"})
+def _error(status: int, message: str, retry_after: float | None = None) -> JSONResponse:
+    headers = {"cache-control": "no-store"}
+    if retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+FULL_RETRY_S = 60  # Retry-After when the server's (or a client's) live rooms are all in use
+
+
+def _gone(e: RoomGone) -> Response:
+    if e.deleted:
+        return _error(410, "this room was deleted (by an editor, or after a long time unused)")
+    return _error(404, "no such room")
 
 
 async def create_room(request: Request) -> Response:
@@ -81,14 +100,23 @@ async def create_room(request: Request) -> Response:
         seed, truncation = _parse_create(body)
     except ValueError as e:
         return _error(400, str(e))
-    if not state.allow_create(client_ip(request)):
-        return _error(429, "too many rooms created from this address; wait a minute")
+    client = client_key(client_ip(request))
+    wait = state.allow_create(client)
+    if wait:
+        return _error(429, f"too many rooms created from this address; try again in {wait:.0f} s", wait)
     res = state.G.img_resolution
     image = ImageInfo(state.model, res, res, seed=seed, truncation=truncation)
     try:
-        created = state.manager.create(image)
+        created = state.manager.create(image, client=client)
+    except ClientRoomsFull:
+        cap = state.manager.lifecycle.max_rooms_per_client
+        return _error(
+            429,
+            f"this address's {cap} newest rooms are all in use; leave one, or try again later",
+            FULL_RETRY_S,
+        )
     except RoomsFull:
-        return _error(503, "this server holds as many rooms as it may; try later")
+        return _error(503, "every room this server can hold is in use; try again later", FULL_RETRY_S)
     except StoreError as e:
         log.error("creating a room failed: %s", e)
         return _error(503, "the server could not save the room")
@@ -131,20 +159,70 @@ def _parse_create(body: bytes) -> tuple[int, float]:
     return seed, float(truncation)
 
 
-def _authorised_room(request: Request, edit: bool = False) -> Room | Response:
-    """The room named in the path when the request carries one of its capabilities (``edit``:
-    its edit capability); else the 404/403 answer."""
-    state = app_state(request)
-    room = state.manager.get(request.path_params["room"])
-    if room is None:
-        return _error(404, "no such room")
-    cap = request.query_params.get("cap") or request.headers.get(CAP_HEADER)
-    is_edit = bool(cap) and token_matches(cap, room.edit_hash)
-    if not cap or not (is_edit or token_matches(cap, room.view_hash)):
+def _role(request: Request, edit: str | None = None) -> str | Response:
+    """The role the request's capability gives in the room named in the path (``edit``: what
+    needs the edit capability, for the 403 message); else the 404/410/403/503 answer. The room
+    is not loaded."""
+    room_id = request.path_params["room"]
+    cap = request.query_params.get("cap") or request.headers.get(CAP_HEADER) or ""
+    try:
+        role = app_state(request).manager.role(room_id, cap)
+    except RoomGone as e:
+        return _gone(e)
+    except StoreError as e:
+        log.error("room %s: looking it up failed: %s", room_id, e)
+        return _error(503, "the server could not read its room store")
+    if role is None:
         return _error(403, "a capability of this room is needed (cap= or X-Livedrag-Cap)")
-    if edit and not is_edit:
-        return _error(403, "uploading needs the room's edit link; a view-only link may only watch")
+    if edit and role != "editor":
+        return _error(403, f"{edit} needs the room's edit link; a view-only link may only watch")
+    return role
+
+
+def _authorised_room(request: Request, edit: bool = False) -> Room | Response:
+    """The room named in the path, live (an archived one is opened), when the request carries
+    one of its capabilities (``edit``: its edit capability); else the error answer."""
+    role = _role(request, "uploading" if edit else None)
+    if isinstance(role, Response):
+        return role
+    state = app_state(request)
+    room_id = request.path_params["room"]
+    try:
+        room = state.manager.open(room_id)
+    except RoomGone as e:
+        return _gone(e)
+    except RoomsFull:
+        return _error(503, "every room this server can hold is in use; try again later", FULL_RETRY_S)
+    except StoreError as e:
+        log.error("room %s: opening it failed: %s", room_id, e)
+        return _error(503, "the server could not read its room store")
+    state.manager.touch(room_id)
     return room
+
+
+async def delete_room(request: Request) -> Response:
+    """DELETE /api/rooms/{room} with the edit capability: the room goes, with its history; its
+    connections are closed with 4014 room_closed and its links answer "deleted" from then on."""
+    state = app_state(request)
+    if not state.origin_allowed(request.headers.get("origin"), request.headers.get("host")):
+        return _error(403, "origin not allowed")
+    role = _role(request, "deleting a room")
+    if isinstance(role, Response):
+        return role
+    room_id = request.path_params["room"]
+    try:
+        room = state.manager.delete(room_id, "editor")
+    except StoreError as e:
+        log.error("room %s: deleting it failed: %s", room_id, e)
+        return _error(503, "the server could not delete the room; try again")
+    if room is not None:
+        senders = state.hub.senders(room_id)
+        for sender in senders:
+            sender.close("room_closed")
+        log.info("room %s: deleted by an editor; closed %d connection(s)", room_id, len(senders))
+    state.upload_buckets.pop(room_id, None)
+    state.worker.forget_gone()
+    return JSONResponse({"room": room_id, "deleted": True}, headers={"cache-control": "no-store"})
 
 
 def _download(data: bytes, media_type: str, filename: str) -> Response:
@@ -183,7 +261,7 @@ async def trajectory(request: Request) -> Response:
         return room
     items = await app_state(request).worker.trajectory(room.id)
     if not items:
-        return _error(404, "no drag has run in this room since the server started")
+        return _error(404, "no drag has run in this room since it was last opened")
     data = await asyncio.to_thread(trajectory_gif, items)
     return _download(data, "image/gif", f"livedrag-{room.id}-drag.gif")
 
@@ -294,6 +372,7 @@ async def healthz(request: Request) -> Response:
             "resolution": state.G.img_resolution,
             "device": str(state.device),
             "rooms": len(state.manager.rooms),
+            "rooms_stored": _stored_rooms(state.store),
             "running": sum(r.status.value != "idle" for r in rooms),
             "connections": state.connections,
             "uptime_s": round(time.time() - state.started, 1),
@@ -308,6 +387,13 @@ async def healthz(request: Request) -> Response:
         },
         headers={"cache-control": "no-store"},
     )
+
+
+def _stored_rooms(store: Store) -> int | None:
+    try:
+        return store.count_rooms()
+    except StoreError:
+        return None
 
 
 async def info(request: Request) -> Response:

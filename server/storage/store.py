@@ -23,6 +23,12 @@ Per-person undo (issue 17), additive: ``history_ids`` gives each history entry i
 in the entries' order; rooms saved before it number them anew, with no undo stacks naming them),
 ``room_undo`` one row per member with undo or redo stacks (JSON, server.core.undo), written only for
 the members whose stacks changed.
+
+Life cycle (issue 17), additive: ``room_life`` says when a room was last used (someone in it, or
+an HTTP download), whether anyone ever joined it and whether it is archived (not loaded by the
+server: every room is, after a restart, until someone opens it; rooms without a row count as
+archived, used when last saved). ``deleted_rooms`` keeps the ids of deleted rooms for a while
+(``TOMBSTONE_S``), so that their links answer "deleted" rather than "not found".
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from server.core.state import (
 log = logging.getLogger(__name__)
 
 DB_NAME = "livedrag.sqlite3"
+TOMBSTONE_S = 180 * 86400.0  # how long a deleted room's id is remembered as deleted
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -133,6 +140,17 @@ CREATE TABLE IF NOT EXISTS room_undo (
     member_id TEXT NOT NULL,
     stacks TEXT NOT NULL,               -- JSON: {"undo": [action...], "redo": [action...]}
     PRIMARY KEY (room_id, member_id)
+);
+CREATE TABLE IF NOT EXISTS room_life (
+    room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
+    used REAL NOT NULL,                 -- wall clock when someone was last in the room (or created it)
+    joined INTEGER NOT NULL,            -- 1 once anyone has joined it
+    archived REAL                       -- wall clock when it was archived (unloaded); NULL: live
+);
+CREATE TABLE IF NOT EXISTS deleted_rooms (
+    id TEXT PRIMARY KEY,
+    deleted REAL NOT NULL,              -- wall clock
+    why TEXT NOT NULL                   -- "editor", "unused", "never joined"
 );
 """
 
@@ -256,19 +274,35 @@ class Store:
 
     def load_rooms(self) -> list[RoomRecord]:
         """Every stored room, oldest first."""
+        return self._load(None)
+
+    def load_room(self, room_id: str) -> RoomRecord | None:
+        """One stored room (None: no such room, or it cannot be read: the log says why)."""
+        found = self._load(room_id)
+        return found[0] if found else None
+
+    def _load(self, room_id: str | None) -> list[RoomRecord]:
+        """The stored rooms (``room_id``: that one only)."""
+        args = () if room_id is None else (room_id,)
+
+        def rows(sql: str, col: str = "room_id") -> list[tuple]:
+            return db.execute(sql.format("" if room_id is None else f" WHERE {col} = ?"), args).fetchall()
+
         with self._tx("loading rooms") as db:
-            rooms = db.execute("SELECT * FROM rooms ORDER BY created, id").fetchall()
-            hist = db.execute("SELECT * FROM history ORDER BY room_id, pos").fetchall()
-            ups = db.execute(
-                "SELECT r.room_id, u.key, u.w, u.h FROM room_uploads r JOIN uploads u ON u.key = r.key"
-            ).fetchall()
-            origins = dict(db.execute("SELECT room_id, image FROM room_origins").fetchall())
-            mems = db.execute(
-                "SELECT room_id, id, secret_hash, name, colour, seen FROM room_members ORDER BY room_id, seen"
-            ).fetchall()
-            runs = {r[0]: r for r in db.execute("SELECT * FROM room_runs").fetchall()}
-            entry_ids = dict(db.execute("SELECT room_id, ids FROM history_ids").fetchall())
-            undo_rows = db.execute("SELECT room_id, member_id, stacks FROM room_undo").fetchall()
+            rooms = rows("SELECT * FROM rooms{} ORDER BY created, id", "id")
+            hist = rows("SELECT * FROM history{} ORDER BY room_id, pos")
+            ups = rows(
+                "SELECT r.room_id, u.key, u.w, u.h FROM room_uploads r JOIN uploads u ON u.key = r.key{}",
+                "r.room_id",
+            )
+            origins = dict(rows("SELECT room_id, image FROM room_origins{}"))
+            mems = rows(
+                "SELECT room_id, id, secret_hash, name, colour, seen FROM room_members{} "
+                "ORDER BY room_id, seen"
+            )
+            runs = {r[0]: r for r in rows("SELECT * FROM room_runs{}")}
+            entry_ids = dict(rows("SELECT room_id, ids FROM history_ids{}"))
+            undo_rows = rows("SELECT room_id, member_id, stacks FROM room_undo{}")
         undo: dict[str, dict[str, Any]] = {}
         for rid, member_id, stacks in undo_rows:
             try:
@@ -301,9 +335,78 @@ class Store:
                 log.error("store: skipping unreadable room %s: %s", r[0], e)
         return out
 
-    def delete_room(self, room_id: str) -> None:
+    def delete_room(self, room_id: str, why: str = "editor") -> None:
+        """Delete a room with its history (its latents and uploads go at the next collection) and
+        remember its id as deleted (``why``: "editor", "unused", "never joined")."""
         with self._tx(f"deleting room {room_id}") as db:
             db.execute("DELETE FROM rooms WHERE id=?", (room_id,))
+            db.execute("INSERT OR REPLACE INTO deleted_rooms VALUES (?,?,?)", (room_id, time.time(), why))
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def room_hashes(self, room_id: str) -> tuple[str, str] | None:
+        """The stored room's (edit_hash, view_hash), without loading it; None: no such room."""
+        with self._tx("looking up a room") as db:
+            row = db.execute("SELECT edit_hash, view_hash FROM rooms WHERE id=?", (room_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def deleted(self, room_id: str) -> bool:
+        """Whether the room was deleted (within the last ``TOMBSTONE_S``)."""
+        with self._tx("looking up a room") as db:
+            return db.execute("SELECT 1 FROM deleted_rooms WHERE id=?", (room_id,)).fetchone() is not None
+
+    def room_joined(self, room_id: str) -> bool:
+        """Whether anyone ever joined the room (rooms stored before the life cycle: yes)."""
+        with self._tx("looking up a room") as db:
+            row = db.execute("SELECT joined FROM room_life WHERE room_id=?", (room_id,)).fetchone()
+        return row is None or bool(row[0])
+
+    def touch_rooms(self, used: float, room_ids: list[str], joined: bool = False) -> None:
+        """The rooms are live and in use at wall time ``used`` (``joined``: someone joined them)."""
+        with self._tx("saving room use") as db:
+            db.executemany(
+                """INSERT INTO room_life VALUES (?,?,?,NULL) ON CONFLICT(room_id) DO UPDATE SET
+                   used=excluded.used, joined=max(joined, excluded.joined), archived=NULL""",
+                [(rid, used, int(joined)) for rid in room_ids],
+            )
+
+    def archive_room(self, room_id: str, used: float, at: float) -> None:
+        """Mark the room archived at ``at``, last used at ``used`` (its state is saved already)."""
+        with self._tx(f"archiving room {room_id}") as db:
+            db.execute(
+                """INSERT INTO room_life VALUES (?,?,1,?) ON CONFLICT(room_id) DO UPDATE SET
+                   used=excluded.used, archived=excluded.archived""",
+                (room_id, used, at),
+            )
+
+    def archive_all(self, at: float) -> int:
+        """Mark every room archived (at start-up: no room is loaded). Returns how many rooms are stored."""
+        with self._tx("archiving rooms") as db:
+            db.execute("UPDATE room_life SET archived=? WHERE archived IS NULL", (at,))
+            return db.execute("SELECT count(*) FROM rooms").fetchone()[0]
+
+    def count_rooms(self) -> int:
+        with self._tx("counting rooms") as db:
+            return db.execute("SELECT count(*) FROM rooms").fetchone()[0]
+
+    def expire_rooms(self, unused_before: float, unjoined_before: float, keep: set[str]) -> list[str]:
+        """Delete the rooms last used before ``unused_before``, and those nobody ever joined
+        last used before ``unjoined_before`` (wall clock; ``-inf``: none), except ``keep`` (the
+        live rooms); forget deleted ids older than ``TOMBSTONE_S``. Returns the deleted ids."""
+        with self._tx("deleting unused rooms") as db:
+            found = db.execute(
+                """SELECT r.id, COALESCE(l.joined, 1) FROM rooms r LEFT JOIN room_life l ON l.room_id = r.id
+                   WHERE COALESCE(l.used, r.updated) < ?
+                   OR (COALESCE(l.joined, 1) = 0 AND COALESCE(l.used, r.updated) < ?)""",
+                (unused_before, unjoined_before),
+            ).fetchall()
+            gone = [(rid, "unused" if joined else "never joined") for rid, joined in found if rid not in keep]
+            now = time.time()
+            for rid, why in gone:
+                db.execute("DELETE FROM rooms WHERE id=?", (rid,))
+                db.execute("INSERT OR REPLACE INTO deleted_rooms VALUES (?,?,?)", (rid, now, why))
+            db.execute("DELETE FROM deleted_rooms WHERE deleted < ?", (now - TOMBSTONE_S,))
+        return [rid for rid, _ in gone]
 
     # --- latents ----------------------------------------------------------------------------
 

@@ -90,6 +90,12 @@ class Worker(DragJobs, ProjectionJobs, RenderJobs):
         """Something may have changed (a message, a join): look for work now."""
         self._wake.set()
 
+    def forget_gone(self) -> None:
+        """Drop the engine state of rooms no longer live (archived, deleted), on the engine thread
+        between ticks (a tick does it too, but no tick may come while no room wants work)."""
+        if not self._stopping:
+            self._executor.submit(self._forget, frozenset(self.manager.rooms))
+
     async def stop(self, commit: bool = True) -> None:
         """Finish the current tick, commit every running drag (``commit``), stop the thread."""
         self._stopping = True
@@ -217,14 +223,8 @@ class Worker(DragJobs, ProjectionJobs, RenderJobs):
 
     def _compute(self, jobs: list[EngineJob], live: frozenset[str] | None = None) -> list[Outcome]:
         t0, c0 = time.perf_counter(), time.thread_time()
-        if live is not None:  # forget rooms that no longer exist
-            for gone in set(self._rooms) - live:
-                self._rooms.pop(gone, None)
-            for gone in set(self._trajectories) - live:
-                self._trajectories.pop(gone, None)
-            for gone in set(self._projections) - live:
-                self._projections.pop(gone, None)
-            self._tuned.forget(live)  # a deleted room's tuned generator goes with it
+        if live is not None:
+            self._forget(live)
         outcomes: list[Outcome] = []
         for job in jobs:
             if job.kind is JobKind.FINISH:
@@ -236,6 +236,16 @@ class Worker(DragJobs, ProjectionJobs, RenderJobs):
         self.stats.busy_s += time.perf_counter() - t0
         self.stats.cpu_s += time.thread_time() - c0
         return outcomes
+
+    def _forget(self, live: frozenset[str]) -> None:
+        """Forget the rooms that are no longer live (engine thread)."""
+        for gone in set(self._rooms) - live:
+            self._rooms.pop(gone, None)
+        for gone in set(self._trajectories) - live:
+            self._trajectories.pop(gone, None)
+        for gone in set(self._projections) - live:
+            self._projections.pop(gone, None)
+        self._tuned.forget(live)  # an archived or deleted room's tuned generator goes with it
 
 
 def request_stop(room: Room) -> None:

@@ -97,12 +97,16 @@ def test_room_caps_for_editors_and_viewers():
 
 
 def test_rooms_per_server_cap():
-    """Creating more rooms than max_rooms raises RoomsFull."""
+    """At max_rooms live rooms, all in use, creating one more raises RoomsFull; when one is idle,
+    it is archived to make space instead (tests/server/storage/test_lifecycle.py)."""
     m = RoomManager(limits=RoomLimits(max_rooms=2))
-    m.create(IMAGE)
-    m.create(IMAGE)
+    rooms = [Harness.attach(m, m.create(IMAGE)) for _ in range(2)]
+    ada = [h.join().member_id for h in rooms]
     with pytest.raises(RoomsFull):
         m.create(IMAGE)
+    rooms[0].leave(ada[0])
+    m.create(IMAGE)
+    assert len(m.rooms) == 2 and rooms[0].room_id not in m.rooms
 
 
 def test_links_carry_capabilities_in_the_fragment(h: Harness):

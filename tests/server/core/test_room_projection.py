@@ -93,7 +93,7 @@ def test_the_last_upload_survives_a_restart_but_a_projection_does_not():
     h.manager.start_upload(h.room_id, info, "optimize", 5)
     again = RoomManager(store)
     again.load()
-    room = again.rooms[h.room_id]
+    room = again.open(h.room_id)
     assert room.upload == info and room.status is Status.IDLE and room.task is None
     assert room.state_wire()["upload"]["key"] == info.key and store.get_upload(info.key) == b"\x89PNG fake"
     assert room.image == h.room.image and room.history.to_wire() == h.room.history.to_wire()

@@ -70,7 +70,7 @@ def test_a_crash_during_a_drag_keeps_its_last_checkpoint(tmp_path: Path):
     crash(h)
 
     m = restart(tmp_path)
-    room = m.rooms[h.room_id]
+    room = m.open(h.room_id)
     assert room.status is Status.IDLE and room.image.latent == latent6
     assert room.history.to_wire() == {"index": 1, "size": 2} and room.history.current.kind == "drag"
     assert room.pairs["p1"].handle == (16.5, 26.5)  # tracked at step 6
@@ -90,7 +90,7 @@ def test_a_crash_during_a_drag_keeps_its_last_checkpoint(tmp_path: Path):
     (job,) = hm.manager.engine_jobs()
     hm.manager.on_finished(job, None)
     hm.manager.store.close()
-    assert restart(tmp_path).rooms[h.room_id].interrupted is None  # saved: not reported again
+    assert restart(tmp_path).open(h.room_id).interrupted is None  # saved: not reported again
 
 
 def test_a_crash_before_any_checkpoint_keeps_the_image_and_reports(tmp_path: Path):
@@ -102,13 +102,13 @@ def test_a_crash_before_any_checkpoint_keeps_the_image_and_reports(tmp_path: Pat
     h.send(a, {"t": "move_point", "pair": "p1", "which": "target", "pos": [50.5, 60.5]})  # saved mid-drag
     crash(h)
     m = restart(tmp_path)
-    room = m.rooms[h.room_id]
+    room = m.open(h.room_id)
     assert room.image == IMAGE and room.history.to_wire() == {"index": 0, "size": 1}
     assert room.pairs["p1"].handle == (10.5, 20.5) and room.pairs["p1"].target == (50.5, 60.5)
     assert room.interrupted == {"kind": "drag", "drag": 1, "step": 0, "by": a}
     assert m.engine_jobs()[0].kind is JobKind.RENDER
     m.store.close()
-    assert restart(tmp_path).rooms[h.room_id].interrupted is None
+    assert restart(tmp_path).open(h.room_id).interrupted is None
     db = sqlite3.connect(tmp_path / DB_NAME)
     assert db.execute("SELECT COUNT(*) FROM room_runs").fetchone() == (0,)
 
@@ -122,7 +122,7 @@ def test_an_orderly_end_leaves_no_report(tmp_path: Path):
     (job,) = h.manager.engine_jobs()
     h.manager.on_finished(job, h.manager.store.put_latent(b"final" * 20))
     h.manager.store.close()
-    room = restart(tmp_path).rooms[h.room_id]
+    room = restart(tmp_path).open(h.room_id)
     assert room.interrupted is None and room.history.to_wire() == {"index": 1, "size": 2}
 
 
@@ -133,7 +133,7 @@ def test_a_crash_during_a_projection_commits_nothing_and_reports(tmp_path: Path)
     h.send(a, {"t": "paint_mask", "mode": "flexible", "radius": 30, "points": [[100, 100]]})
     h.send(a, {"t": "blend", "source": "seed", "seed": 5})
     crash(h)
-    room = restart(tmp_path).rooms[h.room_id]
+    room = restart(tmp_path).open(h.room_id)
     assert room.status is Status.IDLE and room.task is None and room.image == IMAGE
     assert room.interrupted == {"kind": "blend", "drag": 1, "step": 0, "by": a}
 
@@ -160,7 +160,7 @@ def test_reset_after_a_restart_and_for_older_stores(tmp_path: Path):
     h.manager.store._conn.commit()
     h.manager.store.close()
     m = restart(tmp_path)
-    assert m.rooms[h.room_id].original == IMAGE
+    assert m.open(h.room_id).original == IMAGE
     hm = Harness.attach(m, h.created)
     b = hm.join().member_id
     patch = only(hm.send(b, {"t": "reset"}), "op").msg["patch"]

@@ -55,7 +55,7 @@ def test_restart_restores_rooms_points_params_mask_history(tmp_path: Path):
     h.manager.store.close()
 
     m = restart(tmp_path)
-    room = m.rooms[h.room_id]
+    room = m.open(h.room_id)
     after = room.to_record()
     assert after.image == before.image and after.image.latent == key
     assert [(p.id, p.handle, p.target, p.owner) for p in after.pairs] == [
@@ -92,7 +92,7 @@ def test_running_drag_is_idle_after_restart(tmp_path: Path):
     h.send(a, ADD)
     h.send(a, {"t": "start"})
     m = restart(tmp_path)
-    room = m.rooms[h.room_id]
+    room = m.open(h.room_id)
     assert (
         room.status is Status.IDLE and room.image.latent is None and room.pairs["p1"].handle == (10.5, 20.5)
     )
@@ -163,7 +163,7 @@ def test_disk_full_keeps_memory_state_and_reports_once(tmp_path: Path):
     assert not h.room.dirty
     store.close()
     m = restart(tmp_path)
-    assert len(m.rooms[h.room_id].pairs) == 60
+    assert len(m.open(h.room_id).pairs) == 60
 
 
 def test_unopenable_store_raises_store_error(tmp_path: Path):

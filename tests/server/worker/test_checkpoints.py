@@ -31,7 +31,7 @@ async def test_a_running_drag_stores_checkpoints_that_a_crash_keeps(G, tmp_path)
 
     after = RoomManager(Store(tmp_path))
     after.load()
-    back = after.rooms[rid]
+    back = after.open(rid)
     assert back.status is Status.IDLE and back.image.latent == key
     assert back.interrupted == {"kind": "drag", "drag": 1, "step": step, "by": ada}
     w = latent_from_bytes(after.store.get_latent(key), G.num_ws, G.w_dim)
