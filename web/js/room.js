@@ -28,10 +28,13 @@ const FATAL = {
   room_not_found: ["Room not found", "There is no such room on this server: it may have been deleted, or the link is mistyped. Create a new room from the start page."],
   too_large: ["Disconnected", "This page sent a message that was too large. Reload the page to continue."],
   protocol_violation: ["Disconnected", "The server closed the connection after too many invalid messages. Reload the page to continue."],
-  room_closed: ["This room was closed", "The room was deleted on the server. Create a new room from the start page."],
+  room_closed: ["This room was deleted", "An editor deleted this room, or it went unused for a long time: its links no longer work. Create a new room from the start page."],
   replaced: ["Opened somewhere else", "This room was opened again with this page's session on another connection. Reload to continue here."],
   closed: ["Disconnected", "The server refused the connection."],
 };
+
+/** The fatal card for the editor who deleted the room (DELETE /api/rooms/{room}, protocol 2a). */
+const DELETED_BY_YOU = ["Room deleted", "You deleted this room; everyone in it was disconnected. Create a new room from the start page."];
 
 const RETRY_TEXT = {
   room_full: "This room is full.",
@@ -365,8 +368,12 @@ class RoomApp {
     }
     this.updateOffline();
     if (c.state === ConnState.FAILED) {
-      const [title, text] = FATAL[c.failure.name] || FATAL.closed;
-      this.showFatal(title, text, c.failure.name);
+      const name = c.failure.name;
+      const [title, text] =
+        name === "room_closed" && this.deleting ? DELETED_BY_YOU : FATAL[name] || FATAL.closed;
+      if (name === "room_closed" || name === "room_not_found") forgetRoom(this.room);
+      this.toggleDelete(false);
+      this.showFatal(title, text, name);
     }
     this.updateBanner();
     this.updateToolbar();
@@ -1077,6 +1084,12 @@ class RoomApp {
     $("panel-close").addEventListener("click", () => this.togglePanel(false));
     $("banner-retry").addEventListener("click", () => this.conn?.retryNow());
     $("fatal-reload").addEventListener("click", () => location.reload());
+    $("delete-room").addEventListener("click", () => this.toggleDelete(true));
+    $("delete-cancel").addEventListener("click", () => this.toggleDelete(false));
+    $("delete-confirm").addEventListener("click", () => this.deleteRoom());
+    $("delete-dialog").addEventListener("click", (e) => {
+      if (e.target === $("delete-dialog")) this.toggleDelete(false);
+    });
     for (const a of document.querySelectorAll("a[download]")) {
       a.addEventListener("click", (e) => {
         if (a.getAttribute("aria-disabled") === "true") e.preventDefault();
@@ -1101,6 +1114,14 @@ class RoomApp {
 
   onKey(e) {
     if (e.defaultPrevented || e.isComposing) return;
+    if (!$("delete-dialog").hidden) {
+      // the confirmation is open: Escape cancels, Tab and Enter work its buttons, nothing else
+      if (e.key === "Escape") {
+        e.preventDefault();
+        this.toggleDelete(false);
+      }
+      return;
+    }
     if (!$("help").hidden && (e.key === "Escape" || e.key === "?")) {
       e.preventDefault();
       this.toggleHelp(false);
@@ -1307,6 +1328,47 @@ class RoomApp {
     if (show) $("help-close").focus();
   }
 
+  /** The confirmation before deleting the room (editors only; Cancel has the focus). */
+  toggleDelete(show) {
+    const open = show && !!this.editCap && !this.deleting;
+    $("delete-dialog").hidden = !open;
+    if (open) {
+      $("share-pop").hidden = true;
+      $("delete-cancel").focus();
+    }
+  }
+
+  /**
+   * Delete the room for everyone: DELETE /api/rooms/{room} with the edit capability (protocol
+   * 2a). The server then closes every connection of the room with 4014 room_closed, this page's
+   * too, which shows the "deleted" card.
+   */
+  async deleteRoom() {
+    if (!this.editCap || this.deleting) return;
+    this.deleting = true;
+    $("delete-confirm").disabled = $("delete-cancel").disabled = true;
+    try {
+      const r = await fetch(`/api/rooms/${encodeURIComponent(this.room)}`, {
+        method: "DELETE",
+        headers: { "X-Livedrag-Cap": this.editCap, Accept: "application/json" },
+      });
+      if (r.ok || r.status === 410) {
+        forgetRoom(this.room); // the server closes this page's connection too (4014)
+        this.toggleDelete(false);
+        this.showFatal(...DELETED_BY_YOU, "room_closed");
+        return;
+      }
+      const body = await r.json().catch(() => ({}));
+      throw new Error(body?.error || `HTTP ${r.status}`);
+    } catch (e) {
+      this.deleting = false;
+      this.toggleDelete(false);
+      toast(`Could not delete the room: ${e.message}`, "error", 6000);
+    } finally {
+      $("delete-confirm").disabled = $("delete-cancel").disabled = false;
+    }
+  }
+
   togglePanel(open = !document.body.classList.contains("panel-open")) {
     document.body.classList.toggle("panel-open", open);
     $("panel-btn").setAttribute("aria-expanded", String(open));
@@ -1325,6 +1387,16 @@ function rememberRoom(room, role, link) {
   list = list.filter((r) => r && r.room !== room);
   list.unshift({ room, role, link, t: Date.now() });
   store.set(RECENT_KEY, JSON.stringify(list.slice(0, 8)));
+}
+
+/** Drop a deleted room from the start page's list. */
+function forgetRoom(room) {
+  try {
+    const list = JSON.parse(store.get(RECENT_KEY, "[]"));
+    if (Array.isArray(list)) store.set(RECENT_KEY, JSON.stringify(list.filter((r) => r && r.room !== room)));
+  } catch {
+    /* an unreadable list: leave it */
+  }
 }
 
 /** An undo_state kind (the op that made the action) in words, for the undo and redo tooltips. */
