@@ -47,6 +47,7 @@ from safetensors.torch import save_file  # noqa: E402
 from server.engine.drag import DragOptions, DragSession, step_batch  # noqa: E402
 from server.engine.generator import Generator, to_uint8  # noqa: E402
 from server.engine.predictor_io import GeneratorIdentity  # noqa: E402
+from server.engine.stop_rules import LOST_RATIO  # noqa: E402
 
 FORMAT = "livedrag.trajectories"
 FORMAT_VERSION = "1"
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         "see docs/predictor.md, 'The teacher's step size')",
     )
     p.add_argument("--n-rows", type=int, default=6, help="W+ rows optimised and recorded (default 6)")
+    p.add_argument(
+        "--lost-ratio",
+        type=lambda v: None if v == "none" else float(v),
+        default=LOST_RATIO,
+        help=f"a teacher drag ends when a handle is lost, match above this (default {LOST_RATIO}, the "
+        "product's rule, server/engine/stop_rules.py; none: drags go on after losing a handle)",
+    )
     p.add_argument("--trunc", type=float, nargs=2, default=(0.6, 0.8), help="truncation psi range")
     p.add_argument("--landmark-frac", type=float, default=0.5, help="share of landmark-to-landmark drags")
     p.add_argument(
@@ -252,7 +260,7 @@ def make_shard(
     res = G.img_resolution
     n_rows = min(args.n_rows, G.num_ws)
     dev = G.mapping.w_avg.device
-    opts = DragOptions(lr=args.lr, max_steps=args.max_steps, n_opt_rows=n_rows)
+    opts = DragOptions(lr=args.lr, max_steps=args.max_steps, n_opt_rows=n_rows, lost_ratio=args.lost_ratio)
     out: list[dict] = []
     for b0 in range(0, args.per_shard, args.batch):
         nb = min(args.batch, args.per_shard - b0)
@@ -342,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{mine - len(todo)} of this worker's {mine} shards done; making {len(todo)} in {args.out}")
     meta = {
         "generator": identity.to_dict(),
-        "options": DragOptions(lr=args.lr, max_steps=args.max_steps, n_opt_rows=args.n_rows).to_dict(),
+        "options": DragOptions(
+            lr=args.lr, max_steps=args.max_steps, n_opt_rows=args.n_rows, lost_ratio=args.lost_ratio
+        ).to_dict(),
         "n_rows": min(args.n_rows, G.num_ws),
         "resolution": G.img_resolution,
         "detector": detector is not None,

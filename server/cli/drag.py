@@ -17,6 +17,7 @@ import numpy as np
 from .common import add_model_args, load_model, pick_device, progress
 
 METHODS = ("optimize", "predict")
+DEFAULT_STEPS = 200  # step cap of both methods (a room's is its max_steps parameter)
 
 
 def parse_point(spec: str) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -58,8 +59,9 @@ def register(subparsers) -> None:
         "--steps",
         type=int,
         default=None,
-        help="step budget (default: 200 for optimize; for predict the predictor file's rule, which "
-        "fits the budget to the drag's length; with --steps a predict drag takes up to N steps)",
+        help=f"step cap (default {DEFAULT_STEPS}); a drag also ends when the handles arrive, when a "
+        "handle's feature is lost, and (predict) when no handle gets closer for a while: the rules "
+        "a room's drag follows (server/engine/stop_rules.py)",
     )
     p.add_argument("--lr", type=float, default=2e-3, help="Adam step size (default 2e-3)")
     p.add_argument("--space", choices=("w", "w+"), default="w+", help="latent space optimised (default w+)")
@@ -92,7 +94,7 @@ def make_session(method: str, G, w_plus, handles, targets, mask, args: argparse.
             space=args.space,
             lr=args.lr,
             lambda_mask=args.lambda_mask,
-            max_steps=200 if args.steps is None else args.steps,
+            max_steps=DEFAULT_STEPS if args.steps is None else args.steps,
             stop_distance=args.stop_distance,
         )
         return DragSession(G, w_plus, handles, targets, mask=mask, options=options)
@@ -107,7 +109,7 @@ def make_session(method: str, G, w_plus, handles, targets, mask, args: argparse.
             mask,
             path=getattr(args, "predictor", None),
             stop_distance=args.stop_distance,
-            **({} if args.steps is None else {"max_steps": args.steps, "budget_rule": "fixed"}),
+            max_steps=DEFAULT_STEPS if args.steps is None else args.steps,
         )
     raise ValueError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
 
@@ -177,8 +179,7 @@ def run(args: argparse.Namespace) -> int:
         frames.append(start_frame)
         points.append((session.handles, session.targets))
     t0 = time.perf_counter()
-    # a predict session's budget may follow the drag's length (its budget_rule)
-    bar = progress(total=getattr(session, "budget", session.options.max_steps), desc=f"drag ({args.method})")
+    bar = progress(total=session.options.max_steps, desc=f"drag ({args.method})")
     result = None
     while not session.done:
         result = session.step()
@@ -220,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
         "steps": result.step,
         "reached": result.reason == "reached",
         "reason": result.reason,
+        "lost": [i for i, flag in enumerate(result.lost) if flag],  # handles whose feature was lost
+        "match": list(result.match),  # per handle: best-match distance / template spread
         "loss": result.loss,
         "seconds_per_step_median": statistics.median(seconds),
         "seconds_total": total,
@@ -233,6 +236,9 @@ def run(args: argparse.Namespace) -> int:
             args.latent, session.latent(), {"seed": args.seed, "method": args.method, "steps": result.step}
         )
     verdict = "reached the targets" if report["reached"] else f"stopped ({result.reason})"
+    if report["lost"]:
+        which = ", ".join(str(i + 1) for i in report["lost"])
+        verdict += f": point tracking lost handle {which} (its feature is no longer found near it)"
     print(
         f"{verdict} after {result.step} steps, max distance {max(distances):.1f} px, "
         f"{1000 * report['seconds_per_step_median']:.1f} ms/step median, {total:.2f} s total; "

@@ -31,7 +31,7 @@ class EngineJob:
     pairs: tuple[Pair, ...]  # a changed Pair.handle_rev: an editor placed that handle anew
     mask: MaskGrid  # mask.fixed_region(H, W) -> [H, W] bool array (True: keep fixed) or None
     params: Params
-    reason: str | None = None  # FINISH: reached | converged | max_steps | stopped | error
+    reason: str | None = None  # FINISH: reached | converged | max_steps | stalled | lost | stopped | error
     task: Task | None = None  # PROJECT, and FINISH of a projection: what it projects toward
 
 
@@ -46,5 +46,6 @@ class FrameResult:
     psnr: float | None = None  # PROJECT: PSNR of the frame to the target (dB)
     loss: float | None = None  # PROJECT: the objective after the step
     done: str | None = None  # the session ended by itself: PROJECT "converged" or "max_steps"; STEP
-    # "max_steps" (a mode with its own step budget, e.g. predict), "reached" is reported by ``reached``
+    # "stalled", "lost" (or "max_steps", a mode with a step cap of its own); "reached" is ``reached``
     checkpoint: str | None = None  # STEP: this frame's latent is stored under this key (crash recovery)
+    lost: tuple[str, ...] = ()  # STEP: pair ids whose handle's feature is no longer found near it

@@ -78,26 +78,30 @@ class RoomRuns(RoomOps):
     def on_frame(self, job: EngineJob, frame: FrameResult) -> list[Outgoing]:
         """A RENDER, STEP or PROJECT job's result: records tracked handles (unless an editor placed
         that handle after the job was taken), counts the step, and returns the frame message. A
-        reached target or the step cap turn the drag to stopping, a projection that is done turns
-        to stopping too: the next engine_job() is FINISH."""
+        reached target, a session that ended by itself (stalled, a lost handle) or the step cap turn
+        the drag to stopping, a projection that is done turns to stopping too: the next
+        engine_job() is FINISH."""
         if job.kind is JobKind.FINISH:
             raise ValueError("a FINISH job has no frame: call on_finished")
         if not self._current(job):
             return []  # the image changed or the drag ended meanwhile
         self.render_pending = False  # a step's frame shows the current image too
+        lost: list[str] = []
         if job.kind is JobKind.STEP:
             self.step = job.step + 1
             for pid, pos in (frame.handles or {}).items():
                 p = self.pairs.get(pid)
                 if p is not None and p.handle_rev <= job.version:
                     self.pairs[pid] = replace(p, handle=self._clamp(pos))
+            # a handle an editor placed anew since the job was taken is not lost (it gets a new template)
+            lost = [p for p in frame.lost if p in self.pairs and self.pairs[p].handle_rev <= job.version]
             if frame.checkpoint is not None:  # this frame's latent is stored: a crash keeps it
                 self._checkpoint = (self.step, frame.checkpoint, tuple(self.pairs.values()))
                 self.dirty = True
             ended = frame.reached or frame.done is not None or self.step >= self.params.max_steps
             if self.status is Status.RUNNING and ended:
                 self.status = Status.STOPPING
-                self.finish_reason = "reached" if frame.reached else "max_steps"
+                self.finish_reason = "reached" if frame.reached else frame.done or "max_steps"
         elif job.kind is JobKind.PROJECT:
             self.step = job.step + 1
             if self.status is Status.PROJECTING and frame.done is not None:
@@ -116,6 +120,8 @@ class RoomRuns(RoomOps):
         }
         if frame.fps is not None:
             msg["fps"] = frame.fps
+        if lost:
+            msg["lost"] = lost
         for key in ("psnr", "loss"):
             v = getattr(frame, key)
             if v is not None and math.isfinite(v):

@@ -6,7 +6,9 @@ One ``DragSession`` is one edit: a start latent, handle/target points, an option
 1. one forward pass of the synthesis network with the chosen features (first ``n_opt_rows``
    W+ rows optimised, the rest held at their start values);
 2. point tracking (no grad) of every handle on this pass's features;
-3. stop check: every handle within the stop distance of its target -> done, no update;
+3. stop check (``stop_rules``): a handle whose feature is no longer found near it -> done
+   ("lost"); every handle within the stop distance of its target -> done ("reached"); the last
+   step of ``max_steps`` -> done ("max_steps"); a done step makes no update;
 4. motion supervision (+ lambda * mask term when a mask is set), one Adam step.
 
 The frame returned is the image of step 1's forward pass and the handles are those tracked in
@@ -39,6 +41,8 @@ Where it differs from the official loop, on purpose:
   edit leaves the rest of the image exactly as it was. The default tolerance (0.3 x mean |F0|)
   lets fixed features drift that far for free; beyond it lambda holds them (mask_tolerance 0
   restores the official term).
+* A handle whose best match is much worse than its template's spread ends the drag as ``lost``
+  (``stop_rules``); the official code tracks on whatever it finds.
 """
 
 from __future__ import annotations
@@ -55,12 +59,14 @@ import torch
 
 from .generator import Generator, to_uint8
 from .session import Point, StepResult, StopReason
+from .stop_rules import LOST_RATIO, lost_handles, match_ratio
 from .tracking import (
     FeatureField,
     features_at,
     mask_loss,
     motion_supervision_loss,
     resize_features,
+    template_spread,
     track_points,
 )
 
@@ -96,6 +102,7 @@ class DragOptions:
     r2_min: int = 3  # lower bound on the scaled r2, pixels
     max_steps: int = 200  # step budget since the points last changed
     stop_distance: float | None = None  # pixels; None = paper rule (see class docstring)
+    lost_ratio: float | None = LOST_RATIO  # a handle is lost above this match ratio (stop_rules); None: off
     n_opt_rows: int = 6  # number of leading W+ rows optimised (clipped to num_ws)
     feature_blocks: tuple[int, ...] | None = None  # synthesis blocks read; None = G.default_feature_block()
     noise_mode: str = "const"  # "const" or "none" (random noise would make tracking meaningless)
@@ -130,6 +137,7 @@ class DragOptions:
             raise ValueError(
                 f"stop_distance must be None or a finite number >= 0, got {self.stop_distance!r}"
             )
+        _check_lost_ratio(self.lost_ratio)
         if not (isinstance(self.n_opt_rows, int) and self.n_opt_rows >= 1):
             raise ValueError(f"n_opt_rows must be an integer >= 1, got {self.n_opt_rows!r}")
         if self.feature_blocks is not None:
@@ -158,7 +166,9 @@ class DragOptions:
 
 
 # Options a running session may change; the others shape the optimiser or the features.
-LIVE_OPTIONS = frozenset({"lr", "lambda_mask", "r1", "r2", "r1_min", "r2_min", "max_steps", "stop_distance"})
+LIVE_OPTIONS = frozenset(
+    {"lr", "lambda_mask", "r1", "r2", "r1_min", "r2_min", "max_steps", "stop_distance", "lost_ratio"}
+)
 
 
 class DragSession:
@@ -200,6 +210,8 @@ class DragSession:
         self._handles = torch.empty(0, 2)
         self._targets = torch.empty(0, 2)
         self._templates: torch.Tensor | None = None  # [K, C], fixed f_i per handle
+        self._spread: torch.Tensor | None = None  # [K], each template's spread where it was taken
+        self._match = torch.zeros(0)  # [K], this step's best-match distance / spread
         self._missing: list[bool] = []  # handles whose template is taken at the next forward pass
         self._feat0: list[torch.Tensor] | None = None  # start features at native block resolution
         self._feat0_full: torch.Tensor | None = None  # resized F0, cached while a mask is set
@@ -288,8 +300,16 @@ class DragSession:
         new: their template is read from the features of the next forward pass at their
         position, i.e. from the image they are placed on (at the first step that is F0).
         """
-        self._handles, self._targets, self._templates, self._missing = _rebind_points(
-            handles, targets, keep, self.size, self._handles, self._templates, self._missing, self.device
+        self._handles, self._targets, self._templates, self._spread, self._missing = _rebind_points(
+            handles,
+            targets,
+            keep,
+            self.size,
+            self._handles,
+            self._templates,
+            self._spread,
+            self._missing,
+            self.device,
         )
         self._since_change = 0
         self._done = False
@@ -346,18 +366,16 @@ class DragSession:
         if self._feat0 is None:
             self._feat0 = [m.detach().clone() for m in field.maps]  # clone: do not pin the batch's storage
         if any(self._missing):
-            got = features_at(field.detach(), self._handles)  # [K, C]
-            if self._templates is None:
-                self._templates = got.clone()
-            else:
-                miss = torch.tensor(self._missing, device=self.device)
-                self._templates = torch.where(miss[:, None], got, self._templates)
+            self._templates, self._spread = take_templates(
+                field.detach(), self._handles, self._missing, self._templates, self._spread, self.radii[1]
+            )
             self._missing = [False] * len(self._missing)
 
     def _objective(self, field: FeatureField) -> torch.Tensor:
         """Track the handles on this pass's features, then return this session's loss."""
         r1, r2 = self.radii
-        self._handles = track_points(field, self._templates, self._handles, r2)
+        self._handles, best = track_points(field, self._templates, self._handles, r2, return_distance=True)
+        self._match = match_ratio(best, self._spread)
         loss = motion_supervision_loss(field, self._handles, self._targets, r1)
         if self._fixed is not None and self.options.lambda_mask > 0:
             if self._feat0_full is None:
@@ -416,7 +434,7 @@ def _step_group(sessions: list[DragSession]) -> list[StepResult]:
     # One device -> host transfer for all numbers, one for the frames.
     host = torch.cat(
         [torch.stack(losses).detach().float()]
-        + [torch.cat([s._handles.reshape(-1), s._targets.reshape(-1)]) for s in sessions]
+        + [torch.cat([s._handles.reshape(-1), s._targets.reshape(-1), s._match]) for s in sessions]
     ).cpu()
     frames = _frames(img)
     off = len(sessions)
@@ -424,12 +442,16 @@ def _step_group(sessions: list[DragSession]) -> list[StepResult]:
         k = len(s._handles)
         hs = host[off : off + 2 * k].reshape(k, 2)
         ts = host[off + 2 * k : off + 4 * k].reshape(k, 2)
-        off += 4 * k
+        match = host[off + 4 * k : off + 5 * k]
+        off += 5 * k
+        lost = lost_handles(match, s.options.lost_ratio)
         reached = bool(((hs - ts).norm(dim=1) <= s.stop_distance + 1e-6).all())
         s._step += 1
         s._since_change += 1
         frame_version = s._version
-        if reached:
+        if bool(lost.any()):
+            s._done, s._reason = True, "lost"
+        elif reached:
             s._done, s._reason = True, "reached"
         elif last[i]:
             s._done, s._reason = True, "max_steps"
@@ -448,6 +470,8 @@ def _step_group(sessions: list[DragSession]) -> list[StepResult]:
             reason=s._reason,
             loss=float(host[i]),
             seconds=0.0,
+            match=tuple(float(v) for v in match),
+            lost=tuple(bool(v) for v in lost),
         )
     seconds = time.perf_counter() - t0
     for s in sessions:
@@ -455,7 +479,31 @@ def _step_group(sessions: list[DragSession]) -> list[StepResult]:
     return [s._last for s in sessions]
 
 
+def take_templates(
+    field: FeatureField | torch.Tensor,
+    handles: torch.Tensor,
+    missing: Sequence[bool],
+    templates: torch.Tensor | None,
+    spread: torch.Tensor | None,
+    r2: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Templates f_k = F(p_k) and their spreads (``tracking.template_spread``, window half-size
+    ``r2``) read from this pass's features for the handles marked ``missing``; the others keep
+    theirs. -> (templates [K, C], spread [K])."""
+    got = features_at(field, handles)  # [K, C]
+    got_spread = template_spread(field, got, handles, r2)  # [K]
+    if templates is None or spread is None:
+        return got.clone(), got_spread
+    miss = torch.tensor(list(missing), device=got.device)
+    return torch.where(miss[:, None], got, templates), torch.where(miss, got_spread, spread)
+
+
 # -- validation and conversion helpers -------------------------------------------------------------
+
+
+def _check_lost_ratio(v: float | None) -> None:
+    if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+        raise ValueError(f"lost_ratio must be None or a positive finite number, got {v!r}")
 
 
 def _check_latent(w: torch.Tensor, G: Generator) -> torch.Tensor:
@@ -525,13 +573,15 @@ def _rebind_points(
     size: tuple[int, int],
     old_handles: torch.Tensor,
     old_templates: torch.Tensor | None,
+    old_spread: torch.Tensor | None,
     old_missing: list[bool],
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[bool]]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, list[bool]]:
     """The point-replacement rule shared by every session (see ``DragSession.set_points``).
 
-    Returns (handles, targets) on ``device``, the feature templates carried over (zeros where a
-    handle is new) and, per handle, whether its template must be read at the next forward pass.
+    Returns (handles, targets) on ``device``, the feature templates and their spreads carried
+    over (zeros where a handle is new) and, per handle, whether its template must be read at the
+    next forward pass.
     """
     h = _check_points(handles, "handles", size)
     t = _check_points(targets, "targets", size)
@@ -542,9 +592,10 @@ def _rebind_points(
     elif len(keep) != len(h):
         raise ValueError(f"keep must have one entry per handle ({len(h)}), got {len(keep)}")
     missing = []
-    templates = None
-    if old_templates is not None:
+    templates = spread = None
+    if old_templates is not None and old_spread is not None:
         templates = torch.zeros(len(h), old_templates.shape[1], device=device)
+        spread = torch.zeros(len(h), device=device)
     for i, j in enumerate(keep):
         if j is not None and not (0 <= j < len(old_handles)):
             last = len(old_handles) - 1
@@ -552,8 +603,9 @@ def _rebind_points(
         usable = j is not None and templates is not None and not old_missing[j]
         if usable:
             templates[i] = old_templates[j]
+            spread[i] = old_spread[j]
         missing.append(not usable)
-    return h.to(device), t.to(device), templates, missing
+    return h.to(device), t.to(device), templates, spread, missing
 
 
 def _match_points(new: torch.Tensor, old: torch.Tensor, tol: float = 0.5) -> list[int | None]:

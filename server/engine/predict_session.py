@@ -6,18 +6,23 @@ Each ``step()`` is one autoregressive sub-step, with no optimisation:
    features (DragGAN's block) and the predictor's feature blocks;
 2. point tracking of every handle on this pass's features (``tracking.track_points``, the
    optimiser's tracking: templates f_i = F0(p_i), search square of half-size r2);
-3. stop check: every handle within the stop distance -> done ("reached"); the last step of the
-   budget only tracks ("max_steps");
+3. stop check (``stop_rules``, the optimiser's rules plus one): a handle no longer found -> done
+   ("lost"); every handle within the stop distance -> done ("reached"); the last step of
+   ``max_steps`` only tracks ("max_steps"); no handle closer by more than ``stall_px`` over the
+   last ``stall_steps`` steps -> done ("stalled");
 4. the Latent Predictor maps (w_t, features, handles, targets, sub-step) to the first rows of
    w_{t+1}, where each handle more than 1 px from its target (DragGAN's motion-supervision rule)
    is asked to move ``min(substep, remaining)`` px straight toward it; the Latent Regularizer then
-   removes the part of that step that leaves the generator's W distribution (``regularize_step``);
+   removes the part of that step that leaves the generator's W distribution, and ``reg_drift`` of
+   the off-distribution part the chain has gathered since the drag's start (``regularize_chain``);
 5. with a mask set, ``mask_iters`` damped Polyak steps on DragGAN's fixed-region term
    L1(F * M, F0 * M) at w_{t+1} (one extra forward and backward pass each): the predictor knows
    nothing of masks, so the fixed region is pulled back after each predicted step.
 
 As in ``DragSession``, the frame returned is the image of step 1 and the handles are those
-tracked in it; ``latent()`` after a finishing step is the latent of its frame.
+tracked in it; ``latent()`` after a finishing step is the latent of its frame. A drag runs until
+the handles arrive (or one of the other rules ends it): the predictor file's own step budget, which
+once capped a drag at about 4 sub-steps, is not used any more (``PredictOptions.recommended``).
 ``single_shot=True`` is the UserControllableLT-style baseline: one prediction over the whole
 distance, then one step that only tracks and renders. ``predict_step_batch`` advances several
 sessions with one synthesis pass and one predictor pass per (generator, predictor) group.
@@ -37,13 +42,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from .drag import DTYPES, _check_latent, _check_mask, _frames, _rebind_points, _to_points
+from .drag import (
+    DTYPES,
+    _check_latent,
+    _check_lost_ratio,
+    _check_mask,
+    _frames,
+    _rebind_points,
+    _to_points,
+    take_templates,
+)
 from .generator import Generator
 from .predictor_io import PredictorBundle, load_predictor
 from .session import Point, StepResult, StopReason
-from .tracking import MOTION_MIN_DISTANCE, features_at, mask_loss, resize_features, track_points
+from .stop_rules import LOST_RATIO, StallWatch, lost_handles, match_ratio
+from .tracking import MOTION_MIN_DISTANCE, mask_loss, resize_features, track_points
 
 BUDGET_RULES = ("fixed", "fit", "cover")
+# Predictor files made before the drag ran to its end recommend a step budget (max_steps 4,
+# budget_rule "cover"); a drag now runs until the handles arrive, stall or get lost, or the
+# caller's cap, so ``PredictOptions.recommended`` ignores these keys of a file's defaults.
+FILE_BUDGET_KEYS = frozenset({"max_steps", "budget_rule"})
 
 
 @dataclass(frozen=True)
@@ -53,12 +72,21 @@ class PredictOptions:
     substep: float = 2.0  # pixels each handle is asked to move per step (the last one is shorter)
     single_shot: bool = False  # one prediction over the whole distance, then a final tracking step
     reg_alpha: float | None = None  # regularizer strength; None = the trained default, 0 = off
-    max_steps: int = 40  # step budget since the points last changed (the last step only tracks)
-    # how the budget follows the drag's length, need = ceil(longest distance / substep) sub-steps +
+    # share of the off-distribution part gathered since the drag's start that each step also takes
+    # back (regularize_chain; 0 = each step on its own, the first predictor's rule)
+    reg_drift: float = 0.1
+    max_steps: int = 200  # step cap since the points last changed (the last step only tracks)
+    # how the cap follows the drag's length, need = ceil(longest distance / substep) sub-steps +
     # the tracking step: "fixed" = max_steps; "fit" = min(max_steps, need) (no correction steps
-    # beyond the plan); "cover" = max(max_steps, need) (long drags run to the end)
+    # beyond the plan); "cover" = max(max_steps, need). Only "fixed" lets a drag run to its end.
     budget_rule: str = "fixed"
     stop_distance: float | None = None  # pixels; None = DragGAN's rule (1 px up to 5 handles, else 2)
+    # stalled: the largest handle distance fell by no more than stall_px (px at 512, scaled by
+    # res / 512: 0.5 px at 64 px, 1 px at 128 px) below its best over the last stall_steps steps
+    # (0 = off); see stop_rules
+    stall_steps: int = 8
+    stall_px: float = 4.0
+    lost_ratio: float | None = LOST_RATIO  # a handle is lost above this match ratio (stop_rules); None: off
     r2: float = 12.0  # point-tracking search half-size at 512 px
     r2_min: int = 3  # lower bound on the scaled r2, pixels
     mask_step: float = 0.5  # fraction of a Polyak step on the fixed-region term per iteration (0 = off)
@@ -78,6 +106,15 @@ class PredictOptions:
             raise ValueError(f"reg_alpha must be None or in [0, 1], got {self.reg_alpha!r}")
         if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
             raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
+        if not (isinstance(self.reg_drift, (int, float)) and 0.0 <= self.reg_drift <= 1.0):
+            raise ValueError(f"reg_drift must be in [0, 1], got {self.reg_drift!r}")
+        if not (isinstance(self.stall_steps, int) and self.stall_steps >= 0):
+            raise ValueError(f"stall_steps must be an integer >= 0, got {self.stall_steps!r}")
+        if not (
+            isinstance(self.stall_px, (int, float)) and math.isfinite(self.stall_px) and self.stall_px >= 0
+        ):
+            raise ValueError(f"stall_px must be a finite number >= 0, got {self.stall_px!r}")
+        _check_lost_ratio(self.lost_ratio)
         if self.budget_rule not in BUDGET_RULES:
             raise ValueError(f"budget_rule must be one of {BUDGET_RULES}, got {self.budget_rule!r}")
         if self.stop_distance is not None and not (
@@ -104,8 +141,9 @@ class PredictOptions:
 
     @classmethod
     def recommended(cls, model: PredictorBundle, **changes: Any) -> PredictOptions:
-        """The options the predictor was trained for (its file's ``defaults``), then ``changes``."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        """The options the predictor was trained for (its file's ``defaults``: the sub-step, the
+        regularizer's strength; not its step budget, ``FILE_BUDGET_KEYS``), then ``changes``."""
+        known = {f.name for f in dataclasses.fields(cls)} - FILE_BUDGET_KEYS
         base = {k: v for k, v in model.defaults.items() if k in known}
         if "feature_blocks" in base and base["feature_blocks"] is not None:
             base["feature_blocks"] = tuple(base["feature_blocks"])
@@ -135,6 +173,10 @@ class PredictOptions:
         """The tracking search half-size in pixels at ``resolution`` (as ``DragOptions.radii``)."""
         return max(self.r2_min, round(self.r2 * resolution / 512))
 
+    def stall_px_for(self, resolution: int) -> float:
+        """The stall rule's least progress in pixels at ``resolution`` (``stall_px`` is at 512 px)."""
+        return self.stall_px * resolution / 512
+
     def stop_distance_for(self, resolution: int, n_handles: int) -> float:
         if self.stop_distance is not None:
             return float(self.stop_distance)
@@ -150,9 +192,13 @@ LIVE_OPTIONS = frozenset(
         "substep",
         "single_shot",
         "reg_alpha",
+        "reg_drift",
         "max_steps",
         "budget_rule",
         "stop_distance",
+        "stall_steps",
+        "stall_px",
+        "lost_ratio",
         "r2",
         "r2_min",
         "mask_step",
@@ -200,10 +246,14 @@ class PredictSession:
         self.track_blocks: tuple[int, ...] = tuple(blocks)
         self.n_rows = pcfg.n_rows
         self._w = _check_latent(w_plus_start, G).to(self.device, torch.float32).detach().clone()
+        self._w0_rows = self._w[:, : self.n_rows].clone()  # where the chain began (reg_drift)
         self._handles = torch.empty(0, 2)
         self._targets = torch.empty(0, 2)
         self._d0 = torch.empty(0)  # [K] distance to target when the points were set (for progress)
         self._templates: torch.Tensor | None = None
+        self._spread: torch.Tensor | None = None  # [K], each template's spread where it was taken
+        self._match = torch.zeros(0)  # [K], this step's best-match distance / spread
+        self._stall = StallWatch()
         self._missing: list[bool] = []
         self._feat0: list[torch.Tensor] | None = None  # start features (tracking blocks, native size)
         self._feat0_full: torch.Tensor | None = None
@@ -295,10 +345,20 @@ class PredictSession:
         targets: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
         keep: Sequence[int | None] | None = None,
     ) -> None:
-        """Replace handles and targets (rules of ``DragSession.set_points``); the budget restarts."""
-        self._handles, self._targets, self._templates, self._missing = _rebind_points(
-            handles, targets, keep, self.size, self._handles, self._templates, self._missing, self.device
+        """Replace handles and targets (rules of ``DragSession.set_points``); the step cap and the
+        stall rule's window restart."""
+        self._handles, self._targets, self._templates, self._spread, self._missing = _rebind_points(
+            handles,
+            targets,
+            keep,
+            self.size,
+            self._handles,
+            self._templates,
+            self._spread,
+            self._missing,
+            self.device,
         )
+        self._stall.reset()
         self._d0 = (self._targets - self._handles).norm(dim=1)
         self._since_change = 0
         self._done = False
@@ -349,12 +409,14 @@ class PredictSession:
         if self._feat0 is None:
             self._feat0 = [f.detach().clone() for f in native]
         if any(self._missing):
-            got = features_at(feat, self._handles)  # [K, C]
-            if self._templates is None:
-                self._templates = got.clone()
-            else:
-                miss = torch.tensor(self._missing, device=self.device)
-                self._templates = torch.where(miss[:, None], got, self._templates)
+            self._templates, self._spread = take_templates(
+                feat,
+                self._handles,
+                self._missing,
+                self._templates,
+                self._spread,
+                self.options.radius(self.size[0]),
+            )
             self._missing = [False] * len(self._missing)
 
     def _substep(self) -> torch.Tensor:
@@ -437,16 +499,36 @@ def _step_group(sessions: list[PredictSession]) -> list[StepResult]:
     for i, s in enumerate(sessions):
         f = feat[i : i + 1]
         s._prepare(f, [feats[b][i : i + 1] for b in s0.track_blocks])
-        s._handles = track_points(f, s._templates, s._handles, s.options.radius(s.size[0]))
-    host = torch.cat([torch.cat([s._handles.reshape(-1), s._targets.reshape(-1)]) for s in sessions]).cpu()
-    reached, last, off = [], [], 0
+        s._handles, best = track_points(
+            f, s._templates, s._handles, s.options.radius(s.size[0]), return_distance=True
+        )
+        s._match = match_ratio(best, s._spread)
+    host = torch.cat(
+        [torch.cat([s._handles.reshape(-1), s._targets.reshape(-1), s._match]) for s in sessions]
+    ).cpu()
+    ends: list[StopReason | None] = []
+    tracked, off = [], 0
     for s in sessions:
         k = len(s._handles)
         hs, ts = host[off : off + 2 * k].reshape(k, 2), host[off + 2 * k : off + 4 * k].reshape(k, 2)
-        off += 4 * k
-        reached.append(bool(((hs - ts).norm(dim=1) <= s.stop_distance + 1e-6).all()))
-        last.append(s._since_change + 1 >= s.budget or (s.options.single_shot and s._since_change >= 1))
-    update = [i for i in range(len(sessions)) if not (reached[i] or last[i])]
+        match = host[off + 4 * k : off + 5 * k]
+        off += 5 * k
+        lost = lost_handles(match, s.options.lost_ratio)
+        dist = (hs - ts).norm(dim=1)
+        s._stall.add(dist)
+        tracked.append((hs, ts, match, lost))
+        o = s.options
+        if bool(lost.any()):
+            ends.append("lost")
+        elif bool((dist <= s.stop_distance + 1e-6).all()):
+            ends.append("reached")
+        elif s._since_change + 1 >= s.budget or (o.single_shot and s._since_change >= 1):
+            ends.append("max_steps")
+        elif not o.single_shot and s._stall.stalled(o.stall_steps, o.stall_px_for(s.size[0])):
+            ends.append("stalled")
+        else:
+            ends.append(None)
+    update = [i for i in range(len(sessions)) if ends[i] is None]
     if update:
         ups = [sessions[i] for i in update]
         kmax = max(len(s._handles) for s in ups)
@@ -465,26 +547,24 @@ def _step_group(sessions: list[PredictSession]) -> list[StepResult]:
         alphas = [
             model.regularizer.cfg.alpha if s.options.reg_alpha is None else s.options.reg_alpha for s in ups
         ]
-        if any(a > 0 for a in alphas):
+        drifts = [s.options.reg_drift for s in ups]
+        if any(a > 0 for a in alphas + drifts):
             a = torch.tensor(alphas, device=dev, dtype=new.dtype)[:, None, None]
-            new = model.regularizer.regularize_step(rows, new, a)
+            b = torch.tensor(drifts, device=dev, dtype=new.dtype)[:, None, None]
+            start = torch.cat([s._w0_rows for s in ups])
+            new = model.regularizer.regularize_chain(start, rows, new, a, b)
         for j, s in enumerate(ups):
             w = torch.cat([new[j : j + 1], s._w[:, s.n_rows :]], dim=1)
             s._w = s._mask_correction(w)
             s._version += 1
     frames = _frames(img)
     frame_versions = [s._version - (1 if i in update else 0) for i, s in enumerate(sessions)]
-    off = 0
     for i, s in enumerate(sessions):
-        k = len(s._handles)
-        hs, ts = host[off : off + 2 * k].reshape(k, 2), host[off + 2 * k : off + 4 * k].reshape(k, 2)
-        off += 4 * k
+        hs, ts, match, lost = tracked[i]
         s._step += 1
         s._since_change += 1
-        if reached[i]:
-            s._done, s._reason = True, "reached"
-        elif last[i]:
-            s._done, s._reason = True, "max_steps"
+        if ends[i] is not None:
+            s._done, s._reason = True, ends[i]
         s._frame, s._frame_version = frames[i], frame_versions[i]
         s._last = StepResult(
             frame=frames[i],
@@ -495,6 +575,8 @@ def _step_group(sessions: list[PredictSession]) -> list[StepResult]:
             reason=s._reason,
             loss=0.0,
             seconds=0.0,
+            match=tuple(float(v) for v in match),
+            lost=tuple(bool(v) for v in lost),
         )
     seconds = time.perf_counter() - t0
     for s in sessions:

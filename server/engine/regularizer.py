@@ -102,6 +102,25 @@ class LatentRegularizer(nn.Module):
         c_prev, c_new = c[: len(prev)], c[len(prev) :]
         return new + alpha * (c_new - c_prev)
 
+    def regularize_chain(
+        self,
+        start: torch.Tensor,
+        prev: torch.Tensor,
+        new: torch.Tensor,
+        alpha: float | torch.Tensor,
+        drift: float | torch.Tensor,
+    ) -> torch.Tensor:
+        """``regularize_step`` plus ``drift * (c(prev) - c(start))``: a step of a chain that began at
+        ``start`` also takes back that share of the off-manifold part of the move so far (in the
+        linear picture the part left by every step, (1 - alpha) of it, adds up along a chain;
+        with ``drift`` > 0 it stays bounded, near (1 - alpha) / drift of one step's). Rows
+        [B, R, D]; alpha and drift numbers or tensors broadcastable to [B, 1, 1]. One pass."""
+        b = len(prev)
+        x = torch.cat([start, prev, new])
+        c = self(x) - x
+        c_start, c_prev, c_new = c[:b], c[b : 2 * b], c[2 * b :]
+        return new + alpha * (c_new - c_prev) + drift * (c_prev - c_start)
+
 
 def perturb_latents(
     clean: torch.Tensor, w_std: torch.Tensor, gen: torch.Generator, outlier_prob: float = 0.25

@@ -1,9 +1,10 @@
 """The interface every edit method implements, so the server can switch methods per room.
 
-Two methods will implement it: the DragGAN optimiser (``server.engine.drag.DragSession``) and
-the learned latent predictor (Auto DragGAN, a later task). The worker only ever calls what is
-declared here: one ``step()`` per tick, ``render()`` for a frame without stepping, and the
-setters when people move points, paint a mask or change a setting mid-edit.
+Two methods implement it: the DragGAN optimiser (``server.engine.drag.DragSession``) and the
+learned latent predictor (Auto DragGAN, ``server.engine.predict_session.PredictSession``). The
+worker only ever calls what is declared here: one ``step()`` per tick, ``render()`` for a frame
+without stepping, and the setters when people move points, paint a mask or change a setting
+mid-edit. When a session ends by itself its ``StopReason`` says why (``server.engine.stop_rules``).
 
 Coordinates are image pixels ``(x, y)``: x to the right, y down, ``0 <= x <= W - 1`` and
 ``0 <= y <= H - 1``; pixel centres sit on integers.
@@ -19,7 +20,9 @@ import numpy as np
 import torch
 
 Point = tuple[float, float]  # (x, y) in image pixels
-StopReason = Literal["reached", "max_steps"]
+# reached: every handle within the stop distance; max_steps: the session's step cap; stalled: no
+# handle got closer for a while (predictor); lost: a handle's feature is no longer found near it
+StopReason = Literal["reached", "max_steps", "stalled", "lost"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,10 +33,14 @@ class StepResult:
     handles: list[Point]  # handle positions tracked in ``frame``
     targets: list[Point]  # targets in force during this step
     step: int  # how many steps this session has taken, this one included (1 after the first)
-    done: bool  # True once every handle is close enough to its target, or the step budget is spent
+    done: bool  # True once the session has ended by itself (``reason`` says why)
     reason: StopReason | None  # why it is done; None while running
     loss: float  # the objective of this step (0.0 for methods without one)
     seconds: float  # wall time of the step (of the whole batch when stepped in a batch)
+    # per handle: best-match feature distance / the template's spread at placement
+    # (``stop_rules.LostRule``; 0.0 where not measured) and whether that handle is lost
+    match: tuple[float, ...] = ()
+    lost: tuple[bool, ...] = ()
 
 
 @runtime_checkable

@@ -150,10 +150,29 @@ def _disk_offsets(radius: float, device: torch.device) -> torch.Tensor:
     return sq[keep]  # [S, 2]
 
 
+def _window_distances(
+    field: FeatureField, templates: torch.Tensor, handles: torch.Tensor, r2: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared L2 distances [K, S] from each template to F over the square of half-size ``r2``
+    around its rounded handle (inf outside the image), and the candidate pixels [K, S, 2]."""
+    h, w = field.size
+    centre = handles.to(field.device).round().long()  # [K, 2]
+    cand = centre[:, None, :] + _square_offsets(int(r2), field.device)[None]  # [K, S, 2]
+    x, y = cand[..., 0], cand[..., 1]
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)  # [K, S]
+    f = field.at_pixels(x.clamp(0, w - 1), y.clamp(0, h - 1))  # [C, K, S]
+    dist = (f - templates.float().t()[:, :, None]).square().sum(dim=0)  # [K, S]
+    return dist.masked_fill(~inside, float("inf")), cand
+
+
 @torch.no_grad()
 def track_points(
-    feat: FeatureField | torch.Tensor, templates: torch.Tensor, handles: torch.Tensor, r2: int
-) -> torch.Tensor:
+    feat: FeatureField | torch.Tensor,
+    templates: torch.Tensor,
+    handles: torch.Tensor,
+    r2: int,
+    return_distance: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Point tracking: move each handle to its template's nearest neighbour near it.
 
     For handle k, search the square of half-size ``r2`` around its rounded position (clipped to
@@ -161,22 +180,40 @@ def track_points(
     ``templates[k]`` (the fixed f_k). Ties go to the first pixel in row-major order.
 
     feat F (a FeatureField or a [1, C, H, W] map), templates [K, C], handles [K, 2] (x, y)
-    -> new handles [K, 2] (integers stored as float32, on the features' device).
+    -> new handles [K, 2] (integers stored as float32, on the features' device); with
+    ``return_distance`` also the L2 feature distance [K] of each best match (how well the
+    handle's feature was found: see ``template_spread`` and ``LostRule``).
     """
     field = _field(feat).detach()
-    h, w = field.size
     k = handles.shape[0]
     if k == 0:
-        return handles.clone()
-    centre = handles.to(field.device).round().long()  # [K, 2]
-    cand = centre[:, None, :] + _square_offsets(int(r2), field.device)[None]  # [K, S, 2]
-    x, y = cand[..., 0], cand[..., 1]
-    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)  # [K, S]
-    f = field.at_pixels(x.clamp(0, w - 1), y.clamp(0, h - 1))  # [C, K, S]
-    dist = (f - templates.float().t()[:, :, None]).square().sum(dim=0)  # [K, S]
-    dist = dist.masked_fill(~inside, float("inf"))
+        empty = handles.clone()
+        return (empty, torch.zeros(0, device=handles.device)) if return_distance else empty
+    dist, cand = _window_distances(field, templates, handles, r2)
     best = dist.argmin(dim=1)  # [K]
-    return cand[torch.arange(k, device=field.device), best].to(torch.float32)
+    rows = torch.arange(k, device=field.device)
+    new = cand[rows, best].to(torch.float32)
+    if return_distance:
+        return new, dist[rows, best].clamp(min=0).sqrt()
+    return new
+
+
+@torch.no_grad()
+def template_spread(
+    feat: FeatureField | torch.Tensor, templates: torch.Tensor, handles: torch.Tensor, r2: int
+) -> torch.Tensor:
+    """How distinct each template is from its surroundings where it was taken: the median L2
+    distance [K] between f_k and F at the pixels of the tracking window (half-size ``r2``, inside
+    the image) around its handle. Call it on the features the templates were read from; it is
+    the scale against which a later best-match distance says "found" or "lost" (``LostRule``)."""
+    field = _field(feat).detach()
+    if handles.shape[0] == 0:
+        return torch.zeros(0, device=handles.device)
+    dist, _ = _window_distances(field, templates, handles, r2)
+    d = dist.clamp(min=0).sqrt()  # inf outside the image stays inf
+    n_in = torch.isfinite(d).sum(dim=1)  # [K], >= 1 (the handle's own pixel)
+    srt = d.sort(dim=1).values
+    return srt[torch.arange(len(srt), device=srt.device), (n_in - 1) // 2]  # the (lower) median
 
 
 def motion_supervision_loss(

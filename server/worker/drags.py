@@ -133,10 +133,13 @@ class DragJobs(WorkerBase):
             traj.add(TrajectoryItem(jpeg, list(res.handles), list(res.targets)))
         self.stats.steps += 1
         reached = res.done and res.reason == "reached"
-        ended = "max_steps" if res.done and not reached else None  # the session's own budget is spent
+        ended = res.reason if res.done and not reached else None  # stalled, lost (or a cap of its own)
+        lost = tuple(pid for pid, flag in zip(st.pair_ids, res.lost, strict=False) if flag)
         fps = None if st.fps is None else round(st.fps, 2)
         checkpoint = self._checkpoint(st, latent, now)
-        frame = FrameResult(jpeg, handles, reached=reached, fps=fps, done=ended, checkpoint=checkpoint)
+        frame = FrameResult(
+            jpeg, handles, reached=reached, fps=fps, done=ended, checkpoint=checkpoint, lost=lost
+        )
         return Outcome(job, frame, steps=st.steps)
 
     def _checkpoint(self, st: RoomEngine, latent: torch.Tensor, now: float) -> str | None:

@@ -23,7 +23,7 @@ from server.core.state import Params
 from server.engine.generator import Generator
 from server.engine.session import EditSession, Point, StepResult
 
-SESSION_STEP_CAP = 1_000_000  # optimize: the room enforces params.max_steps; sessions never stop on their own
+SESSION_STEP_CAP = 1_000_000  # the room enforces params.max_steps; sessions never stop at a cap of their own
 
 
 @dataclass(frozen=True)
@@ -98,18 +98,19 @@ def _step_drag(sessions: Sequence[EditSession]) -> list[StepResult]:
 
 def predict_mode(bundle: Any) -> EngineMode:
     """Auto DragGAN's predictor mode for a loaded ``PredictorBundle`` (``load_predictor(..., G=G)``).
-    The predictor's recommended options apply, its step budget included (a session that spends it
-    ends the drag with reason ``max_steps``); the room's ``stop_dist`` and ``r2`` override them
-    (``lr``, ``lambda`` and ``r1`` are optimiser settings and do not apply)."""
+    The predictor's recommended options apply (its sub-step and regularizer strength, not a step
+    budget); the room's ``stop_dist`` and ``r2`` override them (``lr``, ``lambda`` and ``r1`` are
+    optimiser settings and do not apply). A drag runs one predictor sub-step per tick until the
+    handles arrive (``reached``), the room's ``max_steps``, no progress (``stalled``) or a lost
+    handle (``lost``): the rules of ``server.engine.stop_rules``, as ``livedrag drag --method
+    predict`` runs them."""
     from server.engine.predict_session import PredictOptions, PredictSession, predict_step_batch
 
     base = PredictOptions.recommended(bundle)
 
     def options(params: Params, resolution: int) -> dict[str, Any]:
         return {
-            # the predictor's own budget (its file's recommendation; longer chains drift off the
-            # image manifold), restarted whenever points change; the room's cap still applies
-            "max_steps": base.max_steps,
+            "max_steps": SESSION_STEP_CAP,  # the room enforces params.max_steps
             "stop_distance": params.stop_dist,
             "r2": base.r2 if params.r2 is None else params.r2 * 512 / resolution,
             "r2_min": base.r2_min if params.r2 is None else 1,

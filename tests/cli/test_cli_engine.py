@@ -178,17 +178,15 @@ def test_predict_method_with_the_default_model(tmp_path: Path, capsys: pytest.Ca
     with Image.open(out) as im:
         assert im.size[0] >= 64
     report = json.loads((tmp_path / "r.json").read_text())
-    from server.engine.checkpoint import load_generator
-    from server.engine.predictor_io import load_predictor
-
-    defaults = load_predictor(G=load_generator()).defaults
-    budget = defaults["max_steps"]
-    if defaults.get("budget_rule") == "fit":
-        budget = min(budget, 3)  # a 4 px drag in 2 px sub-steps: two predictions and the tracking step
-    assert report["method"] == "predict" and 1 <= report["steps"] <= budget  # the file's own budget
-    # --steps N is a plain budget of N steps, whatever the file's rule
-    assert main([*args, "--steps", "5", "--stop-distance", "0", "--json", str(tmp_path / "r5.json")]) == 0
-    assert json.loads((tmp_path / "r5.json").read_text())["steps"] == 5
+    # the room's rules: no budget of the file's, the drag ends when the handle arrives (or stalls,
+    # or is lost) or at the 200-step cap
+    assert report["method"] == "predict" and report["options"]["budget_rule"] == "fixed"
+    assert report["options"]["max_steps"] == 200 and 1 <= report["steps"] <= 200
+    assert report["reason"] in ("reached", "stalled", "lost", "max_steps") and len(report["match"]) == 1
+    # --steps N caps the drag at N steps
+    assert main([*args, "--steps", "3", "--stop-distance", "0", "--json", str(tmp_path / "r3.json")]) == 0
+    capped = json.loads((tmp_path / "r3.json").read_text())
+    assert (capped["steps"], capped["reason"], capped["lost"]) == (3, "max_steps", [])
 
 
 @pytest.mark.parametrize(

@@ -62,3 +62,22 @@ def test_drag_moves_mouth_corner_toward_target(G) -> None:
         after = float(np.hypot(*(np.asarray(r.handles[0]) - t)))
         gains.append(before - after)
     assert max(gains) > 1.0, gains
+
+
+def test_drag_reports_a_handle_moved_off_its_feature_as_lost(G) -> None:
+    """The optimiser's point tracking reports a handle whose search window no longer holds its
+    feature (the nose tip's template, the window moved to the image's corner): the drag ends with
+    reason lost and that handle flagged, not with a tracked position that means nothing."""
+    k = LANDMARK_NAMES.index("nose_tip")
+    ws = G.ws_from_seed(2)
+    with torch.no_grad():
+        img = to_uint8(G.synthesize(ws)[0])
+    x, y = (load_detector().detect(img)[0, k] - 0.5).tolist()
+    target = (x - 6 * G.img_resolution / 64, y)
+    sess = DragSession(G, ws, [(x, y)], [target])
+    r = sess.step()
+    assert r.lost == (False,) and r.match[0] == 0.0
+    corner = 2 * G.img_resolution / 64
+    sess.set_points([(corner, corner)], [target], keep=[0])
+    r = sess.step()
+    assert r.reason == "lost" and r.lost == (True,) and r.match[0] > sess.options.lost_ratio

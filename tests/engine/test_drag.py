@@ -57,6 +57,8 @@ def test_stop_distance_rule() -> None:
         ({"dtype": "int8"}, "dtype"),
         ({"feature_blocks": ()}, "feature_blocks"),
         ({"stop_distance": -1.0}, "stop_distance"),
+        ({"lost_ratio": 0.0}, "lost_ratio"),
+        ({"lost_ratio": float("inf")}, "lost_ratio"),
     ],
 )
 def test_bad_options_raise(kwargs: dict, match: str) -> None:
@@ -92,7 +94,8 @@ def test_each_update_descends_and_handles_approach_targets(tiny_G: Generator, sp
     tracked handle ends closer to its target (random tiny model, 20 steps)."""
     r1 = DragOptions().radii(32)[0]
     for seed in (0, 1, 2):
-        s = DragSession.from_seed(tiny_G, seed, [(12, 16)], [(18, 16)], options=DragOptions(space=space))
+        opts = DragOptions(space=space, lost_ratio=None)  # a random model's features may lose the handle
+        s = DragSession.from_seed(tiny_G, seed, [(12, 16)], [(18, 16)], options=opts)
         descents = 0
         for _ in range(20):
             f_before = features(tiny_G, s.latent())
@@ -150,6 +153,26 @@ def test_reached_at_once_does_not_update(tiny_G: Generator) -> None:
     assert np.array_equal(s.render(), r.frame)
 
 
+def test_a_handle_whose_feature_is_gone_ends_the_drag_as_lost(tiny_G: Generator) -> None:
+    """Each step reports per handle its match (best-match distance / template spread) and whether
+    it is lost. A handle whose search window no longer holds its feature (kept template, window
+    moved far away, as when the feature is covered) ends the drag with reason "lost", even with
+    every handle within the stop distance, and the step makes no update."""
+    ends = []
+    for lost_ratio in (DragOptions().lost_ratio, None):  # the rule on, then off
+        opts = DragOptions(stop_distance=5.0, lost_ratio=lost_ratio, lr=1e-4)
+        s = DragSession.from_seed(tiny_G, 0, [(8, 8), (24, 8)], [(8, 20), (24, 20)], options=opts)
+        r = s.step()
+        assert r.match == (0.0, 0.0) and r.lost == (False, False) and not r.done
+        (x, y), jump = s.handles[0], (24, 20)  # handle 1 jumps to its target, keeping its template
+        s.set_points([(x, y), jump], [(x, y + 3), jump], keep=[0, 1])
+        w = s.latent()
+        r = s.step()
+        assert r.match[0] < 0.2 and r.match[1] > DragOptions().lost_ratio  # handle 0 is still found
+        ends.append((r.reason, r.lost, torch.equal(s.latent(), w)))
+    assert ends == [("lost", (False, True), True), ("reached", (False, False), True)]
+
+
 def test_max_steps_stops_with_latent_matching_the_last_frame(tiny_G: Generator) -> None:
     """The last budgeted step only tracks, so latent(), render() and the last frame agree."""
     s = DragSession.from_seed(tiny_G, 0, [(5, 5)], [(28, 28)], options=DragOptions(max_steps=3))
@@ -180,8 +203,8 @@ def test_mask_keeps_the_fixed_region(tiny_G: Generator) -> None:
         change = {}
         for name, mask in (("none", None), ("mask", flexible)):
             s = DragSession.from_seed(
-                tiny_G, seed, [(8, 12)], [(14, 12)], mask=mask, options=DragOptions(lr=4e-3)
-            )
+                tiny_G, seed, [(8, 12)], [(14, 12)], mask=mask, options=DragOptions(lr=4e-3, lost_ratio=None)
+            )  # lost_ratio None: a random model's features may lose the handle, and the drag would stop
             w0 = s.latent()
             for _ in range(20):
                 s.step()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,24 @@ def test_regularizer_shapes_identity_and_zero_step(tiny_G: Generator) -> None:
         R(torch.randn(4, 5, 32))
     with pytest.raises(ValueError, match="alpha"):
         RegularizerConfig(alpha=1.5)
+
+
+def test_regularize_chain_also_takes_back_the_drift_since_the_start() -> None:
+    """regularize_chain = regularize_step + drift * (c(prev) - c(start)), c(w) = R(w) - w: at the
+    chain's first step (prev = start) or with drift 0 it is regularize_step."""
+    torch.manual_seed(1)
+    R = LatentRegularizer(RegularizerConfig(w_dim=32, n_rows=6, hidden=16, blocks=2))
+    torch.nn.init.normal_(R.head.weight, std=0.2)
+    start, prev = torch.randn(3, 6, 32), torch.randn(3, 6, 32)
+    new = prev + 0.1 * torch.randn_like(prev)
+    a, d = torch.tensor([0.6, 0.6, 0.0])[:, None, None], torch.tensor([0.1, 0.0, 0.5])[:, None, None]
+    got = R.regularize_chain(start, prev, new, a, d)
+    c = lambda w: R(w) - w  # noqa: E731
+    want = new + a * (c(new) - c(prev)) + d * (c(prev) - c(start))
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(got[1], R.regularize_step(prev, new, 0.6)[1], atol=1e-5)
+    first = R.regularize_chain(prev, prev, new, 0.6, 0.3)
+    assert torch.allclose(first, R.regularize_step(prev, new, 0.6), atol=1e-5)
 
 
 def test_training_learns_a_linear_drag_rule() -> None:
@@ -272,7 +291,7 @@ def test_budget_rules(tiny_G: Generator) -> None:
     to its end, "fit" stops a short one after its planned sub-steps, "fixed" keeps max_steps;
     the rule is a live option and bad values are refused."""
     model = small_predictor(tiny_G)
-    opts = PredictOptions(max_steps=4, substep=2.0, budget_rule="cover")
+    opts = PredictOptions(max_steps=4, substep=2.0, budget_rule="cover", stall_steps=0)
     h, t = [(5, 5), (20, 20)], [(25, 5), (21, 20)]
     s = PredictSession.from_seed(tiny_G, 1, h, t, options=opts, model=model)
     assert s.budget == 11  # 20 px / 2 px = 10 sub-steps + 1
@@ -296,6 +315,60 @@ def test_budget_rules(tiny_G: Generator) -> None:
         PredictOptions(budget_rule="grow")
 
 
+def test_the_predictor_files_budget_does_not_cap_a_drag(tiny_G: Generator) -> None:
+    """A file made when a predict drag stopped after a fixed budget (max_steps 4, budget_rule cover)
+    keeps its sub-step and regularizer strength, not its budget: a drag runs until the handles
+    arrive, it stalls, a handle is lost or the caller's cap (200 unless given)."""
+    model = small_predictor(tiny_G, substep=1.5, max_steps=4, budget_rule="cover", reg_alpha=0.3)
+    o = PredictOptions.recommended(model)
+    assert (o.substep, o.reg_alpha, o.max_steps, o.budget_rule) == (1.5, 0.3, 200, "fixed")
+    assert PredictOptions.recommended(model, max_steps=7).max_steps == 7
+
+
+def test_a_drag_that_comes_no_closer_ends_stalled(tiny_G: Generator) -> None:
+    """An untrained predictor never moves a handle: the drag ends "stalled" once stall_steps steps
+    after the first brought the largest distance no closer; new points restart the window; with
+    the rule off the drag runs to max_steps."""
+    model = small_predictor(tiny_G)
+    s = PredictSession.from_seed(
+        tiny_G, 1, [(5, 5)], [(25, 25)], options=PredictOptions(stall_steps=3), model=model
+    )
+    results = [s.step() for _ in range(4)]
+    assert [r.done for r in results] == [False, False, False, True] and results[-1].reason == "stalled"
+    s.set_points(s.handles, [(20, 25)])
+    results = [s.step() for _ in range(4)]
+    assert [r.done for r in results] == [False, False, False, True] and s.reason == "stalled"
+    assert PredictOptions().stall_steps == 8 and PredictOptions().stall_px_for(64) == 0.5
+    off = PredictSession.from_seed(
+        tiny_G, 1, [(5, 5)], [(25, 25)], options=PredictOptions(stall_steps=0, max_steps=12), model=model
+    )
+    while not off.done:
+        r = off.step()
+    assert r.reason == "max_steps" and r.step == 12
+
+
+def test_a_handle_whose_feature_is_gone_ends_the_drag_as_lost(tiny_G: Generator) -> None:
+    """Each step reports per handle its match (best-match distance / template spread) and whether
+    it is lost. A handle whose search window no longer holds its feature (here: kept template,
+    window moved far away, as when the feature is covered) is lost, and the drag ends with reason
+    "lost", even with every handle within the stop distance; no update is made."""
+    model = small_predictor(tiny_G)  # the identity: the image never changes
+    ends = []
+    for lost_ratio in (PredictOptions().lost_ratio, None):  # the rule on, then off
+        opts = PredictOptions(stop_distance=5.0, lost_ratio=lost_ratio)
+        h, t = [(8, 8), (24, 8)], [(8, 8.5), (24, 20)]
+        s = PredictSession.from_seed(tiny_G, 0, h, t, options=opts, model=model)
+        r = s.step()
+        assert r.match == (0.0, 0.0) and r.lost == (False, False) and not r.done
+        w = s.latent()
+        s.set_points([s.handles[0], (24, 20)], s.targets, keep=[0, 1])  # handle 1 jumps to its target
+        r = s.step()
+        assert r.match[0] == 0.0 and r.match[1] > PredictOptions().lost_ratio
+        assert torch.equal(s.latent(), w)
+        ends.append((r.reason, r.lost))
+    assert ends == [("lost", (False, True)), ("reached", (False, False))]
+
+
 def test_reached_at_once_does_not_update(tiny_G: Generator) -> None:
     model = small_predictor(tiny_G, moving=True)
     s = PredictSession.from_seed(tiny_G, 0, [(10, 10), (20, 5)], [(10.5, 10), (20, 5)], model=model)
@@ -307,9 +380,8 @@ def test_reached_at_once_does_not_update(tiny_G: Generator) -> None:
 def test_single_shot_finishes_after_one_prediction(tiny_G: Generator) -> None:
     """Single-shot: one prediction over the whole distance, then one tracking step."""
     model = small_predictor(tiny_G, moving=True)
-    s = PredictSession.from_seed(
-        tiny_G, 2, [(8, 8)], [(24, 20)], options=PredictOptions(single_shot=True), model=model
-    )
+    opts = PredictOptions(single_shot=True, lost_ratio=None)  # a random predictor may lose the handle
+    s = PredictSession.from_seed(tiny_G, 2, [(8, 8)], [(24, 20)], options=opts, model=model)
     assert s._substep().norm().item() == pytest.approx(20.0)
     r1, r2 = s.step(), s.step()
     assert not r1.done and r2.done and r2.reason in ("max_steps", "reached") and r2.step == 2
@@ -363,7 +435,7 @@ def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
                 3,
                 [(8, 8)],
                 [(20, 20)],
-                options=PredictOptions(max_steps=3, reg_alpha=0.0, budget_rule="fixed"),
+                options=PredictOptions(max_steps=3, reg_alpha=0.0, budget_rule="fixed", lost_ratio=None),
                 model=model,
             ),
         ]
@@ -385,7 +457,7 @@ def test_batch_matches_stepping_alone(tiny_G: Generator) -> None:
 
 def test_points_and_options_change_mid_drag(tiny_G: Generator) -> None:
     model = small_predictor(tiny_G, moving=True)
-    opts = PredictOptions(max_steps=2, budget_rule="fixed")
+    opts = PredictOptions(max_steps=2, budget_rule="fixed", lost_ratio=None)
     s = PredictSession.from_seed(
         tiny_G, 0, [(10, 12), (20, 20)], [(16, 12), (20, 26)], options=opts, model=model
     )
@@ -441,6 +513,10 @@ def test_bad_latents_masks_and_options_raise(tiny_G: Generator) -> None:
         {"reg_alpha": 2.0},
         {"noise_mode": "random"},
         {"mask_step": 2},
+        {"reg_drift": -0.1},
+        {"stall_steps": -1},
+        {"stall_px": float("nan")},
+        {"lost_ratio": 0},
     ):
         with pytest.raises(ValueError):
             PredictOptions(**bad)
@@ -461,7 +537,7 @@ def test_mask_keeps_the_fixed_region(tiny_G: Generator) -> None:
     for seed in (0, 1):
         change = {}
         for name, mask in (("none", None), ("mask", flexible)):
-            opts = PredictOptions(max_steps=6, mask_step=0.5, mask_iters=2)
+            opts = PredictOptions(max_steps=6, mask_step=0.5, mask_iters=2, lost_ratio=None)
             s = PredictSession.from_seed(
                 tiny_G, seed, [(8, 12)], [(16, 12)], mask=mask, options=opts, model=model
             )
@@ -501,6 +577,32 @@ def test_save_load_round_trip_and_refusals(tmp_path: Path, tiny_G: Generator) ->
     gen_file = save_generator(tiny_G, tmp_path / "g.safetensors")
     with pytest.raises(PredictorError, match="not a livedrag predictor"):
         load_predictor(gen_file)
+
+
+def test_cli_and_room_predict_drags_use_the_same_rules(
+    tiny_G: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`livedrag drag --method predict` and a room's predict mode build sessions with the same
+    options (the predictor's sub-step and regularizer, the stop rules), the step cap aside: the CLI's
+    --steps (200 by default), the room's max_steps (which the room enforces)."""
+    import argparse
+
+    import server.engine.predict_session as ps
+    from server.cli.drag import make_session
+    from server.core.state import Params
+    from server.worker.modes import SessionSpec, predict_mode
+
+    model = small_predictor(tiny_G, moving=True, substep=1.5, max_steps=4, budget_rule="cover")
+    made = ps.make_predict_session
+    monkeypatch.setattr(ps, "make_predict_session", lambda *a, path, **kw: made(*a, model=model, **kw))
+    ws = tiny_G.ws_from_seed(0)
+    h, t = [(8.0, 8.0)], [(14.0, 10.0)]
+    cli = make_session("predict", tiny_G, ws, h, t, None, argparse.Namespace(steps=None, stop_distance=None))
+    spec = SessionSpec("r", tiny_G, ws, h, t, None, Params(mode="predict", max_steps=300))
+    room = predict_mode(model).create(spec)
+    assert cli.options.max_steps == 200 and room.options.max_steps >= 300  # the room stops at its own cap
+    assert dataclasses.replace(cli.options, max_steps=1) == dataclasses.replace(room.options, max_steps=1)
+    assert (cli.options.substep, cli.options.budget_rule, cli.options.stall_steps) == (1.5, "fixed", 8)
 
 
 def test_cli_drag_with_predict_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -587,7 +689,8 @@ def test_trajectories_training_and_export_end_to_end(tmp_path: Path) -> None:
     assert tp.main([*export, "--default", "budget_rule=fit", "--default", "max_steps=3"]) == 0
     model = load_predictor(out, G=G)
     assert model.training["stage2_iters"] == 6 and model.defaults["substep"] == 1.0
-    assert PredictOptions.recommended(model).budget_rule == "fit"
+    assert model.defaults["budget_rule"] == "fit"  # stored, but a drag runs to its end now
+    assert PredictOptions.recommended(model).budget_rule == "fixed"
     s = PredictSession.from_seed(G, 0, [(10, 10)], [(16, 10)], model=model)
     assert s.step().step == 1
 
@@ -606,14 +709,64 @@ def test_shipped_predictor_moves_handles_toward_targets() -> None:
     closer = 0
     for seed in (0, 1, 2):
         h, t = (0.4 * res, 0.5 * res), (0.4 * res + res / 10, 0.5 * res)
-        opts = PredictOptions.recommended(model)  # as shipped: its own sub-step and budget
+        opts = PredictOptions.recommended(model)  # as shipped: its sub-step, the product's stop rules
         s = PredictSession.from_seed(G, seed, [h], [t], options=opts, model=model)
         while not s.done:
             r = s.step()
         d0 = np.hypot(t[0] - h[0], t[1] - h[1])
         d1 = np.hypot(t[0] - r.handles[0][0], t[1] - r.handles[0][1])
-        closer += int(d1 <= d0 - 1.5)  # as shipped (4 steps, the last only tracks): >= 1.5 px closer
+        closer += int(d1 <= d0 - 1.5)  # >= 1.5 px closer
     assert closer >= 2
+
+
+def shipped_nose_drag(seed: int, **changes) -> tuple[PredictSession, list, list]:
+    """A predict session on the shipped model moving the nose tip (found by the landmark detector)
+    6 px left at 64 px, 6 * res / 64 px at other sizes (three sub-steps of the trained res / 32),
+    with the options the room and the CLI use (``changes`` on top)."""
+    from server.engine.checkpoint import load_generator
+    from server.synthfaces.detector import load_detector
+    from server.synthfaces.landmarks import LANDMARK_NAMES
+
+    G = load_generator()
+    model = load_predictor(G=G)
+    ws = G.ws_from_seed(seed)
+    with torch.no_grad():
+        img = to_uint8(G.synthesis(ws)[0])
+    x, y = (load_detector().detect(img)[0, LANDMARK_NAMES.index("nose_tip")] - 0.5).tolist()
+    h, t = [(x, y)], [(x - 6 * G.img_resolution / 64, y)]
+    opts = PredictOptions.recommended(model, **changes)
+    return PredictSession(G, ws, h, t, options=opts, model=model), h, t
+
+
+@pytest.mark.skipif(not shipped_predictor_fits(), reason=NO_SHIPPED_PREDICTOR)
+@pytest.mark.parametrize("seed", [0, 4, 7])
+def test_shipped_predict_drag_arrives_for_a_6_px_move(seed: int) -> None:
+    """One press of Start finishes a short drag: a predict drag of the nose tip 6 px (at 64 px) on
+    the shipped model runs one sub-step per step until the handle is within the stop distance and
+    ends with reason reached (on these seeds), long before the cap."""
+    s, _, _ = shipped_nose_drag(seed)
+    assert s.options.max_steps == 200 and s.options.budget_rule == "fixed"
+    while not s.done:
+        r = s.step()
+    assert r.reason == "reached" and r.step <= 30, (r.reason, r.step)
+    assert np.hypot(r.handles[0][0] - r.targets[0][0], r.handles[0][1] - r.targets[0][1]) <= s.stop_distance
+
+
+@pytest.mark.skipif(not shipped_predictor_fits(), reason=NO_SHIPPED_PREDICTOR)
+def test_shipped_predict_drag_honours_max_steps_and_reports_a_lost_handle() -> None:
+    """The caller's cap ends a drag that has not arrived (reason max_steps, at that step); a handle
+    whose window is moved off its feature (kept template, window in the image's corner) is lost."""
+    s, _, _ = shipped_nose_drag(1, max_steps=3)
+    results = []
+    while not s.done:
+        results.append(s.step())
+    assert [r.step for r in results] == [1, 2, 3] and results[-1].reason == "max_steps"
+    s, _, t = shipped_nose_drag(2)
+    s.step()
+    corner = 2 * s.size[0] / 64
+    s.set_points([(corner, corner)], t, keep=[0])
+    r = s.step()
+    assert r.reason == "lost" and r.lost == (True,) and r.match[0] > s.options.lost_ratio
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

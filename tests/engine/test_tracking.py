@@ -13,6 +13,7 @@ from server.engine.tracking import (
     mask_loss,
     motion_supervision_loss,
     resize_features,
+    template_spread,
     track_points,
 )
 
@@ -63,6 +64,40 @@ def test_tracking_uses_l2_over_channels() -> None:
     f[0, :, 2, 1] = torch.tensor([2.6, 0.6])  # difference (0.6, 0.6): L2 0.85 (nearer), L1 1.2 (farther)
     got = track_points(f, template, torch.tensor([[2.0, 2.0]]), r2=1)
     assert got.tolist() == [[1.0, 2.0]]
+
+
+def test_tracking_reports_the_best_matchs_distance() -> None:
+    """return_distance: the L2 distance from each template to the pixel it moved to (0 where the
+    feature is found unchanged; the nearest mismatch when it is gone from the window)."""
+    f0 = random_features()
+    f1 = torch.roll(f0, shifts=(0, 2), dims=(2, 3))
+    handles = torch.tensor([[12.0, 15.0], [25.0, 20.0]])
+    templates = features_at(f0, handles)
+    got, best = track_points(f1, templates, handles, r2=3, return_distance=True)
+    assert torch.equal(got, handles + torch.tensor([2.0, 0.0])) and torch.equal(best, torch.zeros(2))
+    far = torch.roll(f0, shifts=(0, 9), dims=(2, 3))  # the content left the 7 x 7 window
+    got, best = track_points(far, templates, handles, r2=3, return_distance=True)
+    window = [far[0, :, y, x] for x in range(9, 16) for y in range(12, 19)]
+    want = min((w - templates[0]).norm() for w in window)
+    assert best[0].item() == pytest.approx(want.item(), rel=1e-5)
+    empty, none = track_points(f0, templates[:0], handles[:0], r2=3, return_distance=True)
+    assert empty.shape == (0, 2) and none.shape == (0,)
+
+
+def test_template_spread_is_the_median_distance_in_the_window() -> None:
+    """The spread of a template is the median L2 distance to the features of its window (inside the
+    image): the scale a later best match is judged against."""
+    f = random_features(c=8, h=20, w=20)
+    handles = torch.tensor([[10.0, 10.0], [0.0, 0.0]])
+    templates = features_at(f, handles)
+    spread = template_spread(f, templates, handles, r2=2)
+    d = torch.stack([(f[0, :, y, x] - templates[0]).norm() for x in range(8, 13) for y in range(8, 13)])
+    assert spread[0].item() == pytest.approx(d.sort().values[12].item(), rel=1e-5)  # the 13th of 25
+    corner = torch.stack([(f[0, :, y, x] - templates[1]).norm() for x in range(3) for y in range(3)])
+    assert spread[1].item() == pytest.approx(corner.sort().values[4].item(), rel=1e-5)  # 9 inside the image
+    flat = torch.ones(1, 3, 8, 8)
+    inside = torch.tensor([[4.0, 4.0]])
+    assert torch.equal(template_spread(flat, features_at(flat, inside), inside, 2), torch.zeros(1))
 
 
 def test_resize_features_concatenates_blocks() -> None:

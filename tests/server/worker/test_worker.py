@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -251,25 +250,49 @@ async def test_predict_mode_runs_when_a_predictor_is_registered(G):
     await env.worker.stop()
 
 
-@pytest.mark.parametrize(
-    "rule,max_steps,steps",
-    [
-        ("fixed", 2, 2),
-        ("fit", 8, 5),  # the drag is 6.3 px: ceil(6.3 / 2 px) = 4 sub-steps + the tracking step
-        ("fit", 3, 3),
-    ],
-)
-async def test_predict_drag_ends_when_the_predictors_own_budget_is_spent(G, rule, max_steps, steps):
-    """A predictor's own budget (its file's max_steps and budget rule) ends the drag (reason
-    max_steps), whatever the room's larger cap: longer chains drift, so the file's budget counts."""
-    env = Env(G, modes=default_modes(tiny_predictor(G, max_steps=max_steps, budget_rule=rule)))
+async def test_a_predict_drag_runs_past_the_predictor_files_budget_to_the_rooms_cap(G):
+    """The predictor file's own step budget (here 2 steps) no longer ends a drag: it runs until the
+    room's max_steps (reason max_steps) when nothing else ends it first."""
+    env = Env(G, modes=default_modes(tiny_predictor(G, max_steps=2, budget_rule="fixed", lost_ratio=None)))
+    rid, ada = env.room()
+    env.send(rid, ada, {"t": "set_params", "params": {"mode": "predict", "r2": 4.0}})
+    env.drag(rid, ada, max_steps=6)
+    env.worker.start()
+    await until(lambda: env.status(rid) is Status.IDLE and env.hub.of(rid, "status")[-1]["status"] == "idle")
+    assert env.hub.of(rid, "status")[-1]["reason"] == "max_steps"
+    assert [f["step"] for f in env.hub.of(rid, "frame") if f["step"] > 0] == list(range(1, 7))
+    await env.worker.stop()
+
+
+async def test_a_predict_drag_that_comes_no_closer_ends_stalled(G):
+    """A predictor that never moves anything (untrained): the drag ends by itself with reason stalled
+    after the stall rule's window (8 steps after the first), well before the room's cap."""
+    env = Env(G, modes=default_modes(tiny_predictor(G, lost_ratio=None)))
     rid, ada = env.room()
     env.send(rid, ada, {"t": "set_params", "params": {"mode": "predict", "r2": 4.0}})
     env.drag(rid, ada, max_steps=50)
     env.worker.start()
     await until(lambda: env.status(rid) is Status.IDLE and env.hub.of(rid, "status")[-1]["status"] == "idle")
-    assert env.hub.of(rid, "status")[-1]["reason"] == "max_steps"
-    assert [f["step"] for f in env.hub.of(rid, "frame") if f["step"] > 0] == list(range(1, steps + 1))
+    status = env.hub.of(rid, "status")[-1]
+    assert status["reason"] == "stalled" and status["step"] == 9
+    await env.worker.stop()
+
+
+async def test_a_lost_handle_reaches_the_room(G):
+    """A handle point tracking loses is named in the frame's lost list and ends the drag with reason
+    lost; the drag's image is committed. (A predictor that changes the image and a rule so strict
+    that any change of the handle's feature counts as lost make it happen at the second step.)"""
+    env = Env(G, modes=default_modes(tiny_predictor(G, moving=True, lost_ratio=1e-6)))
+    rid, ada = env.room()
+    env.send(rid, ada, {"t": "set_params", "params": {"mode": "predict", "r2": 4.0}})
+    env.drag(rid, ada, max_steps=50)
+    env.worker.start()
+    await until(lambda: env.status(rid) is Status.IDLE and env.hub.of(rid, "status")[-1]["status"] == "idle")
+    frames = [f for f in env.hub.of(rid, "frame") if f["step"] > 0]
+    assert [f.get("lost") for f in frames] == [None, ["p1"]]
+    assert frames[-1]["status"] == "stopping"
+    status = env.hub.of(rid, "status")[-1]
+    assert status["reason"] == "lost" and status["step"] == 2
     assert env.manager.rooms[rid].history.to_wire()["size"] == 2
     await env.worker.stop()
 

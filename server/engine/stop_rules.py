@@ -1,0 +1,74 @@
+"""When a drag ends by itself: the rules both edit sessions share (``DragSession``, ``PredictSession``).
+
+A session checks them after each step's point tracking, in this order:
+
+* **lost**: a handle's feature is no longer found near it. Point tracking moves each handle to the
+  pixel of its search window whose feature is nearest to the handle's template f_k (its feature
+  where it was placed). ``match`` = that nearest feature distance / the template's *spread*, the
+  median distance from f_k to the features of its own search window when it was placed
+  (``tracking.template_spread``): about 0 while the handle's content is in view, near 1 when the
+  best match is no better than a typical pixel around the place it started from. A handle whose
+  match exceeds ``LOST_RATIO`` is lost and the drag ends with reason ``lost`` (its tracked position
+  means nothing any more: motion supervision or a prediction there would drag whatever is there).
+  ``LOST_RATIO`` is calibrated on generated faces by ``scripts/calibrate_tracking.py``
+  (docs/predictor.md, "Lost handles").
+* **reached**: every handle within the stop distance of its target (DragGAN's rule:
+  ``DragOptions.stop_distance_for``).
+* **max_steps**: the session's step cap (the room's ``max_steps``, the CLI's ``--steps``).
+* **stalled** (predictor only): the drag has come no closer to arriving for a while: over the
+  last ``stall_steps`` steps (8) the largest handle-to-target distance never fell below its
+  smallest value before them by more than ``stall_px`` (0.5 px at 64 px, 1 px at 128 px:
+  ``PredictOptions.stall_px_for``). The largest distance is the one the stop distance judges (all
+  handles must arrive), and with many handles some always jitter by a pixel, so a rule on any
+  single handle would keep a stuck drag going. ``StallWatch`` keeps the record. The optimiser
+  keeps DragGAN's rule (reached or the cap): its Adam steps move a handle a fraction of a pixel
+  per step, often after a plateau, so no short window tells a pause from the end.
+
+The numbers were chosen on validation faces (docs/predictor.md, "When a predict drag ends").
+"""
+
+from __future__ import annotations
+
+import torch
+
+# A handle is lost when its best match is further from its template than this fraction of the
+# template's spread (calibration: docs/predictor.md, "Lost handles").
+LOST_RATIO = 1.0
+
+
+def lost_handles(match: torch.Tensor, ratio: float | None) -> torch.Tensor:
+    """bool [K]: the handles whose ``match`` [K] is above ``ratio`` (None: the rule is off)."""
+    if ratio is None:
+        return torch.zeros(match.shape, dtype=torch.bool, device=match.device)
+    return match > ratio
+
+
+def match_ratio(best: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """Best-match distance [K] over the template's spread [K] (a flat template, spread 0, matches
+    only itself: its ratio is 0 where found exactly and large otherwise)."""
+    return best / spread.clamp(min=1e-6)
+
+
+class StallWatch:
+    """The largest handle-to-target distance at each step since the points last changed, and the
+    stall rule on it."""
+
+    def __init__(self) -> None:
+        self._worst: list[float] = []  # one per step
+
+    def reset(self) -> None:
+        """The points changed: progress is counted afresh."""
+        self._worst = []
+
+    def add(self, dist: torch.Tensor) -> None:
+        """Record one step's handle-to-target distances [K]."""
+        self._worst.append(float(dist.max()) if dist.numel() else 0.0)
+
+    def stalled(self, steps: int, px: float) -> bool:
+        """True when the last ``steps`` records never went below the smallest record before them by
+        more than ``px``. Needs ``steps`` + 1 records, so a drag gets at least that many steps;
+        ``steps`` 0 turns the rule off."""
+        if steps <= 0 or len(self._worst) <= steps:
+            return False
+        before, recent = min(self._worst[:-steps]), min(self._worst[-steps:])
+        return before - recent <= px
