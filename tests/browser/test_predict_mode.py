@@ -1,5 +1,6 @@
-"""Predict mode in headless Chromium: a room switched to the learned predictor runs a drag that ends
-on the predictor's own budget, and both the editor and a spectator are told so."""
+"""Predict mode in headless Chromium: a room switched to the learned predictor runs a drag until a
+rule of server/engine/stop_rules.py ends it; here point tracking loses the handle, and both the
+editor and a spectator see the handle marked and are told why."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from tests.browser.live import LiveServer, edit_path, make_checkpoint, make_pred
 
 @pytest.fixture(scope="module")
 def predict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A server whose predict mode runs a small random predictor that plans at most 3 steps."""
+    """A server whose predict mode runs a small random predictor that changes the picture, with a
+    lost-handle rule so strict that any change of the handle's feature counts (lost at step 2)."""
     d = tmp_path_factory.mktemp("predict")
     ckpt = make_checkpoint(d)
-    predictor = make_predictor(ckpt, d, moving=True, max_steps=3, budget_rule="fit")
+    predictor = make_predictor(ckpt, d, moving=True, lost_ratio=1e-6)
     srv = LiveServer(ckpt, d / "data", predictor=predictor)
     srv.start()
     try:
@@ -25,7 +27,7 @@ def predict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
         srv.stop()
 
 
-def test_predict_drag_ends_on_the_predictors_budget(predict_server, open_page):
+def test_predict_drag_that_loses_its_handle_marks_it(predict_server, open_page):
     srv = predict_server
     room = srv.create_room(seed=2)
     ada = open_page(srv.url + edit_path(room), name="Ada")
@@ -35,7 +37,7 @@ def test_predict_drag_ends_on_the_predictors_budget(predict_server, open_page):
     ada.click("#mode button[data-mode=predict]")
     watcher.wait_for_function("livedrag.model.state.params.mode === 'predict'")
 
-    # a 10 px drag: more than the 3 steps the predictor plans for it
+    # a 10 px drag
     ada.mouse.move(*canvas_point(ada, 0.3, 0.3))
     ada.mouse.down()
     ada.mouse.move(*canvas_point(ada, 0.6, 0.4), steps=6)
@@ -47,13 +49,14 @@ def test_predict_drag_ends_on_the_predictors_budget(predict_server, open_page):
     for p in (ada, watcher):
         p.wait_for_function(
             "livedrag.model.state.status === 'idle' && livedrag.model.lastEnd"
-            " && livedrag.model.lastEnd.reason === 'max_steps'",
+            " && livedrag.model.lastEnd.reason === 'lost'",
             timeout=40_000,
         )
     end = js(watcher, "livedrag.model.lastEnd")
-    assert end["mode"] == "predict" and end["step"] == 3 and end["cap"] > 3
+    assert end["mode"] == "predict" and end["step"] == 2 and end["lost"] == 1
     for p in (ada, watcher):
-        assert p.locator("#drag-result").inner_text().startswith("The predictor made its planned steps (3)")
+        assert p.locator("#drag-result").inner_text().startswith("Stopped after 2 steps: a handle lost track")
+        assert js(p, "livedrag.model.display().pairs.map((q) => !!q.lost)") == [True]
     watcher.wait_for_function("livedrag.model.state.history.size === 2")
     watcher.wait_for_function("livedrag.app.pipeline.lastSeq >= 1")
     assert image_checksum(watcher) != before  # the moving predictor changed the picture

@@ -39,6 +39,7 @@ export class RoomModel {
     this.cursors = new Map(); // id -> {pos, t}
     this.pending = []; // [{id, msg, t}]
     this.tracked = {}; // pair id -> handle from the newest frame of the running drag
+    this.lost = new Set(); // pair ids whose handle point tracking lost (newest frame of the drag)
     this.frame = null; // {seq, drag, step, status, w, h, fps}
     this.lastEnd = null; // {reason, message, drag, step, task, mode, cap} of the last finished drag or projection
     this.lastTask = null; // the task of the newest projection ({kind, method, max_steps, by})
@@ -102,6 +103,7 @@ export class RoomModel {
             task,
             mode: params.mode ?? null,
             cap: params.max_steps ?? null,
+            lost: this.lost.size,
           };
           this.progress = null;
         } else if (m.status === DragStatus.RUNNING || m.status === DragStatus.PROJECTING) {
@@ -133,6 +135,7 @@ export class RoomModel {
     this.cursors = new Map();
     this.pending = [];
     this.tracked = {};
+    this.lost = new Set();
     this.frame = null;
     this.progress = null;
     this.undoState = { undo: 0, redo: 0, undo_kind: null, redo_kind: null }; // an undo_state follows
@@ -148,7 +151,10 @@ export class RoomModel {
     this.state = { ...this.state, ...m.patch };
     this.version = m.v;
     if (m.patch.pairs) this.untrackMoved(before, m.patch.pairs);
-    if (m.patch.status === DragStatus.RUNNING) this.tracked = {};
+    if (m.patch.status === DragStatus.RUNNING) {
+      this.tracked = {};
+      this.lost = new Set();
+    }
     if (m.patch.task) this.rememberTask(m.patch.task, this.state.drag);
     if (m.patch.image && m.op !== "finish") {
       // another image (undo, redo, new image, reset, commit): the last run's result and counters
@@ -156,6 +162,7 @@ export class RoomModel {
       this.lastEnd = null;
       this.progress = null;
       this.tracked = {};
+      this.lost = new Set();
       if (this.frame) this.frame = { ...this.frame, step: m.patch.step ?? 0 };
     }
     if (m.by === this.you && m.ref != null) this.dropPending(m.ref, false);
@@ -178,7 +185,12 @@ export class RoomModel {
     const old = new Map((before || []).map((p) => [p.id, p]));
     for (const p of after) {
       const o = old.get(p.id);
-      if (!o || o.handle[0] !== p.handle[0] || o.handle[1] !== p.handle[1]) delete this.tracked[p.id];
+      if (!o || o.handle[0] !== p.handle[0] || o.handle[1] !== p.handle[1]) {
+        const t = this.tracked[p.id];
+        // placed anew (not where the last frame tracked it, as at the drag's finish): found again
+        if (!t || t[0] !== p.handle[0] || t[1] !== p.handle[1]) this.lost.delete(p.id);
+        delete this.tracked[p.id];
+      }
     }
   }
 
@@ -222,6 +234,7 @@ export class RoomModel {
     }
     if (this.state && m.drag === this.state.drag && m.status !== DragStatus.IDLE) {
       this.tracked = { ...m.handles };
+      this.lost = new Set(m.lost ?? []);
       this.emit("state");
     }
     this.emit("frame");
@@ -262,6 +275,7 @@ export class RoomModel {
         pairs: s.pairs.map((p) => (this.tracked[p.id] ? { ...p, handle: this.tracked[p.id] } : p)),
       };
     }
+    if (this.lost.size) s = { ...s, pairs: s.pairs.map((p) => (this.lost.has(p.id) ? { ...p, lost: true } : p)) };
     this.view = s;
     return s;
   }

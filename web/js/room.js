@@ -51,6 +51,8 @@ const END_TEXT = {
   reached: (n) => `Reached the targets in ${n} step${n === 1 ? "" : "s"}.`,
   converged: (n) => `Converged after ${n} step${n === 1 ? "" : "s"}.`,
   max_steps: (n) => `Stopped at the step limit (${n} steps).`,
+  stalled: (n) => `Stopped after ${n} steps: the handles stopped getting closer.`,
+  lost: (n, m, end) => lostText(n, end.lost || 1),
   stopped: (n) => `Stopped after ${n} step${n === 1 ? "" : "s"}.`,
   error: (n, m) => `The drag failed${m ? `: ${m}` : ""}.`,
 };
@@ -62,9 +64,12 @@ const modeUnavailableText = (mode, notes) => {
   return `${name} mode is not available for this model: ${why}.`;
 };
 
-/** A predict drag that spent the predictor's own budget (fewer steps than the room's cap). */
-const PREDICT_BUDGET_TEXT = (n) =>
-  `The predictor made its planned step${n === 1 ? "" : "s"} (${n}); press Start to go further.`;
+/** A drag that ended because point tracking lost k handles (frame.lost; they are drawn with "?"). */
+function lostText(n, k) {
+  const steps = `${n} step${n === 1 ? "" : "s"}`;
+  if (k > 1) return `Stopped after ${steps}: ${k} handles lost track of their features (marked ?). Place them again, then Start.`;
+  return `Stopped after ${steps}: a handle lost track of its feature (marked ?). Place it again, then Start.`;
+}
 
 /** What a run cut short by a server crash says (state.interrupted, protocol section 7). */
 function interruptedText(it) {
@@ -77,11 +82,8 @@ function interruptedText(it) {
 function endText(end) {
   if (!end) return "";
   if (end.reason === "interrupted") return interruptedText(end);
-  if (!end.task && end.reason === "max_steps" && end.mode === "predict" && (end.cap == null || end.step < end.cap)) {
-    return PREDICT_BUDGET_TEXT(end.step);
-  }
   const texts = end.task ? PROJECT_END_TEXT : END_TEXT;
-  return texts[end.reason] ? texts[end.reason](end.step, end.message) : "";
+  return texts[end.reason] ? texts[end.reason](end.step, end.message, end) : "";
 }
 
 /** What a finished projection says (lastEnd.task set): the same reasons, named for a projection. */

@@ -10,6 +10,8 @@ import { canvasRatio, FIT, fitScale, normaliseZoom, pixelated, scaleOf, stepZoom
 const COLOURS = Object.freeze({
   handle: "#ff4b4b",
   target: "#3d8bff",
+  lost: "#8d939c", // a handle point tracking lost (frame.lost): grey, with a dashed amber ring and "?"
+  lostRing: "#ffb020",
   flexible: [72, 220, 140, 0.34],
   fixed: [170, 130, 255, 0.36],
   outline: "rgba(8, 10, 14, 0.75)",
@@ -233,7 +235,8 @@ export class Stage {
       }
     }
     dot(ctx, tx, ty, COLOURS.target, ring, hover === "target");
-    dot(ctx, hx, hy, COLOURS.handle, ring, hover === "handle");
+    dot(ctx, hx, hy, pair.lost ? COLOURS.lost : COLOURS.handle, ring, hover === "handle");
+    if (pair.lost) lostMark(ctx, hx, hy);
   }
 
   drawPreview(ctx, pv, colour) {
@@ -332,6 +335,24 @@ function dot(ctx, x, y, fill, ring, highlight, alpha = 1) {
   ctx.lineWidth = 1.75;
   ctx.strokeStyle = COLOURS.white;
   ctx.stroke();
+  ctx.restore();
+}
+
+/** A lost handle: a dashed amber ring around it and a "?" on it (the status line says why). */
+function lostMark(ctx, x, y) {
+  ctx.save();
+  ctx.beginPath();
+  ctx.arc(x, y, RING_R + 4, 0, 2 * Math.PI);
+  ctx.setLineDash([3, 3]);
+  ctx.lineWidth = 2;
+  ctx.strokeStyle = COLOURS.lostRing;
+  ctx.stroke();
+  ctx.setLineDash([]);
+  ctx.font = "bold 10px system-ui, sans-serif";
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
+  ctx.fillStyle = COLOURS.white;
+  ctx.fillText("?", x, y + 0.5);
   ctx.restore();
 }
 
