@@ -24,13 +24,23 @@ random vector per pair (length 2-8 px at 64 px, scaled with the resolution) plus
 jitter per point. It measures the same thing when generated faces vary too little in geometry
 for random pairs to need a drag (an undertrained generator).
 
+``--protocol long`` is the drags people make: a landmark group of face A moved by 8-25% of the
+image size (``LONG_GROUPS``: mouth corners out and up, a smile; the chin down; the nose tip
+sideways, a turned head; the brows up; the whole head, all landmarks, in any direction). Rows are
+per group (``--points mouth chin nose brows head``, all five by default), ``--pairs`` edits each.
+Every drag runs to the product's stop rule (server/engine/stop_rules.py: reached, lost, the cap,
+and for the predictor stalled); the report gives the share of edits that reached the stop
+distance and the share of each end reason.
+
 Methods: none, optimize (DragGAN, ``DragSession``), predict (``PredictSession`` with the
 predictor's trained options), predict_noreg (regularizer off), single_shot (one prediction over
-the whole distance, UserControllableLT-style). Same seeds, same device, same stop rule
-(DragGAN's: 1 px up to 5 handles, 2 px otherwise).
+the whole distance, UserControllableLT-style). Same seeds, same device, same stop distance
+(DragGAN's: 1 px up to 5 handles, 2 px otherwise) and step cap (``--max-steps``, 200, for both
+methods unless ``--predict-max-steps``).
 
     .venv/bin/python scripts/bench_drag.py --pairs 200 --json out/bench_drag.json
     .venv/bin/python scripts/bench_drag.py --pairs 20 --points 1 5 --methods none predict   # quick
+    .venv/bin/python scripts/bench_drag.py --protocol long --pairs 200 --json out/bench_drag_long.json
 
 With --json, the edited images' detector features go beside the report (<report>.features.npz,
 plain float arrays, read without pickle) so that a later --merge of it can still bootstrap those rows.
@@ -54,6 +64,27 @@ import torch  # noqa: E402
 
 METHODS = ("none", "optimize", "predict", "predict_noreg", "single_shot")
 POINT_SETS = {"1": "one", "5": "five", "all": "all"}
+# protocol long: group -> (landmark names, how the group moves); None = every landmark
+LONG_GROUPS: dict[str, tuple[tuple[str, ...] | None, str]] = {
+    "mouth": (("mouth_left", "mouth_right"), "smile"),  # corners out and up, 15-45 deg above level
+    "chin": (("jaw_4",), "down"),  # within 20 deg of straight down (an open mouth, a longer chin)
+    "nose": (("nose_tip",), "sideways"),  # left or right within 20 deg of level (a turned head)
+    "brows": (
+        (
+            "left_brow_outer",
+            "left_brow_mid",
+            "left_brow_inner",
+            "right_brow_inner",
+            "right_brow_mid",
+            "right_brow_outer",
+        ),
+        "up",
+    ),  # within 20 deg of straight up
+    "head": (None, "any"),  # all landmarks by one vector in any direction
+}
+LONG_LENGTH = (0.08, 0.25)  # protocol long: move length, fraction of the image size
+PROTOCOLS = ("pairs", "shift", "long")
+ENGINE_DEFAULT = object()  # --lost-ratio not given: the engine's own LOST_RATIO
 MIN_PAIRS_FID_INF = 20  # fewer pairs: no extrapolated score
 # the issue's targets, predictor vs optimiser: speed at least, MD and fidelity score at most
 SPEED_GOAL, MD_GOAL, FID_GOAL = 10.0, 1.25, 1.10
@@ -62,11 +93,21 @@ SPEED_GOAL, MD_GOAL, FID_GOAL = 10.0, 1.25, 1.10
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", type=int, default=200, help="face pairs (default 200)")
-    p.add_argument("--points", nargs="+", choices=tuple(POINT_SETS), default=["1", "5", "all"])
+    p.add_argument(
+        "--points",
+        nargs="+",
+        choices=(*POINT_SETS, *LONG_GROUPS),
+        default=None,
+        help="point sets 1 5 all (protocols pairs, shift; default all three) or landmark groups "
+        f"{' '.join(LONG_GROUPS)} (protocol long; default all five)",
+    )
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--seed", type=int, default=0, help="pair i uses seeds seed + 2i and seed + 2i + 1")
     p.add_argument(
-        "--protocol", choices=("pairs", "shift"), default="pairs", help="targets: face B or a shift"
+        "--protocol",
+        choices=PROTOCOLS,
+        default="pairs",
+        help="targets: face B (pairs), a 2-8 px shift (shift), a group moved 8-25%% of the image (long)",
     )
     p.add_argument("--trunc", type=float, default=0.7, help="truncation psi (default 0.7)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
@@ -79,7 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=200, help="optimize: step budget (default 200)")
     p.add_argument("--lr", type=float, default=2e-3, help="optimize: Adam step size (default 2e-3)")
     p.add_argument(
-        "--predict-max-steps", type=int, default=None, help="predict: step budget (default: the file's)"
+        "--lost-ratio",
+        type=lambda v: None if v == "none" else float(v),
+        default=ENGINE_DEFAULT,
+        help="both methods: a handle is lost above this match ratio (server/engine/stop_rules.py; "
+        "default: the engine's; none: off, as the benchmark ran before the rule)",
+    )
+    p.add_argument(
+        "--predict-max-steps", type=int, default=None, help="predict: step cap (default: --max-steps)"
     )
     p.add_argument(
         "--substep", type=float, default=None, help="predict: sub-step px (default: trained value)"
@@ -147,9 +195,15 @@ def make_session(method: str, G, w, handles, targets, args, model):
     from server.engine.drag import DragOptions, DragSession
     from server.engine.predict_session import PredictOptions, PredictSession
 
+    lost = {} if args.lost_ratio is ENGINE_DEFAULT else {"lost_ratio": args.lost_ratio}
     if method == "optimize":
-        return DragSession(G, w, handles, targets, options=DragOptions(lr=args.lr, max_steps=args.max_steps))
-    changes: dict = dict(args.predict_options)
+        opts = DragOptions(lr=args.lr, max_steps=args.max_steps, **lost)
+        return DragSession(G, w, handles, targets, options=opts)
+    changes: dict = {
+        "max_steps": args.max_steps if args.predict_max_steps is None else args.predict_max_steps,
+        **lost,
+    }
+    changes.update(args.predict_options)
     if args.predict_max_steps is not None:
         changes["max_steps"] = args.predict_max_steps
     if args.substep is not None:
@@ -157,15 +211,54 @@ def make_session(method: str, G, w, handles, targets, args, model):
     if args.reg_alpha is not None:
         changes["reg_alpha"] = args.reg_alpha
     if method == "predict_noreg":
-        changes["reg_alpha"] = 0.0
+        changes["reg_alpha"] = changes["reg_drift"] = 0.0
     if method == "single_shot":
         changes["single_shot"] = True
     options = PredictOptions.recommended(model, **changes)
     return PredictSession(G, w, handles, targets, options=options, model=model)
 
 
-def run_edit(method: str, G, w, handles, targets, args, model) -> tuple[np.ndarray, float, float, int, bool]:
-    """One edit alone: (final frame uint8 [H, W, 3], wall seconds, CPU seconds, steps, reached)."""
+def long_moves(group: str, lm: np.ndarray, res: int, seed: int) -> np.ndarray:
+    """Protocol long: the targets of ``group`` for faces with landmarks ``lm`` [n, K, 2] ->
+    [n, k, 2] (the group's landmarks moved by LONG_LENGTH of ``res`` in the group's direction;
+    not clipped). Random draws depend on (seed, group) only."""
+    from server.synthfaces import LANDMARK_NAMES
+
+    names, how = LONG_GROUPS[group]
+    idx = list(range(len(LANDMARK_NAMES))) if names is None else [LANDMARK_NAMES.index(m) for m in names]
+    n = len(lm)
+    rng = np.random.default_rng([seed, list(LONG_GROUPS).index(group)])
+    length = rng.uniform(*LONG_LENGTH, n) * res  # [n]
+    dev = np.radians(rng.uniform(-20, 20, n))
+    if how == "smile":
+        a = np.radians(rng.uniform(15, 45, n))
+        out = np.stack([np.cos(a), -np.sin(a)], 1)  # image-right corner: right and up
+        d = np.stack([out * [-1, 1], out], 1)  # [n, 2 points (left, right), 2]
+    elif how == "down":
+        d = np.stack([np.sin(dev), np.cos(dev)], 1)[:, None]
+    elif how == "up":
+        d = np.stack([np.sin(dev), -np.cos(dev)], 1)[:, None]
+    elif how == "sideways":
+        side = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)
+        d = (np.stack([np.cos(dev), np.sin(dev)], 1) * side[:, None])[:, None]
+    else:  # any
+        a = rng.uniform(0, 2 * np.pi, n)
+        d = np.stack([np.cos(a), np.sin(a)], 1)[:, None]
+    return lm[:, idx] + d * length[:, None, None]
+
+
+def group_indices(pts: str) -> list[int]:
+    """Landmark indices of a point set (1, 5, all) or a protocol-long group."""
+    from server.synthfaces import LANDMARK_GROUPS, LANDMARK_NAMES
+
+    if pts in POINT_SETS:
+        return LANDMARK_GROUPS[POINT_SETS[pts]]
+    names = LONG_GROUPS[pts][0]
+    return list(range(len(LANDMARK_NAMES))) if names is None else [LANDMARK_NAMES.index(m) for m in names]
+
+
+def run_edit(method: str, G, w, handles, targets, args, model) -> tuple[np.ndarray, float, float, int, str]:
+    """One edit alone: (final frame uint8 [H, W, 3], wall seconds, CPU seconds, steps, end reason)."""
     if G.mapping.w_avg.is_cuda:
         torch.cuda.synchronize()
     c0 = time.process_time()
@@ -175,7 +268,7 @@ def run_edit(method: str, G, w, handles, targets, args, model) -> tuple[np.ndarr
     while not s.done:
         r = s.step()
     seconds = time.perf_counter() - t0
-    return r.frame, seconds, time.process_time() - c0, r.step, r.reason == "reached"
+    return r.frame, seconds, time.process_time() - c0, r.step, str(r.reason)
 
 
 def save_examples(path: Path, pts: str, methods, img_a, out, handles, targets, detector, idx) -> Path:
@@ -310,14 +403,20 @@ def compare(rows: list[dict], points: list[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sets = tuple(LONG_GROUPS) if args.protocol == "long" else tuple(POINT_SETS)
+    if args.points is None:
+        args.points = list(sets)
+    wrong = [p for p in args.points if p not in sets]
+    if wrong:
+        parser.error(f"--points {' '.join(wrong)}: protocol {args.protocol} takes {' '.join(sets)}")
     args.predict_options = parse_predict_options(args.predict_option)
     if args.threads:
         torch.set_num_threads(args.threads)
     from server.cli.common import pick_device, progress
     from server.engine.checkpoint import load_generator
     from server.engine.generator import to_uint8
-    from server.synthfaces import LANDMARK_GROUPS
     from server.synthfaces.detector import load_detector
     from server.synthfaces.fid import frechet_distance
 
@@ -368,18 +467,19 @@ def main(argv: list[str] | None = None) -> int:
     total = len(args.points) * len(edit_methods) * n
     bar = progress(total=total, desc="edits", disable=True if args.no_progress else None)
     for pts in args.points:
-        idx = LANDMARK_GROUPS[POINT_SETS[pts]]
+        idx = group_indices(pts)
+        moved = long_moves(pts, lm_a, res, args.seed) if args.protocol == "long" else lm_b[:, idx]
         handles = np.clip(lm_a[:, idx] - 0.5, 0, res - 1)  # session pixels: centres on integers
-        targets = np.clip(lm_b[:, idx] - 0.5, 0, res - 1)
+        targets = np.clip(moved - 0.5, 0, res - 1)
         targets_det = targets + 0.5
         md_none = np.linalg.norm(lm_a[:, idx] - targets_det, axis=-1).mean(axis=1)  # [n]
         # pair by pair, every method in turn: a busy machine slows all methods alike
-        out = {m: {"finals": [], "secs": [], "cpu": [], "steps": [], "reached": []} for m in edit_methods}
+        out = {m: {"finals": [], "secs": [], "cpu": [], "steps": [], "reasons": []} for m in edit_methods}
         for i in range(n):
             for method in edit_methods:
-                f, s, c, k, ok = run_edit(method, G, ws_a[i : i + 1], handles[i], targets[i], args, model)
+                f, s, c, k, why = run_edit(method, G, ws_a[i : i + 1], handles[i], targets[i], args, model)
                 for key, v in zip(
-                    ("finals", "secs", "cpu", "steps", "reached"), (f, s, c, k, ok), strict=True
+                    ("finals", "secs", "cpu", "steps", "reasons"), (f, s, c, k, why), strict=True
                 ):
                     out[method][key].append(v)
                 bar.update(1)
@@ -388,15 +488,15 @@ def main(argv: list[str] | None = None) -> int:
             save_examples(args.examples, pts, methods, img_a, out, handles, targets, detector, idx)
         for method in methods:
             if method == "none":
-                finals, secs, cpu, steps, reached = img_a, [0.0] * n, [0.0] * n, [0] * n, [False] * n
+                finals, secs, cpu, steps, reasons = img_a, [0.0] * n, [0.0] * n, [0] * n, ["none"] * n
             else:
                 o = out[method]
-                finals, secs, cpu, steps, reached = (
+                finals, secs, cpu, steps, reasons = (
                     np.stack(o["finals"]),
                     o["secs"],
                     o["cpu"],
                     o["steps"],
-                    o["reached"],
+                    o["reasons"],
                 )
             det = detector.detect(finals)[:, idx]
             md = np.linalg.norm(det - targets_det, axis=-1).mean(axis=1)  # [n]
@@ -417,8 +517,10 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds_p90": float(np.percentile(secs, 90)),
                     "cpu_seconds_median": float(statistics.median(cpu)),
                     "cpu_seconds_mean": float(np.mean(cpu)),
+                    "cpu_seconds_p90": float(np.percentile(cpu, 90)),
                     "steps_median": float(statistics.median(steps)),
-                    "reached": float(np.mean(reached)),
+                    "reached": float(np.mean([r == "reached" for r in reasons])),
+                    "end_reasons": {r: reasons.count(r) / n for r in sorted(set(reasons))},
                     "md_per_pair": [round(float(v), 3) for v in md],
                     "seconds_per_pair": [round(float(v), 4) for v in secs],
                     "cpu_seconds_per_pair": [round(float(v), 4) for v in cpu],
@@ -435,8 +537,8 @@ def main(argv: list[str] | None = None) -> int:
 
     header = (
         f"{'points':>6} {'method':<14} {'MD px':>7} {'/no-edit':>8} {'FID*':>8} "
-        f"{'FID* 95%':>13} {'FID*inf':>7} {'s med':>7} {'s p90':>7} {'cpu s':>7} {'cpu avg':>7} "
-        f"{'steps':>6} {'reached':>7}"
+        f"{'FID* 95%':>13} {'FID*inf':>7} {'s med':>7} {'s p90':>7} {'cpu s':>7} {'cpu p90':>7} "
+        f"{'cpu avg':>7} {'steps':>6} {'reached':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -447,20 +549,26 @@ def main(argv: list[str] | None = None) -> int:
             f"{format(r['fid_inf'], '7.3f') if 'fid_inf' in r else '':>7} "
             f"{r['seconds_median']:7.3f} {r['seconds_p90']:7.3f} "
             f"{r.get('cpu_seconds_median', float('nan')):7.3f} "
+            f"{r.get('cpu_seconds_p90', float('nan')):7.3f} "
             f"{r.get('cpu_seconds_mean', float('nan')):7.3f} "
             f"{r['steps_median']:6.0f} {100 * r['reached']:6.0f}%"
         )
     print(
-        f"{n} pairs, {res} px, device {device}; MD in image pixels; FID* = FID-style score on the SynthFaces "
+        f"{n} {'edits per group' if args.protocol == 'long' else 'pairs'}, {res} px, device {device}; "
+        "MD in image pixels; FID* = FID-style score on the SynthFaces "
         "landmark detector's features (not Inception), edited vs initial images; cpu s = process CPU "
-        "time per edit (median; cpu avg: mean); FID*inf = FID* extrapolated to infinitely many pairs "
-        "(fit in 1 / pairs over subsets)"
+        "time per edit (median; cpu p90: 90th percentile; cpu avg: mean); FID*inf = FID* "
+        "extrapolated to infinitely many pairs (fit in 1 / pairs over subsets)"
         + (
             f"; FID* 95% = paired bootstrap interval ({args.bootstrap} draws of the pairs)"
             if args.bootstrap
             else ""
         )
     )
+    for r in rows:
+        if r.get("end_reasons") and r["method"] != "none":
+            shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["end_reasons"].items())
+            print(f"{r['points']:>6} {r['method']:<14} ended: {shares}")
     for t in targets:
         print(
             f"points {t['points']}: predict is {t['speedup']:.1f}x faster than optimize "

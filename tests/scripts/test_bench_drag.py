@@ -21,7 +21,9 @@ def test_report_rows_columns_and_merge(tmp_path: Path, capsys: pytest.CaptureFix
     first = tmp_path / "a.json"
     common = ["--pairs", "2", "--points", "1", "5", "--threads", "1", "--no-progress", "--protocol", "shift"]
     methods = ["--methods", "none", "optimize"]
-    assert bench.main([*common, *methods, "--max-steps", "3", "--json", str(first)]) == 0
+    assert (
+        bench.main([*common, *methods, "--max-steps", "3", "--lost-ratio", "none", "--json", str(first)]) == 0
+    )
     report = json.loads(first.read_text())
     assert report["protocol"] == "synthfaces-landmarks-v1-shift" and report["pairs"] == 2
     assert [(r["points"], r["method"]) for r in report["rows"]] == [
@@ -33,12 +35,25 @@ def test_report_rows_columns_and_merge(tmp_path: Path, capsys: pytest.CaptureFix
     for r in report["rows"]:
         assert {"md", "md_ratio", "fid_detector", "seconds_median", "seconds_p90", "steps_median"} <= set(r)
         assert len(r["md_per_pair"]) == 2
-        assert {"cpu_seconds_median", "cpu_seconds_mean"} <= set(r) and len(r["cpu_seconds_per_pair"]) == 2
+        assert {"cpu_seconds_median", "cpu_seconds_mean", "cpu_seconds_p90"} <= set(r)
+        assert len(r["cpu_seconds_per_pair"]) == 2 and sum(r["end_reasons"].values()) == pytest.approx(1.0)
         assert r["cpu_seconds_mean"] == pytest.approx(sum(r["cpu_seconds_per_pair"]) / 2, abs=1e-4)
     none, opt = report["rows"][0], report["rows"][1]
     assert none["md_ratio"] == pytest.approx(1.0) and none["steps_median"] == 0
     assert 1 <= opt["steps_median"] <= 3 and opt["seconds_median"] > 0
     assert "optimize" in capsys.readouterr().out
+
+    # a report written before the p90 CPU time and the end reasons were recorded still merges
+    old = {
+        **report,
+        "rows": [
+            {k: v for k, v in r.items() if k not in ("cpu_seconds_p90", "end_reasons")}
+            for r in report["rows"]
+        ],
+    }
+    older = tmp_path / "old.json"
+    older.write_text(json.dumps(old))
+    assert bench.main([*common, *methods, "--merge", str(older), "--bootstrap", "0"]) == 0
 
     second = tmp_path / "b.json"
     assert bench.main([*common, *methods, "--merge", str(first), "--json", str(second)]) == 0
@@ -124,3 +139,77 @@ def test_predict_options_are_parsed_and_checked() -> None:
     for item, msg in bad + [("budget_rule=grow", "budget_rule")]:
         with pytest.raises(SystemExit, match=msg):
             bench.parse_predict_options([item])
+
+
+def test_long_protocol_moves_landmark_groups_far() -> None:
+    """Protocol long: each group moves by 8-25% of the image in its own direction (a smile: the
+    corners out and up; the chin down; the brows up; the nose tip sideways; the head anywhere), the
+    same for a seed whatever other groups run."""
+    bench = load_script("bench_drag")
+    from server.synthfaces import LANDMARK_NAMES
+
+    rng = np.random.default_rng(0)
+    lm = rng.uniform(20, 44, size=(50, len(LANDMARK_NAMES), 2))
+    res = 64
+    for group in bench.LONG_GROUPS:
+        idx = bench.group_indices(group)
+        moved = bench.long_moves(group, lm, res, seed=3)
+        assert moved.shape == (50, len(idx), 2)
+        d = moved - lm[:, idx]
+        length = np.linalg.norm(d, axis=-1)
+        assert (length >= 0.08 * res - 1e-9).all() and (length <= 0.25 * res + 1e-9).all()
+        assert np.allclose(length, length[:, :1])  # one length per edit
+        assert np.array_equal(moved, bench.long_moves(group, lm, res, seed=3))
+        if group == "mouth":
+            assert (d[:, 0, 0] < 0).all() and (d[:, 1, 0] > 0).all() and (d[..., 1] < 0).all()
+        elif group == "chin":
+            assert (d[..., 1] > np.abs(d[..., 0])).all()
+        elif group == "brows":
+            assert (-d[..., 1] > np.abs(d[..., 0])).all() and len(idx) == 6
+        elif group == "nose":
+            assert (
+                (np.abs(d[..., 0]) > np.abs(d[..., 1])).all()
+                and (d[:, 0, 0] < 0).any()
+                and (d[:, 0, 0] > 0).any()
+            )
+        else:
+            assert len(idx) == len(LANDMARK_NAMES) and np.allclose(d, d[:, :1])
+    assert not np.array_equal(bench.long_moves("mouth", lm, res, 3), bench.long_moves("mouth", lm, res, 4))
+
+
+def test_long_protocol_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--protocol long reports per group: reached share, end reasons, MD and MD / no-edit, fidelity,
+    median and p90 CPU seconds, median steps; the point sets of the other protocols are refused."""
+    bench = load_script("bench_drag")
+    out = tmp_path / "long.json"
+    args = [
+        "--protocol",
+        "long",
+        "--pairs",
+        "2",
+        "--points",
+        "nose",
+        "mouth",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
+    assert bench.main([*args, "--methods", "none", "optimize", "--max-steps", "3", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["protocol"] == "synthfaces-landmarks-v1-long"
+    assert [(r["points"], r["method"]) for r in report["rows"]] == [
+        ("nose", "none"),
+        ("nose", "optimize"),
+        ("mouth", "none"),
+        ("mouth", "optimize"),
+    ]
+    for r in report["rows"]:
+        if r["method"] == "optimize":
+            assert r["md_no_edit"] >= 0.08 * report["resolution"] - 1.5  # far drags (detector noise aside)
+            assert {"reached", "cpu_seconds_p90", "steps_median", "fid_detector"} <= set(r)
+            assert set(r["end_reasons"]) <= {"reached", "max_steps", "lost"} and r["steps_median"] <= 3
+    assert "edits per group" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(["--protocol", "long", "--points", "1", "--pairs", "1"])
+    with pytest.raises(SystemExit):
+        bench.main(["--protocol", "pairs", "--points", "mouth", "--pairs", "1"])
