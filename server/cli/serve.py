@@ -113,6 +113,13 @@ def register(subparsers) -> None:
     p.add_argument("--max-editors", type=int, default=None, help="editors per room (default 16)")
     p.add_argument("--max-viewers", type=int, default=None, help="spectators per room (default 256)")
     p.add_argument("--max-fps", type=float, default=None, help="tick rate cap per room (default 30)")
+    p.add_argument(
+        "--lost-ratio",
+        type=float,
+        default=None,
+        help="a drag ends when point tracking loses a handle, match above this (default: the "
+        "calibrated 1.0; 0: never, e.g. for a model with random weights)",
+    )
     p.add_argument("--jpeg-quality", type=int, default=None, help="frame JPEG quality (default 85)")
     p.add_argument("--torch-threads", type=int, default=None, help="CPU threads for the model")
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
@@ -154,6 +161,7 @@ def settings_from_args(args: argparse.Namespace):
         max_editors=args.max_editors,
         max_viewers=args.max_viewers,
         max_fps=args.max_fps,
+        lost_ratio=args.lost_ratio,
         jpeg_quality=args.jpeg_quality,
         torch_threads=args.torch_threads,
         log_level=args.log_level or ("debug" if getattr(args, "verbose", False) else None),

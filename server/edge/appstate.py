@@ -95,7 +95,7 @@ class AppState:
         unavailable: dict[str, str] = {}
         if modes is None:
             predictor, why = await asyncio.to_thread(predictor_status, G, settings.predictor)
-            modes = default_modes(predictor)
+            modes = default_modes(predictor, lost_ratio=settings.lost_ratio)
             if why:
                 unavailable["predict"] = why
         if projector is None:

@@ -57,6 +57,9 @@ class Settings:
     max_connections: int = 1024  # websocket connections per server (close 4006 server_full beyond)
     max_connections_per_ip: int = 256  # websocket connections per client address
     max_fps: float = 30.0  # tick rate cap: at most this many steps (frames) per room per second
+    # a drag ends when point tracking loses a handle, match above this (server/engine/stop_rules.py);
+    # None: the engine's calibrated value; 0: never (e.g. a model with random weights)
+    lost_ratio: float | None = None
     tick_budget_s: float = 0.25  # estimated compute time one tick may take before rooms wait a turn
     jpeg_quality: int = 85  # frame JPEG quality (1..100)
     trajectory_frames: int = 120  # frames kept per room for trajectory.gif (decimated beyond)
@@ -104,6 +107,8 @@ class Settings:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.trajectory_frames < 2 or self.control_queue < 8 or self.frame_credits < 1:
             raise ValueError("trajectory_frames must be >= 2, control_queue >= 8 and frame_credits >= 1")
+        if self.lost_ratio is not None and not (math.isfinite(self.lost_ratio) and self.lost_ratio >= 0):
+            raise ValueError(f"lost_ratio must be a finite number >= 0 (0: off), got {self.lost_ratio}")
         if self.rooms_per_minute <= 0 or self.uploads_per_minute <= 0:
             raise ValueError("rooms_per_minute and uploads_per_minute must be > 0")
         if min(self.max_rooms_per_client, self.room_delete_after_s, self.room_delete_unjoined_s) < 0:
@@ -174,6 +179,7 @@ _INTS = {
 }
 _FLOATS = {
     "max_fps",
+    "lost_ratio",
     "tick_budget_s",
     "send_timeout_s",
     "hello_timeout_s",

@@ -83,11 +83,29 @@ def live_drag_options(params: Params, resolution: int) -> dict[str, Any]:
     return opts
 
 
-def _create_drag(spec: SessionSpec) -> EditSession:
+def _create_drag(spec: SessionSpec, **extra: Any) -> EditSession:
     from server.engine.drag import DragOptions, DragSession
 
-    options = DragOptions(**drag_options(spec.params, spec.G.img_resolution))
+    options = DragOptions(**drag_options(spec.params, spec.G.img_resolution), **extra)
     return DragSession(spec.G, spec.w_plus, spec.handles, spec.targets, mask=spec.mask, options=options)
+
+
+def lost_options(lost_ratio: float | None) -> dict[str, Any]:
+    """The server's ``lost_ratio`` setting as session options: None keeps the engine's calibrated
+    value (or a predictor file's), 0 turns the lost-handle rule off (``server.engine.stop_rules``)."""
+    return {} if lost_ratio is None else {"lost_ratio": lost_ratio or None}
+
+
+def optimize_mode(lost_ratio: float | None = None) -> EngineMode:
+    """DragGAN's optimiser; ``lost_ratio`` as :func:`lost_options`."""
+    extra = lost_options(lost_ratio)
+    if not extra:
+        return EngineMode("optimize", _create_drag, _step_drag, live_drag_options)
+
+    def live(params: Params, resolution: int) -> dict[str, Any]:
+        return {**live_drag_options(params, resolution), **extra}
+
+    return EngineMode("optimize", lambda spec: _create_drag(spec, **extra), _step_drag, live)
 
 
 def _step_drag(sessions: Sequence[EditSession]) -> list[StepResult]:
@@ -96,17 +114,18 @@ def _step_drag(sessions: Sequence[EditSession]) -> list[StepResult]:
     return step_batch(sessions)  # type: ignore[arg-type]
 
 
-def predict_mode(bundle: Any) -> EngineMode:
+def predict_mode(bundle: Any, lost_ratio: float | None = None) -> EngineMode:
     """Auto DragGAN's predictor mode for a loaded ``PredictorBundle`` (``load_predictor(..., G=G)``).
     The predictor's recommended options apply (its sub-step and regularizer strength, not a step
     budget); the room's ``stop_dist`` and ``r2`` override them (``lr``, ``lambda`` and ``r1`` are
     optimiser settings and do not apply). A drag runs one predictor sub-step per tick until the
     handles arrive (``reached``), the room's ``max_steps``, no progress (``stalled``) or a lost
     handle (``lost``): the rules of ``server.engine.stop_rules``, as ``livedrag drag --method
-    predict`` runs them."""
+    predict`` runs them. ``lost_ratio`` as :func:`lost_options`."""
     from server.engine.predict_session import PredictOptions, PredictSession, predict_step_batch
 
     base = PredictOptions.recommended(bundle)
+    extra = lost_options(lost_ratio)
 
     def options(params: Params, resolution: int) -> dict[str, Any]:
         return {
@@ -114,6 +133,7 @@ def predict_mode(bundle: Any) -> EngineMode:
             "stop_distance": params.stop_dist,
             "r2": base.r2 if params.r2 is None else params.r2 * 512 / resolution,
             "r2_min": base.r2_min if params.r2 is None else 1,
+            **extra,
         }
 
     def create(spec: SessionSpec) -> EditSession:
@@ -125,12 +145,13 @@ def predict_mode(bundle: Any) -> EngineMode:
     return EngineMode("predict", create, predict_step_batch, options)  # type: ignore[arg-type]
 
 
-def default_modes(predictor: Any | None = None) -> dict[str, EngineMode]:
+def default_modes(predictor: Any | None = None, lost_ratio: float | None = None) -> dict[str, EngineMode]:
     """The engine modes: ``optimize`` always; ``predict`` when a predictor bundle for the loaded
-    generator is given (the app loads the shipped one, or ``--predictor``, at start-up)."""
-    modes = {"optimize": EngineMode("optimize", _create_drag, _step_drag, live_drag_options)}
+    generator is given (the app loads the shipped one, or ``--predictor``, at start-up).
+    ``lost_ratio``: the server's setting (``--lost-ratio``; None: the engine's, 0: off)."""
+    modes = {"optimize": optimize_mode(lost_ratio)}
     if predictor is not None:
-        modes["predict"] = predict_mode(predictor)
+        modes["predict"] = predict_mode(predictor, lost_ratio)
     return modes
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -395,3 +396,26 @@ async def test_rooms_nobody_is_in_are_rendered_when_someone_joins(G):
     await until(lambda: env.manager.rooms[created.room_id].latest_frame is not None)
     assert env.worker.stats.renders == 1
     await env.worker.stop()
+
+
+def test_the_servers_lost_ratio_setting_reaches_both_modes(G):
+    """--lost-ratio / LIVEDRAG_LOST_RATIO: unset keeps the engine's calibrated rule (and a predictor
+    file's own value), a number replaces it in both modes, at start and live, and 0 turns it off."""
+    from server.cli import build_parser
+    from server.cli.serve import settings_from_args
+    from server.core.state import Params
+    from server.edge.config import Settings
+    from server.engine.stop_rules import LOST_RATIO
+
+    assert Settings().lost_ratio is None and Settings.from_env({"LIVEDRAG_LOST_RATIO": "0"}).lost_ratio == 0.0
+    assert settings_from_args(build_parser().parse_args(["serve", "--lost-ratio", "0.8"])).lost_ratio == 0.8
+    with pytest.raises(ValueError, match="lost_ratio"):
+        Settings(lost_ratio=-1.0)
+    bundle = tiny_predictor(G, lost_ratio=0.7)
+    spec = SessionSpec("r", G, G.ws_from_seed(0), [(8.0, 8.0)], [(14.0, 8.0)], None, Params())
+    for setting, optimize, predict in ((None, LOST_RATIO, 0.7), (0.5, 0.5, 0.5), (0.0, None, None)):
+        modes = default_modes(bundle, lost_ratio=setting)
+        assert modes["optimize"].create(spec).options.lost_ratio == optimize
+        assert modes["predict"].create(spec).options.lost_ratio == predict
+        live = modes["optimize"].options(Params(), RES)
+        assert live.get("lost_ratio", LOST_RATIO) == optimize
