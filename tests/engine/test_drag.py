@@ -195,15 +195,18 @@ def test_render_follows_the_latent(tiny_G: Generator) -> None:
 
 
 def test_mask_keeps_the_fixed_region(tiny_G: Generator) -> None:
-    """With a flexible area on the left, features on the fixed right side change at least 4x less
-    than without a mask (mean |F - F0| over the fixed region, 20 steps, lambda 20)."""
+    """DragGAN's plain term (mask_tolerance 0): with a flexible area on the left, features on the
+    fixed right side change at least 4x less than without a mask (mean |F - F0| over the fixed
+    region, 20 steps, lambda 20). The default tolerance lets small drift go free, so a short drag on
+    a random model says nothing about it; tests/engine/test_masks.py checks it on the shipped model."""
     flexible = np.zeros((32, 32), dtype=bool)
     flexible[:, :20] = True
     for seed in (0, 1, 2):
         change = {}
         for name, mask in (("none", None), ("mask", flexible)):
+            opts = DragOptions(lr=4e-3, lost_ratio=None, mask_tolerance=0.0)
             s = DragSession.from_seed(
-                tiny_G, seed, [(8, 12)], [(14, 12)], mask=mask, options=DragOptions(lr=4e-3, lost_ratio=None)
+                tiny_G, seed, [(8, 12)], [(14, 12)], mask=mask, options=opts
             )  # lost_ratio None: a random model's features may lose the handle, and the drag would stop
             w0 = s.latent()
             for _ in range(20):
