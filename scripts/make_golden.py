@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from server.core.protocol import encode, json_form  # noqa: E402
-from server.core.protocol_spec import LIMITS, PROTOCOL_VERSION, spec_json  # noqa: E402
+from server.core.protocol_spec import PROTOCOL_VERSION, spec_json  # noqa: E402
+from server.core.protocol_types import LIMITS  # noqa: E402
 
 SHARED = ROOT / "shared"
 GOLDEN_BOUNDS = (256, 256)  # image size the client examples assume

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from server.core.protocol_spec import LIMITS
+from server.core.protocol_types import LIMITS
 from server.core.ratelimit import RateBudgets
 
 

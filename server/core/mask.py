@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.core.protocol_spec import LIMITS, MASK_CELL
+from server.core.protocol_types import LIMITS, MASK_CELL
 
 NONE, FLEXIBLE, FIXED = MASK_CELL["none"], MASK_CELL["flexible"], MASK_CELL["fixed"]
 PAINT_VALUE = {"flexible": FLEXIBLE, "fixed": FIXED, "erase": NONE}

@@ -22,13 +22,12 @@ from server.core.protocol_spec import (
     CLIENT_MESSAGES,
     CLOSE_CODES,
     ERRORS,
-    LIMITS,
     PROTOCOL_VERSION,
     SERVER_MESSAGES,
     CloseSpec,
-    F,
     MessageSpec,
 )
+from server.core.protocol_types import LIMITS, F
 
 __all__ = [
     "PROTOCOL_VERSION",

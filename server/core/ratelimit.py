@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.core.protocol_spec import LIMITS
+from server.core.protocol_types import LIMITS
 
 Clock = Callable[[], float]
 

@@ -40,7 +40,8 @@ from server.core.protocol import (
     message_ref,
     parse_client,
 )
-from server.core.protocol_spec import CLIENT_MESSAGES, LIMITS
+from server.core.protocol_spec import CLIENT_MESSAGES
+from server.core.protocol_types import LIMITS
 from server.core.room_runs import RoomRuns
 from server.core.state import (
     History,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.core.protocol_spec import LIMITS
+from server.core.protocol_types import LIMITS
 
 ENV_PREFIX = "LIVEDRAG_"
 LOG_LEVELS = ("debug", "info", "warning", "error")

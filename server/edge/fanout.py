@@ -36,7 +36,7 @@ from typing import Any, Protocol, TypeVar
 
 from server.core.outgoing import Kind, Outgoing
 from server.core.protocol import close_spec
-from server.core.protocol_spec import LIMITS
+from server.core.protocol_types import LIMITS
 from server.core.room import Room
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket
 from server.core.members import JoinRefused
 from server.core.outgoing import Disconnect, Outgoing
 from server.core.protocol import ProtocolError, close_spec, decode_hello, error_message
-from server.core.protocol_spec import LIMITS
+from server.core.protocol_types import LIMITS
 from server.core.room import Room
 from server.edge.appstate import AppState, app_state, client_ip
 from server.edge.fanout import Sender, SenderLimits, with_timeout

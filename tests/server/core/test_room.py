@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from server.core.mask import MaskGrid
 from server.core.outgoing import ALL, Disconnect, Kind
 from server.core.protocol import ProtocolError, encode, parse_client
-from server.core.protocol_spec import CLIENT_MESSAGES, ERRORS, ID_PATTERN, LIMITS, F
+from server.core.protocol_spec import CLIENT_MESSAGES, ERRORS
+from server.core.protocol_types import ID_PATTERN, LIMITS, F
 from server.core.ratelimit import ConnectionLimiter, RateBudgets, TokenBucket
 from server.core.room import FrameResult, JobKind, JoinRefused, RoomLimits
 from server.core.state import Status

@@ -13,7 +13,7 @@ from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
 from server.core.protocol import encode
-from server.core.protocol_spec import LIMITS
+from server.core.protocol_types import LIMITS
 from server.edge.app import create_app
 from server.edge.config import Settings
 from server.edge.serve import RedactQueryFilter

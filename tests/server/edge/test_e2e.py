@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from server.core.protocol_spec import LIMITS
+from server.core.protocol_types import LIMITS
 from tests.server.live import WAIT, Client, LiveServer, hello, make_settings
 
 pytestmark = pytest.mark.slow
