@@ -7,28 +7,7 @@ only as sha256 hashes. Every sqlite failure (disk full, read-only file, corrupt 
 raised as :class:`StoreError`, so the caller can report it and keep its in-memory state.
 Thread-safe: the worker may put latents from its thread while the event loop saves rooms.
 
-Uploads (issue 7, real images): the preprocessed target of an upload (a PNG at the model's
-resolution) is a content-addressed blob in ``uploads``; ``room_uploads`` says which upload is a
-room's last one. Both tables are additive (``CREATE TABLE IF NOT EXISTS``), so a store written
-before them opens unchanged.
-
-Identities, origins and runs (issue 17), additive too: ``room_members`` keeps the editors a room
-remembers by the hash of their browser's secret (member id, name, colour); ``room_origins`` the
-image a room was created with (``reset`` returns to it; rooms saved before it use their first
-history entry); ``room_runs`` the drag or projection running when the room was last saved, with a
-drag's latest checkpoint (a recent frame's latent), so that after a crash the room reports the run
-as interrupted and keeps that frame.
-
-Per-person undo (issue 17), additive: ``history_ids`` gives each history entry its id (a JSON list
-in the entries' order; rooms saved before it number them anew, with no undo stacks naming them),
-``room_undo`` one row per member with undo or redo stacks (JSON, server.core.undo), written only for
-the members whose stacks changed.
-
-Life cycle (issue 17), additive: ``room_life`` says when a room was last used (someone in it, or
-an HTTP download), whether anyone ever joined it and whether it is archived (not loaded by the
-server: every room is, after a restart, until someone opens it; rooms without a row count as
-archived, used when last saved). ``deleted_rooms`` keeps the ids of deleted rooms for a while
-(``TOMBSTONE_S``), so that their links answer "deleted" rather than "not found".
+Tables and row layouts: ``server/storage/schema.py``.
 """
 
 from __future__ import annotations
@@ -45,114 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from server.core.ids import latent_key
-from server.core.mask import MaskGrid
-from server.core.state import (
-    HistoryEntry,
-    ImageInfo,
-    Layout,
-    MemberRecord,
-    Pair,
-    Params,
-    RoomRecord,
-    RunRecord,
-    UploadInfo,
-    pairs_to_wire,
+from server.core.state import ImageInfo, MemberRecord, RoomRecord, UploadInfo, pairs_to_wire
+from server.storage.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    _dumps,
+    _history_row,
+    _room_record,
+    _run_record,
+    _run_row,
 )
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "livedrag.sqlite3"
 TOMBSTONE_S = 180 * 86400.0  # how long a deleted room's id is remembered as deleted
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rooms (
-    id TEXT PRIMARY KEY,
-    edit_hash TEXT NOT NULL,            -- sha256 hex of the edit capability (never the token)
-    view_hash TEXT NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    version INTEGER NOT NULL,
-    drag INTEGER NOT NULL,
-    next_member INTEGER NOT NULL,
-    image TEXT NOT NULL,                -- JSON, protocol wire form
-    pairs TEXT NOT NULL,                -- JSON list
-    params TEXT NOT NULL,               -- JSON
-    mask BLOB NOT NULL,                 -- grid cells (grid size follows from the image size)
-    history_index INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS history (
-    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
-    pos INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    by_member TEXT,
-    image TEXT NOT NULL,
-    latent TEXT,                        -- = image.latent, for garbage collection
-    before_pairs TEXT NOT NULL,
-    before_mask BLOB,                   -- NULL: empty mask
-    after_pairs TEXT NOT NULL,
-    after_mask BLOB,
-    PRIMARY KEY (room_id, pos)
-);
-CREATE TABLE IF NOT EXISTS latents (key TEXT PRIMARY KEY, data BLOB NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS uploads (
-    key TEXT PRIMARY KEY,               -- sha256 hex of data
-    data BLOB NOT NULL,                 -- the preprocessed target, PNG at the model's resolution
-    w INTEGER NOT NULL,
-    h INTEGER NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS room_uploads (
-    room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
-    key TEXT NOT NULL                   -- the room's last upload
-);
-CREATE TABLE IF NOT EXISTS room_origins (
-    room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
-    image TEXT NOT NULL                 -- JSON: the image the room was created with
-);
-CREATE TABLE IF NOT EXISTS room_members (
-    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
-    id TEXT NOT NULL,                   -- member id
-    secret_hash TEXT NOT NULL,          -- sha256 hex of "<room id>:<browser secret>" (never the secret)
-    name TEXT NOT NULL,
-    colour TEXT NOT NULL,
-    seen REAL NOT NULL,
-    PRIMARY KEY (room_id, id)
-);
-CREATE TABLE IF NOT EXISTS room_runs (
-    room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
-    kind TEXT NOT NULL,                 -- drag, upload or blend
-    drag INTEGER NOT NULL,              -- run number
-    by_member TEXT,
-    started REAL NOT NULL,
-    step INTEGER NOT NULL,              -- the checkpoint's step (0: none yet)
-    latent TEXT,                        -- the checkpoint's latent key
-    before_pairs TEXT NOT NULL,         -- points and mask when the run started
-    before_mask BLOB,
-    pairs TEXT NOT NULL                 -- points (tracked handles) at the checkpoint
-);
-CREATE TABLE IF NOT EXISTS history_ids (
-    room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
-    ids TEXT NOT NULL                   -- JSON list: the id of each history entry, by pos
-);
-CREATE TABLE IF NOT EXISTS room_undo (
-    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
-    member_id TEXT NOT NULL,
-    stacks TEXT NOT NULL,               -- JSON: {"undo": [action...], "redo": [action...]}
-    PRIMARY KEY (room_id, member_id)
-);
-CREATE TABLE IF NOT EXISTS room_life (
-    room_id TEXT PRIMARY KEY REFERENCES rooms(id) ON DELETE CASCADE,
-    used REAL NOT NULL,                 -- wall clock when someone was last in the room (or created it)
-    joined INTEGER NOT NULL,            -- 1 once anyone has joined it
-    archived REAL                       -- wall clock when it was archived (unloaded); NULL: live
-);
-CREATE TABLE IF NOT EXISTS deleted_rooms (
-    id TEXT PRIMARY KEY,
-    deleted REAL NOT NULL,              -- wall clock
-    why TEXT NOT NULL                   -- "editor", "unused", "never joined"
-);
-"""
 
 
 class StoreError(Exception):
@@ -458,102 +344,3 @@ class Store:
                 (time.time() - older_than_s,),
             )
             return cur.rowcount
-
-
-def _dumps(v: Any) -> str:
-    return json.dumps(v, separators=(",", ":"), allow_nan=False)
-
-
-def _history_row(room_id: str, pos: int, e: HistoryEntry) -> tuple:
-    return (
-        room_id,
-        pos,
-        e.kind,
-        e.by,
-        _dumps(e.image.to_wire()),
-        e.image.latent,
-        _dumps(pairs_to_wire(e.before.pairs)),
-        None if e.before.mask is None else e.before.mask.cells,
-        _dumps(pairs_to_wire(e.after.pairs)),
-        None if e.after.mask is None else e.after.mask.cells,
-    )
-
-
-def _run_row(room_id: str, run: RunRecord) -> tuple:
-    return (
-        room_id,
-        run.kind,
-        run.drag,
-        run.by,
-        run.started,
-        run.step,
-        run.latent,
-        _dumps(pairs_to_wire(run.before.pairs)),
-        None if run.before.mask is None else run.before.mask.cells,
-        _dumps(pairs_to_wire(run.pairs)),
-    )
-
-
-def _run_record(r: tuple, image: ImageInfo) -> RunRecord:
-    _rid, kind, drag, by, started, step, latent, before_pairs, before_mask, pairs = r
-    grid = MaskGrid.empty(image.w, image.h)
-    mask = None if before_mask is None else MaskGrid(image.w, image.h, grid.w, grid.h, bytes(before_mask))
-    return RunRecord(
-        kind=kind,
-        drag=drag,
-        by=by,
-        before=Layout(tuple(Pair.from_wire(p) for p in json.loads(before_pairs)), mask),
-        step=step,
-        latent=latent,
-        pairs=tuple(Pair.from_wire(p) for p in json.loads(pairs)),
-        started=started,
-    )
-
-
-def _room_record(r: tuple, hist: list[tuple], upload: UploadInfo | None = None) -> RoomRecord:
-    (
-        rid,
-        edit_hash,
-        view_hash,
-        created,
-        _updated,
-        version,
-        drag,
-        next_member,
-        image,
-        pairs,
-        params,
-        mask,
-        index,
-    ) = r
-    img = ImageInfo.from_wire(json.loads(image))
-    empty = MaskGrid.empty(img.w, img.h)
-
-    def grid(cells: bytes | None) -> MaskGrid | None:
-        return None if cells is None else MaskGrid(img.w, img.h, empty.w, empty.h, bytes(cells))
-
-    def layout(pairs_json: str, cells: bytes | None) -> Layout:
-        return Layout(tuple(Pair.from_wire(p) for p in json.loads(pairs_json)), grid(cells))
-
-    entries = tuple(
-        HistoryEntry(kind, ImageInfo.from_wire(json.loads(im)), layout(bp, bm), layout(ap, am), by)
-        for (_rid, _pos, kind, by, im, _latent, bp, bm, ap, am) in hist
-    )
-    if not 0 <= index < len(entries):
-        raise ValueError(f"history index {index} outside {len(entries)} entries")
-    return RoomRecord(
-        id=rid,
-        edit_hash=edit_hash,
-        view_hash=view_hash,
-        image=img,
-        pairs=tuple(Pair.from_wire(p) for p in json.loads(pairs)),
-        mask=grid(mask) or empty,
-        params=Params.from_wire(json.loads(params)),
-        history=entries,
-        history_index=index,
-        version=version,
-        drag=drag,
-        next_member=next_member,
-        created=created,
-        upload=upload,
-    )
