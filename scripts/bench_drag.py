@@ -183,7 +183,7 @@ def fmt_interval(ci: list[float] | None) -> str:
 
 def parse_predict_options(items: list[str]) -> dict:
     """``["budget_rule=fit", "substep=1.5"]`` -> PredictOptions changes (SystemExit if bad)."""
-    from server.engine.predict_session import PredictOptions
+    from server.engine.predict_options import PredictOptions
 
     try:
         return PredictOptions.parse_changes(items)
@@ -192,8 +192,10 @@ def parse_predict_options(items: list[str]) -> dict:
 
 
 def make_session(method: str, G, w, handles, targets, args, model):
-    from server.engine.drag import DragOptions, DragSession
-    from server.engine.predict_session import PredictOptions, PredictSession
+    from server.engine.drag import DragSession
+    from server.engine.drag_options import DragOptions
+    from server.engine.predict_options import PredictOptions
+    from server.engine.predict_session import PredictSession
 
     lost = {} if args.lost_ratio is ENGINE_DEFAULT else {"lost_ratio": args.lost_ratio}
     if method == "optimize":

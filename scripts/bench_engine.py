@@ -83,7 +83,8 @@ def run_child(name: str, device: str, threads: int, warmup: int, reps: int, batc
 
     import torch
 
-    from server.engine.drag import DragOptions, DragSession, step_batch
+    from server.engine.drag import DragSession, step_batch
+    from server.engine.drag_options import DragOptions
     from server.engine.generator import Generator, GeneratorConfig
     from server.engine.media import encode_jpeg
 

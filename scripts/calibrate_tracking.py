@@ -93,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     import bench_drag as bd
 
     from server.engine.checkpoint import load_generator
-    from server.engine.drag import DragOptions, DragSession
+    from server.engine.drag import DragSession
+    from server.engine.drag_options import DragOptions
     from server.engine.generator import to_uint8
-    from server.engine.predict_session import PredictOptions, PredictSession
+    from server.engine.predict_options import PredictOptions
+    from server.engine.predict_session import PredictSession
     from server.synthfaces.detector import load_detector
 
     G = load_generator(args.checkpoint)

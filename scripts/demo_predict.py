@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from server.engine.checkpoint import load_generator  # noqa: E402
-from server.engine.drag import DragOptions, DragSession  # noqa: E402
+from server.engine.drag import DragSession  # noqa: E402
+from server.engine.drag_options import DragOptions  # noqa: E402
 from server.engine.generator import to_uint8  # noqa: E402
 from server.engine.media import draw_points, upscale  # noqa: E402
 from server.engine.predict_session import PredictSession  # noqa: E402

@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from server.engine.checkpoint import load_generator  # noqa: E402
-from server.engine.drag import DragOptions, DragSession  # noqa: E402
+from server.engine.drag import DragSession  # noqa: E402
+from server.engine.drag_options import DragOptions  # noqa: E402
 from server.engine.generator import Generator, to_uint8  # noqa: E402
 from server.engine.media import draw_points, make_grid, upscale, write_gif  # noqa: E402
 from server.synthfaces import N_SLOTS, params_from_z, render, render_batch  # noqa: E402

@@ -44,7 +44,8 @@ import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from server.engine.drag import DragOptions, DragSession, step_batch  # noqa: E402
+from server.engine.drag import DragSession, step_batch  # noqa: E402
+from server.engine.drag_options import DragOptions  # noqa: E402
 from server.engine.generator import Generator, to_uint8  # noqa: E402
 from server.engine.predictor_io import GeneratorIdentity  # noqa: E402
 from server.engine.stop_rules import LOST_RATIO  # noqa: E402

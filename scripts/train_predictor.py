@@ -571,7 +571,7 @@ def train_stage2(G: Generator, args: argparse.Namespace, device: torch.device, b
 
 def parse_defaults(items: list[str]) -> dict:
     """``KEY=VALUE`` pairs -> recommended PredictOptions for the exported file (checked by PredictOptions)."""
-    from server.engine.predict_session import PredictOptions
+    from server.engine.predict_options import PredictOptions
 
     try:
         return PredictOptions.parse_changes(items)

@@ -88,7 +88,8 @@ def register(subparsers) -> None:
 def make_session(method: str, G, w_plus, handles, targets, mask, args: argparse.Namespace):
     """Build the ``EditSession`` for ``method``."""
     if method == "optimize":
-        from server.engine.drag import DragOptions, DragSession
+        from server.engine.drag import DragSession
+        from server.engine.drag_options import DragOptions
 
         options = DragOptions(
             space=args.space,

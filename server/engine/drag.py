@@ -48,126 +48,31 @@ Where it differs from the official loop, on purpose:
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .generator import Generator, to_uint8
+from .drag_options import DTYPES, LIVE_OPTIONS, DragOptions
+from .generator import Generator
 from .session import Point, StepResult, StopReason
-from .stop_rules import LOST_RATIO, lost_handles, match_ratio
+from .session_common import (
+    _check_latent,
+    _check_mask,
+    _frames,
+    _rebind_points,
+    _to_points,
+    take_templates,
+)
+from .stop_rules import lost_handles, match_ratio
 from .tracking import (
     FeatureField,
-    features_at,
     mask_loss,
     motion_supervision_loss,
     resize_features,
-    template_spread,
     track_points,
-)
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class DragOptions:
-    """Settings of one drag. Radii are given at 512 px and scaled like the official code.
-
-    ``r1``/``r2`` become ``round(r * res / 512)`` pixels (Python rounding, as DragGAN), then
-    are raised to at least ``r1_min``/``r2_min``: at 64-128 px the official scaling would give
-    r1 = 0-1 px (a motion-supervision patch of one pixel or none) and r2 = 2-3 px, so the
-    defaults keep r1 >= 2 px (a 3x3 patch) and r2 >= 3 px. At 256 px and up nothing changes.
-
-    ``stop_distance=None`` uses the paper's rule: done when every handle is within 1 px of its
-    target for up to 5 handles, 2 px otherwise, scaled by res/512 above 512 px (so 2 / 4 px at
-    1024 px) and never below 1 px (the official code's max(2, 2 * res / 512) is coarser).
-    Handles within 1 px get no motion supervision, so a stop distance under 1 px can only end
-    at ``max_steps``.
-
-    ``max_steps`` counts steps since the points last changed; the last of them only tracks
-    (no update), so a session that stops has ``latent()`` equal to its last frame's latent.
-    """
-
-    space: str = "w+"  # "w+": optimise rows 0..n_opt_rows-1 independently; "w": one shared row offset
-    lr: float = 2e-3  # Adam step size (paper: 2e-3 FFHQ, cats, cars; 1e-3 otherwise)
-    lambda_mask: float = 20.0  # weight of the fixed-region term (not scaled with resolution)
-    mask_tolerance: float = 0.3  # free drift of fixed features, x mean |F0| (0 = DragGAN's plain L1)
-    r1: float = 3.0  # motion-supervision radius at 512 px
-    r2: float = 12.0  # point-tracking search half-size at 512 px
-    r1_min: int = 2  # lower bound on the scaled r1, pixels
-    r2_min: int = 3  # lower bound on the scaled r2, pixels
-    max_steps: int = 200  # step budget since the points last changed
-    stop_distance: float | None = None  # pixels; None = paper rule (see class docstring)
-    lost_ratio: float | None = LOST_RATIO  # a handle is lost above this match ratio (stop_rules); None: off
-    n_opt_rows: int = 6  # number of leading W+ rows optimised (clipped to num_ws)
-    feature_blocks: tuple[int, ...] | None = None  # synthesis blocks read; None = G.default_feature_block()
-    noise_mode: str = "const"  # "const" or "none" (random noise would make tracking meaningless)
-    dtype: str = "float32"  # synthesis dtype: float32, float16 or bfloat16 (features are tracked in fp32)
-
-    def __post_init__(self) -> None:
-        if self.space not in ("w", "w+"):
-            raise ValueError(f"space must be 'w' or 'w+', got {self.space!r}")
-        for name in ("lr", "r1", "r2"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-        if not (
-            isinstance(self.lambda_mask, (int, float))
-            and math.isfinite(self.lambda_mask)
-            and self.lambda_mask >= 0
-        ):
-            raise ValueError(f"lambda_mask must be a finite number >= 0, got {self.lambda_mask!r}")
-        if not (
-            isinstance(self.mask_tolerance, (int, float))
-            and math.isfinite(self.mask_tolerance)
-            and self.mask_tolerance >= 0
-        ):
-            raise ValueError(f"mask_tolerance must be a finite number >= 0, got {self.mask_tolerance!r}")
-        if self.r1_min < 1 or self.r2_min < 1:
-            raise ValueError("r1_min and r2_min must be >= 1 pixel")
-        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
-            raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
-        if self.stop_distance is not None and not (
-            math.isfinite(self.stop_distance) and self.stop_distance >= 0
-        ):
-            raise ValueError(
-                f"stop_distance must be None or a finite number >= 0, got {self.stop_distance!r}"
-            )
-        _check_lost_ratio(self.lost_ratio)
-        if not (isinstance(self.n_opt_rows, int) and self.n_opt_rows >= 1):
-            raise ValueError(f"n_opt_rows must be an integer >= 1, got {self.n_opt_rows!r}")
-        if self.feature_blocks is not None:
-            blocks = tuple(int(b) for b in self.feature_blocks)
-            if not blocks:
-                raise ValueError("feature_blocks must name at least one block (or be None for the default)")
-            object.__setattr__(self, "feature_blocks", blocks)
-        if self.noise_mode not in ("const", "none"):
-            raise ValueError(f"noise_mode must be 'const' or 'none', got {self.noise_mode!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-
-    def radii(self, resolution: int) -> tuple[int, int]:
-        """(r1, r2) in pixels at ``resolution``: round(r * res / 512), then the minimums."""
-        s = resolution / 512
-        return max(self.r1_min, round(self.r1 * s)), max(self.r2_min, round(self.r2 * s))
-
-    def stop_distance_for(self, resolution: int, n_handles: int) -> float:
-        """The stop distance in pixels for ``n_handles`` handles at ``resolution``."""
-        if self.stop_distance is not None:
-            return float(self.stop_distance)
-        return (1.0 if n_handles <= 5 else 2.0) * max(1.0, resolution / 512)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-# Options a running session may change; the others shape the optimiser or the features.
-LIVE_OPTIONS = frozenset(
-    {"lr", "lambda_mask", "r1", "r2", "r1_min", "r2_min", "max_steps", "stop_distance", "lost_ratio"}
 )
 
 
@@ -477,163 +382,3 @@ def _step_group(sessions: list[DragSession]) -> list[StepResult]:
     for s in sessions:
         s._last = dataclasses.replace(s._last, seconds=seconds)
     return [s._last for s in sessions]
-
-
-def take_templates(
-    field: FeatureField | torch.Tensor,
-    handles: torch.Tensor,
-    missing: Sequence[bool],
-    templates: torch.Tensor | None,
-    spread: torch.Tensor | None,
-    r2: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Templates f_k = F(p_k) and their spreads (``tracking.template_spread``, window half-size
-    ``r2``) read from this pass's features for the handles marked ``missing``; the others keep
-    theirs. -> (templates [K, C], spread [K])."""
-    got = features_at(field, handles)  # [K, C]
-    got_spread = template_spread(field, got, handles, r2)  # [K]
-    if templates is None or spread is None:
-        return got.clone(), got_spread
-    miss = torch.tensor(list(missing), device=got.device)
-    return torch.where(miss[:, None], got, templates), torch.where(miss, got_spread, spread)
-
-
-# -- validation and conversion helpers -------------------------------------------------------------
-
-
-def _check_lost_ratio(v: float | None) -> None:
-    if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-        raise ValueError(f"lost_ratio must be None or a positive finite number, got {v!r}")
-
-
-def _check_latent(w: torch.Tensor, G: Generator) -> torch.Tensor:
-    if not isinstance(w, torch.Tensor):
-        raise ValueError(f"w_plus_start must be a torch.Tensor, got {type(w).__name__}")
-    want = (1, G.num_ws, G.w_dim)
-    if tuple(w.shape) != want:
-        raise ValueError(f"w_plus_start must have shape {list(want)} (one W+ latent), got {list(w.shape)}")
-    if not w.is_floating_point():
-        raise ValueError(f"w_plus_start must be a floating-point tensor, got {w.dtype}")
-    if not torch.isfinite(w).all():
-        raise ValueError("w_plus_start contains NaN or infinite values")
-    return w
-
-
-def _check_points(points, name: str, size: tuple[int, int]) -> torch.Tensor:
-    """(x, y) points -> float32 [K, 2] on the CPU; K >= 1, finite, inside the image."""
-    if isinstance(points, torch.Tensor):
-        points = points.detach().cpu().numpy()
-    try:
-        a = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be a list of (x, y) pairs of numbers: {e}") from None
-    if a.size == 0:
-        raise ValueError(f"{name} is empty: give at least one (x, y) point")
-    if a.ndim != 2 or a.shape[1] != 2:
-        raise ValueError(f"{name} must be a list of (x, y) pairs, got an array of shape {list(a.shape)}")
-    bad = ~np.isfinite(a).all(axis=1)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name}[{i}] = {tuple(a[i])} is not finite")
-    h, w = size
-    out = (a[:, 0] < 0) | (a[:, 0] > w - 1) | (a[:, 1] < 0) | (a[:, 1] > h - 1)
-    if out.any():
-        i = int(np.argmax(out))
-        raise ValueError(
-            f"{name}[{i}] = ({a[i, 0]:g}, {a[i, 1]:g}) is outside the {w}x{h} image "
-            f"(x in [0, {w - 1}], y in [0, {h - 1}])"
-        )
-    return torch.from_numpy(a.astype(np.float32))
-
-
-def _check_mask(mask, size: tuple[int, int]) -> torch.Tensor:
-    if isinstance(mask, np.ndarray):
-        if mask.dtype != np.bool_:
-            raise ValueError(
-                f"mask must be a bool array (True = flexible area), got dtype {mask.dtype}; use mask > 0"
-            )
-        t = torch.from_numpy(mask.copy())
-    elif isinstance(mask, torch.Tensor):
-        if mask.dtype != torch.bool:
-            raise ValueError(
-                f"mask must be a bool tensor (True = flexible area), got dtype {mask.dtype}; use mask > 0"
-            )
-        t = mask.detach()
-    else:
-        raise ValueError(f"mask must be a numpy array or torch tensor of bools, got {type(mask).__name__}")
-    if tuple(t.shape) != tuple(size):
-        raise ValueError(f"mask must have the image's shape [H, W] = {list(size)}, got {list(t.shape)}")
-    return t
-
-
-def _rebind_points(
-    handles,
-    targets,
-    keep: Sequence[int | None] | None,
-    size: tuple[int, int],
-    old_handles: torch.Tensor,
-    old_templates: torch.Tensor | None,
-    old_spread: torch.Tensor | None,
-    old_missing: list[bool],
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, list[bool]]:
-    """The point-replacement rule shared by every session (see ``DragSession.set_points``).
-
-    Returns (handles, targets) on ``device``, the feature templates and their spreads carried
-    over (zeros where a handle is new) and, per handle, whether its template must be read at the
-    next forward pass.
-    """
-    h = _check_points(handles, "handles", size)
-    t = _check_points(targets, "targets", size)
-    if len(h) != len(t):
-        raise ValueError(f"handles and targets must pair up: got {len(h)} handles and {len(t)} targets")
-    if keep is None:
-        keep = _match_points(h, old_handles.cpu()) if old_templates is not None else [None] * len(h)
-    elif len(keep) != len(h):
-        raise ValueError(f"keep must have one entry per handle ({len(h)}), got {len(keep)}")
-    missing = []
-    templates = spread = None
-    if old_templates is not None and old_spread is not None:
-        templates = torch.zeros(len(h), old_templates.shape[1], device=device)
-        spread = torch.zeros(len(h), device=device)
-    for i, j in enumerate(keep):
-        if j is not None and not (0 <= j < len(old_handles)):
-            last = len(old_handles) - 1
-            raise ValueError(f"keep[{i}] = {j} is not the index of a current handle (0..{last})")
-        usable = j is not None and templates is not None and not old_missing[j]
-        if usable:
-            templates[i] = old_templates[j]
-            spread[i] = old_spread[j]
-        missing.append(not usable)
-    return h.to(device), t.to(device), templates, spread, missing
-
-
-def _match_points(new: torch.Tensor, old: torch.Tensor, tol: float = 0.5) -> list[int | None]:
-    """For each new point, the index of an unused old point within ``tol`` px (nearest first)."""
-    keep: list[int | None] = []
-    used: set[int] = set()
-    for p in new:
-        best = None
-        if len(old):
-            d = (old - p).norm(dim=1)
-            for j in torch.argsort(d).tolist():
-                if d[j] > tol:
-                    break
-                if j not in used:
-                    best = j
-                    used.add(j)
-                    break
-        keep.append(best)
-    return keep
-
-
-def _to_points(t: torch.Tensor) -> list[Point]:
-    return [(float(x), float(y)) for x, y in t.detach().cpu().tolist()]
-
-
-def _frames(img: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, 3] (grey images repeated to RGB)."""
-    a = to_uint8(img)
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    return a[..., :3]

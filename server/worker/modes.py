@@ -58,7 +58,7 @@ def drag_options(params: Params, resolution: int) -> dict[str, Any]:
     """Room parameters -> DragOptions fields. The room's r1/r2 are image pixels (DragOptions
     counts them at 512 px); null keeps DragOptions' resolution-scaled defaults. ``space`` ("w+" or
     "w") is fixed for a session: :func:`live_drag_options` leaves it out."""
-    from server.engine.drag import DragOptions
+    from server.engine.drag_options import DragOptions
 
     d = DragOptions()
     opts: dict[str, Any] = {
@@ -84,7 +84,8 @@ def live_drag_options(params: Params, resolution: int) -> dict[str, Any]:
 
 
 def _create_drag(spec: SessionSpec, **extra: Any) -> EditSession:
-    from server.engine.drag import DragOptions, DragSession
+    from server.engine.drag import DragSession
+    from server.engine.drag_options import DragOptions
 
     options = DragOptions(**drag_options(spec.params, spec.G.img_resolution), **extra)
     return DragSession(spec.G, spec.w_plus, spec.handles, spec.targets, mask=spec.mask, options=options)
@@ -122,7 +123,8 @@ def predict_mode(bundle: Any, lost_ratio: float | None = None) -> EngineMode:
     handles arrive (``reached``), the room's ``max_steps``, no progress (``stalled``) or a lost
     handle (``lost``): the rules of ``server.engine.stop_rules``, as ``livedrag drag --method
     predict`` runs them. ``lost_ratio`` as :func:`lost_options`."""
-    from server.engine.predict_session import PredictOptions, PredictSession, predict_step_batch
+    from server.engine.predict_options import PredictOptions
+    from server.engine.predict_session import PredictSession, predict_step_batch
 
     base = PredictOptions.recommended(bundle)
     extra = lost_options(lost_ratio)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from server.engine.checkpoint import default_checkpoint_path, load_generator, read_metadata
-from server.engine.drag import DragOptions, DragSession
+from server.engine.drag import DragSession
+from server.engine.drag_options import DragOptions
 from server.engine.generator import to_uint8
 from server.synthfaces.detector import load_detector
 from server.synthfaces.landmarks import LANDMARK_NAMES, geometric_sanity

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from server.engine.drag import DragOptions, DragSession, step_batch
+from server.engine.drag import DragSession, step_batch
+from server.engine.drag_options import DragOptions
 from server.engine.generator import Generator, to_uint8
 from server.engine.session import EditSession, StepResult
 from server.engine.tracking import _disk_offsets

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from server.engine.checkpoint import load_generator
-from server.engine.drag import DragOptions, DragSession
+from server.engine.drag import DragSession
+from server.engine.drag_options import DragOptions
 from server.engine.generator import to_uint8
 from server.engine.tracking import mask_loss
 from server.synthfaces.detector import load_detector

@@ -11,7 +11,8 @@ import torch
 
 from server.engine.checkpoint import save_generator
 from server.engine.generator import Generator, to_uint8
-from server.engine.predict_session import PredictOptions, PredictSession, predict_step_batch
+from server.engine.predict_options import PredictOptions
+from server.engine.predict_session import PredictSession, predict_step_batch
 from server.engine.predictor import LatentPredictor, PredictorConfig, latent_stats
 from server.engine.predictor_io import (
     GeneratorIdentity,

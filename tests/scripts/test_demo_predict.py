@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from server.engine.predict_session import PredictOptions
+from server.engine.predict_options import PredictOptions
 from server.engine.predictor_io import load_predictor
 from tests.conftest import NO_SHIPPED_PREDICTOR, load_script, shipped_predictor_fits
 
