@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from server.training.chunks import reexec_with_cpu_env  # noqa: E402
 from server.training.distill import (  # noqa: E402
     CHECKPOINT_NAME,
     RESUMABLE_OVERRIDES,
@@ -34,12 +34,6 @@ from server.training.distill import (  # noqa: E402
     DistillTrainer,
 )
 
-CPU_ENV = {
-    "MALLOC_MMAP_MAX_": "0",
-    "MALLOC_TRIM_THRESHOLD_": "68719476736",
-    "MALLOC_TOP_PAD_": "1073741824",
-    "OMP_WAIT_POLICY": "PASSIVE",
-}
 RENAMED = {"kimg": "total_kimg"}
 
 
@@ -149,6 +143,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if any(k not in os.environ for k in CPU_ENV):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**CPU_ENV, **os.environ})
+    reexec_with_cpu_env()
     sys.exit(main())

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -32,16 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from server.training.chunks import reexec_with_cpu_env  # noqa: E402
 from server.training.data import ImageDataset  # noqa: E402
 from server.training.loop import CHECKPOINT_NAME, RESUMABLE_OVERRIDES, TrainConfig, Trainer  # noqa: E402
-
-# Read by glibc and libgomp at process start, so the script re-executes itself to apply them.
-CPU_ENV = {
-    "MALLOC_MMAP_MAX_": "0",
-    "MALLOC_TRIM_THRESHOLD_": "68719476736",
-    "MALLOC_TOP_PAD_": "1073741824",
-    "OMP_WAIT_POLICY": "PASSIVE",
-}
 
 # command-line flag -> TrainConfig field (a flag left at None keeps the default or the checkpoint's value)
 FLAGS = {
@@ -185,6 +177,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if any(k not in os.environ for k in CPU_ENV):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**CPU_ENV, **os.environ})
+    reexec_with_cpu_env()
     sys.exit(main())

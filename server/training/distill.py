@@ -30,7 +30,6 @@ import copy
 import json
 import math
 import os
-import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -45,6 +44,7 @@ from server.engine.generator import Generator, GeneratorConfig, to_uint8
 from server.synthfaces import N_SLOTS
 from server.synthfaces.params import z_from_seed as face_z_from_seed
 
+from .chunks import run_chunk
 from .distill_data import AttributeReadout, Renderer, as_tensor, psnr, render_targets, sobel
 from .loop import _device_name, save_image_grid
 
@@ -398,8 +398,6 @@ class DistillTrainer:
             self.pretrain_mapping(progress)
         if self.step == 0:
             self.sample_grid()
-        deadline = time.perf_counter() + minutes * 60 if minutes is not None else math.inf
-        total = int(cfg.total_kimg * 1000)
         chunk = {
             "device": str(self.device),
             "device_name": _device_name(self.device),
@@ -412,77 +410,35 @@ class DistillTrainer:
             },
         }
         self.chunks.append(chunk)
-        old = {}
-        if threading.current_thread() is threading.main_thread():
-            old = {
-                s: signal.signal(s, lambda *_: self.request_stop()) for s in (signal.SIGTERM, signal.SIGINT)
-            }
         acc: dict[str, list[float]] = {}
         t_log, nimg_log = time.perf_counter(), self.nimg
-        bar = tqdm(
-            total=round(cfg.total_kimg, 3),
-            initial=round(self.kimg, 3),
-            unit="kimg",
-            dynamic_ncols=True,
-            disable=not progress,
-            bar_format="{l_bar}{bar}| {n:.2f}/{total:g} kimg [{elapsed}<{remaining}{postfix}]",
-        )
-        reason, steps = "done", 0
-        try:
-            while self.nimg < total:
-                if self._stop.is_set():
-                    reason = "stopped"
-                    break
-                if time.perf_counter() >= deadline:
-                    reason = "time"
-                    break
-                if max_steps is not None and steps >= max_steps:
-                    reason = "steps"
-                    break
-                prev = self.nimg
-                t0 = time.perf_counter()
-                stats = self.train_step()
-                dt = time.perf_counter() - t0
-                self.train_s += dt
-                chunk["seconds"] = round(chunk["seconds"] + dt, 3)
-                steps += 1
-                if not all(math.isfinite(v) for v in stats.values()):
-                    raise FloatingPointError(f"non-finite loss at step {self.step}: {stats}")
-                for k, v in stats.items():
-                    acc.setdefault(k, []).append(v)
-                bar.update(min(self.kimg, bar.total) - bar.n)
 
-                def crossed(every_kimg: float, prev: int = prev) -> bool:
-                    every = max(int(every_kimg * 1000), 1)
-                    return self.nimg // every > prev // every or self.nimg >= total
+        def after_step(prev: int, stats: dict[str, float], bar, crossed) -> None:
+            nonlocal t_log, nimg_log
+            for k, v in stats.items():
+                acc.setdefault(k, []).append(v)
+            if crossed(cfg.log_kimg):
+                now = time.perf_counter()
+                means = {k: round(float(np.mean(v)), 5) for k, v in acc.items()}
+                rec = {
+                    "kimg": round(self.kimg, 3),
+                    "step": self.step,
+                    "sec_per_kimg": round((now - t_log) / max((self.nimg - nimg_log) / 1000, 1e-9), 3),
+                    "train_hours": round(self.train_s / 3600, 4),
+                    "lr": round(self.lr_now(), 6),
+                    **means,
+                }
+                if crossed(cfg.grid_kimg) or crossed(cfg.snap_kimg):
+                    rec["held_out_psnr"] = round(self.held_out_psnr(), 3)
+                self._log(rec)
+                bar.set_postfix_str(f"L1 {means['l1']:.4f} PSNR {means['psnr']:.2f} dB", refresh=False)
+                acc.clear()
+                t_log, nimg_log = time.perf_counter(), self.nimg
+            if crossed(cfg.grid_kimg):
+                self.sample_grid()
+            if crossed(cfg.snap_kimg):
+                self.save_snapshot()
+            if crossed(cfg.ckpt_kimg):
+                self.save_checkpoint()
 
-                if crossed(cfg.log_kimg):
-                    now = time.perf_counter()
-                    means = {k: round(float(np.mean(v)), 5) for k, v in acc.items()}
-                    rec = {
-                        "kimg": round(self.kimg, 3),
-                        "step": self.step,
-                        "sec_per_kimg": round((now - t_log) / max((self.nimg - nimg_log) / 1000, 1e-9), 3),
-                        "train_hours": round(self.train_s / 3600, 4),
-                        "lr": round(self.lr_now(), 6),
-                        **means,
-                    }
-                    if crossed(cfg.grid_kimg) or crossed(cfg.snap_kimg):
-                        rec["held_out_psnr"] = round(self.held_out_psnr(), 3)
-                    self._log(rec)
-                    bar.set_postfix_str(f"L1 {means['l1']:.4f} PSNR {means['psnr']:.2f} dB", refresh=False)
-                    acc.clear()
-                    t_log, nimg_log = time.perf_counter(), self.nimg
-                if crossed(cfg.grid_kimg):
-                    self.sample_grid()
-                if crossed(cfg.snap_kimg):
-                    self.save_snapshot()
-                if crossed(cfg.ckpt_kimg):
-                    self.save_checkpoint()
-        finally:
-            bar.close()
-            for s, h in old.items():
-                signal.signal(s, h)
-            chunk["end_kimg"] = round(self.kimg, 3)
-            self.save_checkpoint()
-        return reason
+        return run_chunk(self, chunk, cfg.total_kimg, minutes, max_steps, progress, after_step)

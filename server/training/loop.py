@@ -26,7 +26,6 @@ import json
 import math
 import os
 import platform
-import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -35,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from server.engine.checkpoint import save_generator
 from server.engine.generator import Generator, GeneratorConfig, to_uint8, z_from_seed
 
+from .chunks import run_chunk
 from .data import ImageDataset, RenderedDataset, cache_path, render_synthfaces, smooth_random_images
 from .discriminator import Discriminator, DiscriminatorConfig
 from .loss import PathLengthRegularizer, d_logistic, g_nonsaturating, mapping_with_mixing, r1_penalty
@@ -447,9 +446,6 @@ class Trainer:
         if self.step == 0:
             self.save_reals()
             self.sample_grid()
-        t_start = time.perf_counter()
-        deadline = t_start + minutes * 60 if minutes is not None else math.inf
-        total_nimg = int(cfg.total_kimg * 1000)
         chunk = {
             "device": str(self.device),
             "device_name": _device_name(self.device),
@@ -458,92 +454,41 @@ class Trainer:
             "seconds": 0.0,
         }
         self.chunks.append(chunk)
-        old_handlers = self._install_signal_handlers()
         acc: dict[str, list[float]] = {}
         t_log, nimg_log = time.perf_counter(), self.nimg
-        bar = tqdm(
-            total=round(cfg.total_kimg, 3),
-            initial=round(self.kimg, 3),
-            unit="kimg",
-            dynamic_ncols=True,
-            disable=not self.progress,
-            bar_format="{l_bar}{bar}| {n:.2f}/{total:g} kimg [{elapsed}<{remaining}{postfix}]",
-        )
-        reason = "done"
-        steps = 0
-        try:
-            while self.nimg < total_nimg:
-                if self._stop.is_set():
-                    reason = "stopped"
-                    break
-                if time.perf_counter() >= deadline:
-                    reason = "time"
-                    break
-                if max_steps is not None and steps >= max_steps:
-                    reason = "steps"
-                    break
-                prev = self.nimg
-                t0 = time.perf_counter()
-                stats = self.train_step()
-                dt = time.perf_counter() - t0
-                self.train_s += dt
-                chunk["seconds"] = round(chunk["seconds"] + dt, 3)
-                steps += 1
-                for k, v in stats.items():
-                    acc.setdefault(k, []).append(v)
-                if not all(math.isfinite(v) for v in stats.values()):
-                    raise FloatingPointError(f"non-finite loss at step {self.step}: {stats}")
-                bar.update(min(self.kimg, bar.total) - bar.n)
 
-                def crossed(every_kimg: float, prev: int = prev) -> bool:
-                    every = max(int(every_kimg * 1000), 1)
-                    return self.nimg // every > prev // every or self.nimg >= total_nimg
+        def after_step(prev: int, stats: dict[str, float], bar, crossed) -> None:
+            nonlocal t_log, nimg_log
+            for k, v in stats.items():
+                acc.setdefault(k, []).append(v)
+            if crossed(cfg.log_kimg):
+                now = time.perf_counter()
+                sec_per_kimg = (now - t_log) / max((self.nimg - nimg_log) / 1000, 1e-9)
+                means = {k: round(float(np.mean(v)), 5) for k, v in acc.items()}
+                self._log(
+                    {
+                        "kimg": round(self.kimg, 3),
+                        "step": self.step,
+                        "sec_per_kimg": round(sec_per_kimg, 3),
+                        "train_hours": round(self.train_s / 3600, 4),
+                        **means,
+                    }
+                )
+                bar.set_postfix_str(
+                    f"{sec_per_kimg:.1f} s/kimg G {means.get('G', 0):.3f} "
+                    f"D {means.get('D_real', 0) + means.get('D_fake', 0):.3f}",
+                    refresh=False,
+                )
+                acc.clear()
+                t_log, nimg_log = now, self.nimg
+            if crossed(cfg.grid_kimg):
+                self.sample_grid()
+            if crossed(cfg.snap_kimg):
+                self.save_snapshot()
+            if crossed(cfg.ckpt_kimg):
+                self.save_checkpoint()
 
-                if crossed(cfg.log_kimg):
-                    now = time.perf_counter()
-                    sec_per_kimg = (now - t_log) / max((self.nimg - nimg_log) / 1000, 1e-9)
-                    means = {k: round(float(np.mean(v)), 5) for k, v in acc.items()}
-                    self._log(
-                        {
-                            "kimg": round(self.kimg, 3),
-                            "step": self.step,
-                            "sec_per_kimg": round(sec_per_kimg, 3),
-                            "train_hours": round(self.train_s / 3600, 4),
-                            **means,
-                        }
-                    )
-                    bar.set_postfix_str(
-                        f"{sec_per_kimg:.1f} s/kimg G {means.get('G', 0):.3f} "
-                        f"D {means.get('D_real', 0) + means.get('D_fake', 0):.3f}",
-                        refresh=False,
-                    )
-                    acc.clear()
-                    t_log, nimg_log = now, self.nimg
-                if crossed(cfg.grid_kimg):
-                    self.sample_grid()
-                if crossed(cfg.snap_kimg):
-                    self.save_snapshot()
-                if crossed(cfg.ckpt_kimg):
-                    self.save_checkpoint()
-        finally:
-            bar.close()
-            self._restore_signal_handlers(old_handlers)
-            chunk["end_kimg"] = round(self.kimg, 3)
-            self.save_checkpoint()
-        return reason
-
-    def _install_signal_handlers(self) -> dict:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        old = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old[sig] = signal.signal(sig, lambda *_: self.request_stop())
-        return old
-
-    @staticmethod
-    def _restore_signal_handlers(old: dict) -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        return run_chunk(self, chunk, cfg.total_kimg, minutes, max_steps, self.progress, after_step)
 
 
 def _device_name(device: torch.device) -> str:
