@@ -15,6 +15,7 @@ set -uo pipefail
 MIN=${1:-7}
 RESUME=${2:-}
 OUT=${OUT:-out/gpu}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu runs the same steps here, to try the script without a GPU
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD
@@ -28,10 +29,10 @@ else
   # batch 64 at the CPU run's learning rate scaled by sqrt(64 / 16)
   ARGS=(--batch 64 --lr 0.02 --mapping-lr-multiplier 1.0 --kimg 3000 --grid-kimg 100 --snap-kimg 500 --ckpt-kimg 100 --log-kimg 10)
 fi
-$PY scripts/train_distill.py --out "$RUN" --device cuda --render-workers 15 --minutes "$MIN" \
+$PY scripts/train_distill.py --out "$RUN" --device "$DEVICE" --render-workers 15 --minutes "$MIN" \
   "${ARGS[@]}" --export "$OUT/g.safetensors" --no-progress 2>&1 | tail -5 | tee -a "$OUT/summary.txt"
 cp "$RUN/checkpoint.pt" "$RUN/log.jsonl" "$OUT/" 2>/dev/null
 cp "$(ls "$RUN"/grids/grid_*.png | tail -1)" "$OUT/grid.png" 2>/dev/null
 $PY -m pytest -q -p no:cacheprovider -k "cuda or CUDA" tests/engine tests/training 2>&1 | tail -15 > "$OUT/tests.log"
 tail -1 "$OUT/tests.log" | tee -a "$OUT/summary.txt"
-$PY scripts/bench_engine.py --devices cuda --configs 128px-2048/128,ffhq-512 --json "$OUT/bench_engine.json" 2>&1 | tail -12 | tee -a "$OUT/summary.txt"
+$PY scripts/bench_engine.py --devices "$DEVICE" --configs 128px-2048/128,ffhq-512 --json "$OUT/bench_engine.json" 2>&1 | tail -12 | tee -a "$OUT/summary.txt"
