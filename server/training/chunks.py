@@ -44,9 +44,9 @@ class ChunkedTrainer(Protocol):
     def save_checkpoint(self) -> Any: ...
 
 
-# after_step(prev_nimg, stats, bar, crossed): crossed(every_kimg) says whether this step passed a
+# after_step(stats, bar, crossed): crossed(every_kimg) says whether this step passed a
 # multiple of every_kimg (or the end of the run).
-AfterStep = Callable[[int, dict[str, float], tqdm, Callable[[float], bool]], None]
+AfterStep = Callable[[dict[str, float], tqdm, Callable[[float], bool]], None]
 
 
 def run_chunk(
@@ -100,7 +100,7 @@ def run_chunk(
                 every = max(int(every_kimg * 1000), 1)
                 return t.nimg // every > prev // every or t.nimg >= total
 
-            after_step(prev, stats, bar, crossed)
+            after_step(stats, bar, crossed)
     finally:
         bar.close()
         for s, h in old.items():

@@ -457,7 +457,7 @@ class Trainer:
         acc: dict[str, list[float]] = {}
         t_log, nimg_log = time.perf_counter(), self.nimg
 
-        def after_step(prev: int, stats: dict[str, float], bar, crossed) -> None:
+        def after_step(stats: dict[str, float], bar, crossed) -> None:
             nonlocal t_log, nimg_log
             for k, v in stats.items():
                 acc.setdefault(k, []).append(v)
