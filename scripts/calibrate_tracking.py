@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{method} {protocol} {g}: {n} drags, {time.perf_counter() - t0:.0f} s so far", flush=True
                 )
     summary = summarise(records, drags)
-    print_summary(summary, args)
+    print_summary(summary)
     if args.json is not None:
         report = {
             "command": "scripts/calibrate_tracking.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -230,7 +230,7 @@ def summarise(records: dict, drags: dict) -> dict:
     return out
 
 
-def print_summary(summary: dict, args: argparse.Namespace) -> None:
+def print_summary(summary: dict) -> None:
     for method, s in summary.items():
         print(f"\n{method}: {s['drags']} drags; match = best-match distance / template spread")
         for cls, q in s["match"].items():
