@@ -35,8 +35,8 @@ def G():
 
 def _mouth_drag(G, seed: int, mask: bool, steps: int = 300):
     """Drag the right mouth corner out and up (5 px at 64 px); with ``mask``, a flexible band
-    over the mouth (the DragGAN GUI's flexible brush). Returns the result, the mean change of the
-    image outside the band (0-255) and the band."""
+    over the mouth (the DragGAN GUI's flexible brush). Returns the last step's result and the mean
+    change of the image outside the band (0-255)."""
     res = G.img_resolution
     ws = G.ws_from_seed(seed)
     with torch.no_grad():
