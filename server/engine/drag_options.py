@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .stop_rules import LOST_RATIO
+from .stop_rules import LOST_RATIO, default_stop_distance
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -103,7 +103,7 @@ class DragOptions:
         """The stop distance in pixels for ``n_handles`` handles at ``resolution``."""
         if self.stop_distance is not None:
             return float(self.stop_distance)
-        return (1.0 if n_handles <= 5 else 2.0) * max(1.0, resolution / 512)
+        return default_stop_distance(resolution, n_handles)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -15,7 +15,7 @@ from typing import Any
 
 from .drag_options import DTYPES, _check_lost_ratio
 from .predictor_io import PredictorBundle
-from .stop_rules import LOST_RATIO
+from .stop_rules import LOST_RATIO, default_stop_distance
 
 BUDGET_RULES = ("fixed", "fit", "cover")
 # Predictor files made before the drag ran to its end recommend a step budget (max_steps 4,
@@ -139,7 +139,7 @@ class PredictOptions:
     def stop_distance_for(self, resolution: int, n_handles: int) -> float:
         if self.stop_distance is not None:
             return float(self.stop_distance)
-        return (1.0 if n_handles <= 5 else 2.0) * max(1.0, resolution / 512)
+        return default_stop_distance(resolution, n_handles)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -72,3 +72,9 @@ class StallWatch:
             return False
         before, recent = min(self._worst[:-steps]), min(self._worst[-steps:])
         return before - recent <= px
+
+
+def default_stop_distance(resolution: int, n_handles: int) -> float:
+    """The paper's stop rule, for both modes: every handle within 1 px of its target for up to 5
+    handles, 2 px otherwise, scaled by res / 512 above 512 px and never below that."""
+    return (1.0 if n_handles <= 5 else 2.0) * max(1.0, resolution / 512)
