@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from tqdm import tqdm
@@ -23,6 +24,18 @@ CPU_ENV = {
     "MALLOC_TOP_PAD_": "1073741824",
     "OMP_WAIT_POLICY": "PASSIVE",
 }
+
+
+def save_atomically(state: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary name, then rename: a crash never leaves half a checkpoint."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def reexec_with_cpu_env() -> None:

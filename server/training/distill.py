@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -44,7 +43,7 @@ from server.engine.generator import Generator, GeneratorConfig, to_uint8
 from server.synthfaces import N_SLOTS
 from server.synthfaces.params import z_from_seed as face_z_from_seed
 
-from .chunks import run_chunk
+from .chunks import run_chunk, save_atomically
 from .distill_data import AttributeReadout, Renderer, as_tensor, psnr, render_targets, sobel
 from .loop import _device_name, save_image_grid
 
@@ -350,12 +349,7 @@ class DistillTrainer:
 
     def save_checkpoint(self) -> Path:
         """Everything needed to continue the run bit for bit, written atomically."""
-        path = self.run_dir / CHECKPOINT_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        return save_atomically(self.state_dict(), self.run_dir / CHECKPOINT_NAME)
 
     @classmethod
     def resume(

@@ -24,7 +24,6 @@ import contextlib
 import copy
 import json
 import math
-import os
 import platform
 import threading
 import time
@@ -38,7 +37,7 @@ from PIL import Image
 from server.engine.checkpoint import save_generator
 from server.engine.generator import Generator, GeneratorConfig, to_uint8, z_from_seed
 
-from .chunks import run_chunk
+from .chunks import run_chunk, save_atomically
 from .data import ImageDataset, RenderedDataset, cache_path, render_synthfaces, smooth_random_images
 from .discriminator import Discriminator, DiscriminatorConfig
 from .loss import PathLengthRegularizer, d_logistic, g_nonsaturating, mapping_with_mixing, r1_penalty
@@ -392,12 +391,7 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Everything needed to continue the run bit for bit, written atomically."""
-        path = Path(path or self.run_dir / CHECKPOINT_NAME)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        return save_atomically(self.state_dict(), path or self.run_dir / CHECKPOINT_NAME)
 
     @staticmethod
     def read_checkpoint(path: str | Path) -> dict:
