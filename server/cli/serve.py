@@ -35,7 +35,31 @@ def register(subparsers) -> None:
     )
     p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
-    p.add_argument("--checkpoint", default=None, help="generator .safetensors (default: embedded model)")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=None,
+        help="generator .safetensors; repeat to offer several (the first is the rooms' default; "
+        "default: the embedded model, which is always offered)",
+    )
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="a model library folder (livedrag models add): rooms may choose any of its models",
+    )
+    p.add_argument(
+        "--model-idle",
+        type=_duration,
+        default=None,
+        help="unload a model no live room uses after this long (default 10m; 0: never)",
+    )
+    p.add_argument(
+        "--model-memory-mb",
+        type=float,
+        default=None,
+        help="cap on the loaded models' networks, MB (default 0: none); least recently used unload first",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument(
         "--predictor", default=None, help="predictor file for predict mode (default: the shipped one)"
@@ -142,7 +166,11 @@ def settings_from_args(args: argparse.Namespace):
     return Settings.from_env(
         host=args.host,
         port=args.port,
-        checkpoint=args.checkpoint,
+        checkpoint=args.checkpoint[0] if args.checkpoint else None,
+        extra_checkpoints=tuple(args.checkpoint[1:]) if args.checkpoint else None,
+        models_dir=args.models,
+        model_idle_s=args.model_idle,
+        model_memory_mb=args.model_memory_mb,
         predictor=args.predictor,
         encoder=args.encoder,
         project_steps=args.project_steps,

@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.core.limits import RoomLimits
 from server.edge.appstate import AppState
 from server.edge.config import Settings
+from server.edge.model_routes import model_samples, models_list
 from server.edge.routes import (
     create_room,
     delete_room,
@@ -115,6 +116,8 @@ def create_app(
         Route(f"/api/rooms/{room}/upload.png", upload_png),
         Route("/healthz", healthz),
         Route("/api/info", info),
+        Route("/api/models", models_list),
+        Route("/api/models/{name}/samples.jpg", model_samples),
         WebSocketRoute(f"/ws/{room}", websocket_room),
         Mount("/static", StaticFiles(directory=settings.web_dir, check_dir=False), name="static"),
     ]

@@ -19,8 +19,6 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import torch
@@ -31,13 +29,14 @@ from server.core.limits import RoomLimits
 from server.core.ratelimit import TokenBucket
 from server.edge.config import Settings
 from server.edge.fanout import Hub
-from server.engine.checkpoint import load_generator
+from server.edge.models import build_pool
 from server.engine.generator import Generator
 from server.storage.lifecycle import Lifecycle
 from server.storage.manager import RoomManager
 from server.storage.store import Store
 from server.worker.loop import Worker
-from server.worker.modes import EngineMode, default_modes
+from server.worker.models import ModelPool
+from server.worker.modes import EngineMode
 from server.worker.projector import Projector
 
 log = logging.getLogger(__name__)
@@ -47,11 +46,6 @@ def pick_device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def model_name(G: Generator, checkpoint: str | None) -> str:
-    name = G.cfg.name or (Path(checkpoint).stem if checkpoint else "generator")
-    return name[:64]
 
 
 @dataclass
@@ -73,7 +67,7 @@ class AppState:
     create_buckets: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
     upload_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    unavailable: dict[str, str] = field(default_factory=dict)  # mode -> why this model lacks it
+    samples: dict[str, bytes] = field(default_factory=dict)  # model -> its sample grid (JPEG)
     _drained: bool = False
     _closed: bool = False
 
@@ -87,20 +81,9 @@ class AppState:
         projector: Projector | None = None,
     ) -> AppState:
         device = pick_device(settings.device)
-        if generator is None:
-            G = await asyncio.to_thread(load_generator, settings.checkpoint, device)
-        else:
-            G = generator.to(device)
-        name = model_name(G, settings.checkpoint)
-        unavailable: dict[str, str] = {}
-        if modes is None:
-            predictor, why = await asyncio.to_thread(predictor_status, G, settings.predictor)
-            modes = default_modes(predictor, lost_ratio=settings.lost_ratio)
-            if why:
-                unavailable["predict"] = why
-        if projector is None:
-            projector = await asyncio.to_thread(Projector.load, G, settings.encoder)
         store = await asyncio.to_thread(Store, settings.data_dir)
+        pool = await build_pool(settings, device, store, generator, modes, projector)
+        default = pool.get(pool.default)
         limits = room_limits or RoomLimits(
             max_rooms=settings.max_rooms, max_editors=settings.max_editors, max_viewers=settings.max_viewers
         )
@@ -108,35 +91,43 @@ class AppState:
         stored = await asyncio.to_thread(manager.load)
         hub = Hub()
         worker = Worker(
-            G,
+            None,
             manager,
             hub,
-            model_name=name,
             max_fps=settings.max_fps,
             tick_budget_s=settings.tick_budget_s,
             jpeg_quality=settings.jpeg_quality,
             trajectory_frames=settings.trajectory_frames,
-            modes=modes,
-            projector=projector,
             pti_steps=settings.pti_steps,
             pti_max_rooms=settings.pti_max_rooms,
+            pool=pool,
         )
-        state = cls(settings, G, name, device, store, manager, hub, worker, unavailable=unavailable)
+        state = cls(settings, default.G, default.name, device, store, manager, hub, worker)
         worker.start()
         loop = asyncio.get_running_loop()
         state.tasks.append(loop.create_task(state._presence_loop(), name="presence"))
         state.tasks.append(loop.create_task(state._life_loop(), name="room life cycle"))
         log.info(
             "model %s (%dx%d) on %s; %d room(s) stored in %s (each loads when opened); modes: %s",
-            name,
-            G.img_resolution,
-            G.img_resolution,
+            default.name,
+            default.resolution,
+            default.resolution,
             device,
             stored,
             store.path,
-            ", ".join(worker.available_modes),
+            ", ".join(default.available_modes),
         )
         return state
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """The default model's modes it lacks, and why (``predict`` only: what /api/info said)."""
+        why = self.worker.default_model.unavailable
+        return {k: v for k, v in why.items() if k != "encoder"}
+
+    @property
+    def models(self) -> ModelPool:
+        return self.worker.models
 
     async def _presence_loop(self) -> None:
         """Throttled cursor positions whose turn has come (the latest always goes out)."""
@@ -229,27 +220,6 @@ class AppState:
             for gone in [r for r in self.upload_buckets if r not in self.manager.rooms]:
                 del self.upload_buckets[gone]
         return bucket.take()
-
-
-def predictor_status(G: Generator, path: str | None) -> tuple[Any | None, str | None]:
-    """The predictor bundle for ``G`` (from ``path``, else the shipped one) or None, and why not.
-    A missing or unfitting shipped predictor only turns predict mode off, with a reason that
-    GET /api/info and the room's mode switch show; a named file that fails stops the start-up."""
-    from server.engine.predictor_io import PredictorError, PredictorNotFoundError, load_predictor
-
-    try:
-        return load_predictor(path, G=G), None
-    except PredictorNotFoundError:
-        if path is not None:
-            raise
-        why = "no predictor is trained for this model yet"
-    except PredictorError as e:
-        if path is not None:
-            raise
-        log.info("the shipped predictor does not fit this model: %s", e)
-        why = "the shipped predictor belongs to another model; none is trained for this one yet"
-    log.warning("predict mode is off: %s (optimize mode works)", why)
-    return None, why
 
 
 def app_state(request: Request | WebSocket) -> AppState:

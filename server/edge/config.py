@@ -47,6 +47,12 @@ class Settings:
     checkpoint: str | None = None  # generator .safetensors; None: the embedded default model
     predictor: str | None = None  # predictor file for "predict" mode; None: the shipped one, if it fits
     encoder: str | None = None  # encoder file for projecting uploads; None: the shipped one, if it fits
+    # more models rooms may choose (the first model, above, is the default; the embedded one is
+    # always offered): generator files (--checkpoint again) and a model library folder (--models)
+    extra_checkpoints: tuple[str, ...] = ()
+    models_dir: Path | None = None
+    model_idle_s: float = 600.0  # a model no live room uses is unloaded after this long (0: never)
+    model_memory_mb: float = 0.0  # the loaded models' networks stay under this (0: no cap)
     device: str | None = None  # "cpu", "cuda", "cuda:1"...; None: cuda when available, else cpu
     data_dir: Path = field(default_factory=default_data_dir)  # SQLite room store lives here
     origins: tuple[str, ...] = ()  # extra allowed browser origins ("https://x.example"); "*": any
@@ -86,6 +92,13 @@ class Settings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         object.__setattr__(self, "web_dir", Path(self.web_dir).expanduser())
+        if self.models_dir is not None:
+            object.__setattr__(self, "models_dir", Path(self.models_dir).expanduser())
+        object.__setattr__(self, "extra_checkpoints", tuple(self.extra_checkpoints))
+        if not (math.isfinite(self.model_idle_s) and self.model_idle_s >= 0):
+            raise ValueError(f"model_idle_s must be >= 0, got {self.model_idle_s}")
+        if not (math.isfinite(self.model_memory_mb) and self.model_memory_mb >= 0):
+            raise ValueError(f"model_memory_mb must be >= 0, got {self.model_memory_mb}")
         object.__setattr__(self, "origins", tuple(o.strip().rstrip("/") for o in self.origins if o.strip()))
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
@@ -186,12 +199,14 @@ _FLOATS = {
     "idle_timeout_s",
     "rooms_per_minute",
     "uploads_per_minute",
+    "model_memory_mb",
 }
 _DURATIONS = {
     "room_idle_archive_s",
     "room_unjoined_archive_s",
     "room_delete_after_s",
     "room_delete_unjoined_s",
+    "model_idle_s",
 }
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -218,8 +233,10 @@ def _parse(name: str, raw: str) -> Any:
         return parse_duration(raw)
     if name == "origins":
         return tuple(o for o in raw.split(",") if o.strip())
-    if name in ("data_dir", "web_dir"):
+    if name in ("data_dir", "web_dir", "models_dir"):
         return Path(raw)
+    if name == "extra_checkpoints":
+        return tuple(p for p in raw.split(",") if p.strip())
     if name == "access_log":
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise ValueError("expected a boolean (1/0, true/false, yes/no, on/off)")

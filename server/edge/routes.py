@@ -97,15 +97,18 @@ async def create_room(request: Request) -> Response:
     if len(body) > MAX_BODY:
         return _error(413, f"body larger than {MAX_BODY} bytes")
     try:
-        seed, truncation = _parse_create(body)
+        seed, truncation, model = _parse_create(body)
     except ValueError as e:
         return _error(400, str(e))
+    model = model or state.models.default
+    spec = state.models.specs.get(model)
+    if spec is None:
+        return _error(400, state.models.unknown(model))
     client = client_key(client_ip(request))
     wait = state.allow_create(client)
     if wait:
         return _error(429, f"too many rooms created from this address; try again in {wait:.0f} s", wait)
-    res = state.G.img_resolution
-    image = ImageInfo(state.model, res, res, seed=seed, truncation=truncation)
+    image = ImageInfo(spec.name, spec.resolution, spec.resolution, seed=seed, truncation=truncation)
     try:
         created = state.manager.create(image, client=client)
     except ClientRoomsFull:
@@ -130,13 +133,14 @@ async def create_room(request: Request) -> Response:
             "view_token": created.view_token,
             "seed": seed,
             "truncation": truncation,
+            "model": spec.name,
         },
         status_code=201,
         headers={"cache-control": "no-store"},
     )
 
 
-def _parse_create(body: bytes) -> tuple[int, float]:
+def _parse_create(body: bytes) -> tuple[int, float, str | None]:
     data: Any = {}
     if body.strip():
         try:
@@ -145,7 +149,7 @@ def _parse_create(body: bytes) -> tuple[int, float]:
             raise ValueError("body must be a JSON object") from None
     if not isinstance(data, dict):
         raise ValueError("body must be a JSON object")
-    unknown = sorted(set(data) - {"seed", "truncation"})
+    unknown = sorted(set(data) - {"seed", "truncation", "model"})
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(unknown)}")
     seed = data.get("seed")
@@ -156,7 +160,10 @@ def _parse_create(body: bytes) -> tuple[int, float]:
     truncation = data.get("truncation", 0.7)
     if type(truncation) not in (int, float) or not math.isfinite(truncation) or not 0 <= truncation <= 2:
         raise ValueError("truncation must be a number in [0, 2]")
-    return seed, float(truncation)
+    model = data.get("model")
+    if model is not None and (type(model) is not str or not 0 < len(model) <= 64):
+        raise ValueError("model must be a model's name (GET /api/models lists them)")
+    return seed, float(truncation), model
 
 
 def _role(request: Request, edit: str | None = None) -> str | Response:
@@ -274,13 +281,17 @@ async def upload(request: Request) -> Response:
         return room
     if state.closing:
         return _error(503, "server is shutting down")
-    settings, res = state.settings, state.G.img_resolution
+    settings, res = state.settings, room.image.w
+    try:
+        model = await state.models.wait_loaded(room.image.model)
+    except EngineError as e:
+        return _error(503, str(e))
     try:
         method, steps = upload_options(
             request.query_params,
             settings.project_steps,
             room.limits.max_project_steps,
-            state.worker.projector.methods,
+            model.projector.methods,
         )
         by = request.query_params.get("member")  # the editor sending it: theirs to undo
         if by is not None and not (by in room.members and room.members[by].is_editor):
@@ -409,6 +420,8 @@ async def info(request: Request) -> Response:
             "max_upload_bytes": state.settings.max_upload_bytes,
             "protocol_version": PROTOCOL_VERSION,
             "max_fps": state.settings.max_fps,
+            "default_model": state.models.default,
+            "models": state.models.describe(),
         },
         headers={"cache-control": "no-cache"},
     )

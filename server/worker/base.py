@@ -29,6 +29,7 @@ from server.engine.media import encode_jpeg
 from server.storage.manager import RoomManager
 from server.worker.latents import Latents
 from server.worker.media import Trajectory
+from server.worker.models import LoadedModel, ModelPool, ModelSpec
 from server.worker.modes import EngineMode, default_modes
 from server.worker.projector import Projector
 from server.worker.pti import TunedCopies
@@ -44,15 +45,19 @@ class Dispatcher(Protocol):
 
 
 class WorkerBase:
-    """The state the kinds of job share and their common helpers (the Worker's constructor)."""
+    """The state the kinds of job share and their common helpers (the Worker's constructor).
+
+    The models: ``pool`` (a :class:`~server.worker.models.ModelPool` whose default model is
+    loaded), or else one model built from ``G``, ``model_name``, ``modes`` and ``projector``.
+    ``G``, ``modes``, ``projector`` and ``resolution`` name the default model's."""
 
     def __init__(
         self,
-        G: Generator,
+        G: Generator | None,
         manager: RoomManager,
         hub: Dispatcher,
         *,
-        model_name: str,
+        model_name: str = "",
         max_fps: float = 30.0,
         tick_budget_s: float = 0.25,
         jpeg_quality: int = 85,
@@ -62,30 +67,41 @@ class WorkerBase:
         pti_steps: int = 0,
         pti_max_rooms: int = 4,
         checkpoint_s: float | None = 2.0,
+        pool: ModelPool | None = None,
     ) -> None:
         if pti_steps < 0 or pti_max_rooms < 1:
             raise ValueError(
                 f"pti_steps must be >= 0 and pti_max_rooms >= 1, got {pti_steps} and {pti_max_rooms}"
             )
-        self.G = G
+        if pool is None:
+            if G is None:
+                raise ValueError("give the worker a generator or a model pool")
+            spec = ModelSpec(model_name or G.cfg.name or "generator", int(G.img_resolution), default=True)
+            pool = ModelPool(
+                LoadedModel(
+                    spec,
+                    G,
+                    default_modes() if modes is None else dict(modes),
+                    projector if projector is not None else Projector(G),
+                    Latents(G, spec.name, manager.store),
+                )
+            )
+        self.models = pool
+        pool.in_use = self.models_in_use
+        pool.on_ready = lambda _name: self.wake()
         self.pti_steps = pti_steps
         self.pti_max_rooms = pti_max_rooms
-        self.projector = projector if projector is not None else Projector(G)
         self.manager = manager
         self.hub = hub
-        self.model_name = model_name
-        self.device = G.mapping.w_avg.device
-        self.resolution = int(G.img_resolution)
+        self.device = self.G.mapping.w_avg.device
         self.min_interval = 1.0 / max_fps
         self.tick_budget_s = tick_budget_s
         self.jpeg_quality = jpeg_quality
         self.trajectory_frames = trajectory_frames
         self.checkpoint_s = checkpoint_s  # a running drag stores its frame's latent this often (None: never)
-        self.modes = default_modes() if modes is None else dict(modes)
         self.stats = WorkerStats()
         self._rooms: dict[str, RoomEngine] = {}  # worker thread only
         self._trajectories: dict[str, Trajectory] = {}  # worker thread only
-        self._latents = Latents(G, model_name, manager.store)  # worker thread only
         self._projections: dict[str, ProjectionState] = {}  # worker thread only
         self._tuned = TunedCopies()  # worker thread only
         self._cost: dict[tuple[str, str], float] = {}  # (kind, mode) -> seconds per job (EMA)
@@ -97,9 +113,50 @@ class WorkerBase:
         self._task: asyncio.Task[None] | None = None
         self.warm = False  # the warm-up step has run (healthz reports it)
 
+    # --- the models ------------------------------------------------------------------------------
+
+    @property
+    def default_model(self) -> LoadedModel:
+        return self.models.get(self.models.default)
+
+    @property
+    def G(self) -> Generator:
+        """The default model's generator."""
+        return self.default_model.G
+
+    @property
+    def model_name(self) -> str:
+        return self.models.default
+
+    @property
+    def modes(self) -> dict[str, EngineMode]:
+        """The default model's engine modes."""
+        return self.default_model.modes
+
+    @property
+    def projector(self) -> Projector:
+        return self.default_model.projector
+
+    @property
+    def resolution(self) -> int:
+        return self.default_model.resolution
+
+    @property
+    def _latents(self) -> Latents:
+        return self.default_model.latents
+
     @property
     def available_modes(self) -> list[str]:
+        """The default model's modes."""
         return sorted(self.modes)
+
+    def models_in_use(self) -> set[str]:
+        """The models of the live rooms (event loop)."""
+        return {room.image.model for room in list(self.manager.rooms.values())}
+
+    def _model(self, image: ImageInfo) -> LoadedModel:
+        """The loaded model of an image (engine thread); EngineError when it is not loaded."""
+        return self.models.get(image.model)
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the engine thread (between ticks)."""
@@ -124,17 +181,17 @@ class WorkerBase:
 
     def _room_ws(self, st: RoomEngine, image: ImageInfo) -> torch.Tensor:
         if st.image != image or st.ws is None:
-            st.ws, st.image = self._latents.image_ws(image), image
+            st.ws, st.image = self._model(image).latents.image_ws(image), image
         return st.ws
 
     def _generator(self, room: str, image: ImageInfo) -> Generator:
         """The generator of a room's image: the room's tuned copy for a latent key it holds one
-        for, else the shared one."""
+        for, else its model's."""
         if image.latent is not None:
             tuned = self._tuned.get(room, image.latent)
             if tuned is not None:
                 return tuned
-        return self.G
+        return self._model(image).G
 
     def _guard(self, job: EngineJob, fn: Callable[[EngineJob], Outcome]) -> Outcome:
         try:
@@ -164,9 +221,9 @@ class WorkerBase:
         """Store the latent of the drag's last frame; (key, storage failed). None: unchanged image
         (no step, or only the first, whose frame is the start image). A drag that ran on the
         room's tuned generator maps the new key to it too."""
-        if st.frame_latent is None or st.steps <= 1:
+        if st.frame_latent is None or st.steps <= 1 or st.image is None:
             return None, False
-        key, failed = self._latents.put(st.frame_latent)
+        key, failed = self._model(st.image).latents.put(st.frame_latent)
         self._tuned.follow(room, key, st.generator)
         if st.image is not None:  # the room's next image: keep its W+ at hand
             st.image, st.ws = replace(st.image, latent=key), st.frame_latent.to(self.device)

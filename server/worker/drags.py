@@ -1,9 +1,10 @@
 """Drag jobs: a room's drag session created at its first STEP and kept up to date with the room's
-points, mask and parameters; rooms that share a mode stepped in one batched pass; the FINISH job
-commits the latent of the drag's last frame.
+points, mask and parameters; rooms that share a model and a mode stepped in one batched pass; the
+FINISH job commits the latent of the drag's last frame.
 
-Rooms that share a mode are stepped in one batched forward/backward pass (``EngineMode.step_many``;
-DragGAN's ``step_batch``). If a batch raises, each of its rooms is retried alone, so a failure
+Rooms that share a model and a mode are stepped in one batched forward/backward pass
+(``EngineMode.step_many``; DragGAN's ``step_batch``); rooms of different models never share a
+batch. If a batch raises, each of its rooms is retried alone, so a failure
 reaches only the room that caused it (its drag ends with reason ``error`` and commits what it had
 reached) and the other rooms keep running.
 
@@ -33,18 +34,19 @@ class DragJobs(WorkerBase):
     def _prepare(self, job: EngineJob) -> RoomEngine:
         """The room's session for this job's drag, created or brought up to date (points, mask, params)."""
         st = self._state(job.room)
-        res = self.resolution
+        model = self._model(job.image)
+        res = model.resolution
         pairs = job.pairs
         handles = [_clamp(p.handle, res) for p in pairs]
         targets = [_clamp(p.target, res) for p in pairs]
         sig = tuple((p.id, p.handle_rev, p.target) for p in pairs)
         if st.session is None or st.drag != job.drag:
-            mode = self.modes.get(job.params.mode)
+            mode = model.modes.get(job.params.mode)
             if mode is None:
                 raise EngineError(
                     f"{job.params.mode} mode: predictor not available for this model"
                     if job.params.mode == "predict"
-                    else f"engine mode {job.params.mode!r} is not available on this server"
+                    else f"engine mode {job.params.mode!r} is not available for model {model.name}"
                 )
             self._end_session(st)
             fixed = job.mask.fixed_region(res, res)
@@ -86,7 +88,7 @@ class DragJobs(WorkerBase):
             session.set_mask(None if fixed is None else ~fixed)
             st.mask = job.mask
         if job.params != st.params:
-            mode = self.modes[st.mode]
+            mode = model.modes[st.mode]
             if mode.options is not None:
                 session.set_options(**mode.options(job.params, res))
             st.params = job.params
@@ -94,16 +96,20 @@ class DragJobs(WorkerBase):
 
     def _step_all(self, jobs: list[EngineJob]) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        by_mode: dict[str, list[tuple[EngineJob, RoomEngine]]] = {}
+        by_mode: dict[tuple[str, str], list[tuple[EngineJob, RoomEngine]]] = {}
         for job in jobs:
             try:
                 st = self._prepare(job)
             except Exception as e:
                 outcomes.append(self._failed(job, e))
                 continue
-            by_mode.setdefault(st.mode, []).append((job, st))
-        for mode_name, items in by_mode.items():
-            mode = self.modes[mode_name]
+            by_mode.setdefault((job.image.model, st.mode), []).append((job, st))
+        for (model_name, mode_name), items in by_mode.items():
+            try:
+                mode = self.models.get(model_name).modes[mode_name]
+            except Exception as e:
+                outcomes += [self._failed(job, e) for job, _ in items]
+                continue
             t0 = self._clock()
             sessions = [st.session for _, st in items]
             latents = [s.latent() for s in sessions]  # the latents these frames are rendered from
@@ -147,7 +153,9 @@ class DragJobs(WorkerBase):
         (not the first frame: it shows the start image). None: not now, or the store failed."""
         if self.checkpoint_s is None or st.steps <= 1 or now - st.checkpoint_at < self.checkpoint_s:
             return None
-        key, failed = self._latents.put(latent)
+        if st.image is None:
+            return None
+        key, failed = self._model(st.image).latents.put(latent)
         if failed:  # kept in memory only: no use after a crash
             return None
         st.checkpoint_at = now

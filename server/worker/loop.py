@@ -71,15 +71,16 @@ class Worker(DragJobs, ProjectionJobs, RenderJobs):
             self._task = asyncio.get_running_loop().create_task(self._run(), name="livedrag worker")
 
     def _warm_up(self) -> None:
-        """One throw-away step per mode: the first optimiser pulls in seconds of lazy imports
-        (torch._dynamo), which should not land on the first person's drag."""
+        """One throw-away step per mode of the default model: the first optimiser pulls in seconds
+        of lazy imports (torch._dynamo), which should not land on the first person's drag."""
         t0 = time.perf_counter()
-        res = self.resolution
-        for mode in self.modes.values():
+        model = self.default_model
+        res, G = model.resolution, model.G
+        for mode in model.modes.values():
             try:
                 with torch.no_grad():
-                    ws = self.G.ws_from_seed(0)
-                spec = SessionSpec("", self.G, ws, [(res / 4, res / 4)], [(res / 2, res / 2)], None, Params())
+                    ws = G.ws_from_seed(0)
+                spec = SessionSpec("", G, ws, [(res / 4, res / 4)], [(res / 2, res / 2)], None, Params())
                 mode.step_many([mode.create(spec)])
             except Exception as e:  # a broken mode shows up in the first real drag, with its message
                 log.warning("warm-up of mode %s failed: %s", mode.name, e)
@@ -92,9 +93,11 @@ class Worker(DragJobs, ProjectionJobs, RenderJobs):
 
     def forget_gone(self) -> None:
         """Drop the engine state of rooms no longer live (archived, deleted), on the engine thread
-        between ticks (a tick does it too, but no tick may come while no room wants work)."""
+        between ticks (a tick does it too, but no tick may come while no room wants work), and
+        unload the models no live room has used for the pool's idle time."""
         if not self._stopping:
             self._executor.submit(self._forget, frozenset(self.manager.rooms))
+            self.models.sweep()
 
     async def stop(self, commit: bool = True) -> None:
         """Finish the current tick, commit every running drag (``commit``), stop the thread."""
@@ -137,13 +140,25 @@ class Worker(DragJobs, ProjectionJobs, RenderJobs):
                 await asyncio.sleep(wait)
 
     def _collect(self) -> list[EngineJob]:
-        jobs = []
+        """The jobs to run now. A job whose model is not loaded starts its load and waits (the
+        pool wakes the worker when the load ends); one whose model failed to load fails."""
+        jobs, failed = [], []
         for job in self.manager.engine_jobs():
             if job.kind is JobKind.RENDER:
                 room = self.manager.get(job.room)
                 if room is None or not room.members:
                     continue  # nobody looks: render when someone joins
+            name = job.image.model
+            if self.models.loaded(name) is None:
+                why = self.models.failure(name) if name in self.models.specs else self.models.unknown(name)
+                if why is not None:
+                    failed.append(Outcome(job, error=why))
+                else:
+                    self.models.ensure(name)
+                continue
             jobs.append(job)
+        if failed:
+            self._apply(failed)
         return jobs
 
     def _select(self, jobs: list[EngineJob]) -> list[EngineJob]:

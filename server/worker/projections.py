@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 class ProjectionJobs(WorkerBase):
     """PROJECT and FINISH jobs of projections (engine thread)."""
 
-    def _target(self, key: str) -> np.ndarray:
-        """A stored upload's target picture, uint8 [H, W, 3] at the model's resolution."""
+    def _target(self, key: str, res: int) -> np.ndarray:
+        """A stored upload's target picture, uint8 [H, W, 3] at the model's resolution ``res``."""
         try:
             data = self.manager.store.get_upload(key)
         except StoreError as e:
@@ -45,10 +45,8 @@ class ProjectionJobs(WorkerBase):
         if data is None:
             raise EngineError(f"upload {key[:12]}... is missing from the store")
         img = np.array(decode_image(data))  # a writable copy (torch.from_numpy wants one)
-        if img.shape[:2] != (self.resolution, self.resolution):
-            raise EngineError(
-                f"the upload is {img.shape[1]}x{img.shape[0]}; this model needs {self.resolution}"
-            )
+        if img.shape[:2] != (res, res):
+            raise EngineError(f"the upload is {img.shape[1]}x{img.shape[0]}; this model needs {res}")
         return img
 
     def _projection(self, job: EngineJob) -> ProjectionState:
@@ -58,20 +56,21 @@ class ProjectionJobs(WorkerBase):
             return ps
         task = job.task
         assert task is not None
+        model = self._model(job.image)
         if task.kind is TaskKind.UPLOAD:
             if task.target is None:
                 raise EngineError("an upload projection without a target")
             pti = self._pti_allowed(job.room, task.method)
-            target = self._target(task.target)
+            target = self._target(task.target, model.resolution)
             if pti:
-                session = self.projector.upload_session(
+                session = model.projector.upload_session(
                     target, task.method, task.max_steps, pti_steps=self.pti_steps
                 )
             else:
-                session = self.projector.upload_session(target, task.method, task.max_steps)
+                session = model.projector.upload_session(target, task.method, task.max_steps)
         else:
             pti, session = False, self._blend(job, task)
-        ps = self._projections[job.room] = ProjectionState(job.drag, session, pti=pti)
+        ps = self._projections[job.room] = ProjectionState(job.drag, session, pti=pti, model=model.name)
         self._trajectories.setdefault(job.room, Trajectory(self.trajectory_frames)).reset(job.drag)
         return ps
 
@@ -96,22 +95,22 @@ class ProjectionJobs(WorkerBase):
         """After a tuned projection's commit: the room's tuned copy, for that latent key (it
         replaces the room's earlier one), without gradients or optimiser state."""
         tuned = getattr(ps.session, "generator", None)
-        if not ps.pti or not isinstance(tuned, Generator) or tuned is self.G:
+        if not ps.pti or not isinstance(tuned, Generator) or tuned is self.models.get(ps.model).G:
             return  # stopped before pivotal tuning began
         self._tuned.keep(room, key, tuned)
 
     def _blend(self, job: EngineJob, task: Task) -> ProjectionSession:
-        region = (
-            None if task.region is None else task.region.flexible_region(self.resolution, self.resolution)
-        )
+        model = self._model(job.image)
+        res = model.resolution
+        region = None if task.region is None else task.region.flexible_region(res, res)
         if region is None:
             raise EngineError("the blend region is empty")
         if task.target is not None:
-            source = BlendSource(target=self._target(task.target))
+            source = BlendSource(target=self._target(task.target, res))
         else:
             source = BlendSource(seed=task.source_seed, truncation=task.source_truncation)
         w_base = self._room_ws(self._state(job.room), job.image)
-        return self.projector.blend_session(w_base, source, region, task.max_steps)
+        return model.projector.blend_session(w_base, source, region, task.max_steps)
 
     def _project_all(self, jobs: list[EngineJob]) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -123,12 +122,24 @@ class ProjectionJobs(WorkerBase):
                 outcomes.append(self._failed(job, EngineError(str(e))))
             except Exception as e:
                 outcomes.append(self._failed(job, e))
-        if not ready:
-            return outcomes
+        by_model: dict[str, list[tuple[EngineJob, ProjectionState]]] = {}
+        for job, ps in ready:
+            by_model.setdefault(ps.model, []).append((job, ps))
+        for name, items in by_model.items():  # one batch per model, never mixed
+            try:
+                step_many = self.models.get(name).projector.step_many
+            except Exception as e:
+                outcomes += [self._failed(job, e) for job, _ in items]
+                continue
+            outcomes += self._project_batch(step_many, items)
+        return outcomes
+
+    def _project_batch(self, step_many, ready: list[tuple[EngineJob, ProjectionState]]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         t0 = self._clock()
         sessions = [ps.session for _, ps in ready]
         latents = [s.latent().detach().clone() for s in sessions]  # what this step's frames show
-        results = step_isolated(self.projector.step_many, sessions)
+        results = step_isolated(step_many, sessions)
         self._measure(("project", ""), t0, len(ready))
         for (job, ps), res, before in zip(ready, results, latents, strict=True):
             if isinstance(res, BaseException):
@@ -164,7 +175,7 @@ class ProjectionJobs(WorkerBase):
         ps = self._projections.pop(job.room, None)
         if ps is None or ps.run != job.drag or ps.latent is None:
             return Outcome(job)
-        key, failed = self._latents.put(ps.latent)
+        key, failed = self.models.get(ps.model).latents.put(ps.latent)
         self._keep_tuned(job.room, key, ps)
         st = self._state(job.room)  # the room's next image: keep its W+ at hand
         image = replace(

@@ -50,6 +50,7 @@ class ProjectionState:
     steps: int = 0
     latent: torch.Tensor | None = None  # CPU W+ of the last frame
     pti: bool = False  # the session ends with pivotal tuning of its own generator copy
+    model: str = ""  # the model it runs on (projections of different models never share a batch)
 
 
 @dataclass
