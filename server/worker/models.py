@@ -55,14 +55,21 @@ class ModelSpec:
     shipped: bool = False  # None predictor / encoder paths mean the shipped files
     default: bool = False
 
+    def claimed_modes(self) -> list[str]:
+        """The modes its files claim before it is loaded (loading checks that they fit)."""
+        return ["optimize"] + ["predict"] * (self.predictor is not None)
+
     def public(self) -> dict[str, Any]:
-        """The card fields clients see (``GET /api/models``)."""
+        """The card fields clients see (``GET /api/models``); ``modes`` and ``projection`` are
+        what its files claim until it is loaded, then what it offers."""
         return {
             "name": self.name,
             "resolution": self.resolution,
             "licence": self.licence,
             "source": self.source,
             "default": self.default,
+            "modes": self.claimed_modes(),
+            "projection": ["encoder", "optimize"] if self.encoder is not None else ["optimize"],
         }
 
 

@@ -72,9 +72,11 @@ class LiveServer:
         port: int | None = None,
         max_fps: float = 15.0,
         predictor: Path | None = None,
+        extra_args: tuple[str, ...] = (),
     ):
         self.checkpoint = checkpoint
         self.predictor = predictor
+        self.extra_args = tuple(extra_args)
         self.data_dir = data_dir
         self.port = port or free_port()
         self.max_fps = max_fps
@@ -95,6 +97,7 @@ class LiveServer:
         ]  # fmt: skip
         if self.predictor is not None:
             cmd += ["--predictor", str(self.predictor)]
+        cmd += list(self.extra_args)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the process's lifetime)
         try:

@@ -115,9 +115,13 @@ class RoomApp {
     this.renderQueued = false;
     this.drawMeter = new RateMeter();
     this.errors = [];
-    this.modes = null; // engine modes the server offers (from /api/info)
+    this.info = null; // the last /api/info
+    this.infoModel = undefined; // the model whose modes are applied below
+    this.infoRetry = null; // timer: ask /api/info again while the room's model loads
+    this.infoTries = 0;
+    this.modes = null; // engine modes of the room's model (from /api/info)
     this.modeNotes = {}; // mode -> why this model lacks it (from /api/info)
-    this.projection = null; // projection methods the server offers (from /api/info)
+    this.projection = null; // projection methods of the room's model (from /api/info)
     this.maxUpload = 8 * 2 ** 20; // bytes (from /api/info)
     this.uploading = false;
     this.blendSource = "seed";
@@ -190,20 +194,44 @@ class RoomApp {
     visibility();
   }
 
-  /** The server's model and modes (/api/info): modes it lacks are offered disabled. */
+  /** The server's models (/api/info): the room's model's modes (those it lacks are offered
+   * disabled, with the reason) and projection methods. */
   async loadInfo() {
     try {
       const r = await fetch("/api/info", { headers: { Accept: "application/json" } });
       if (!r.ok) return;
       const info = await r.json();
-      if (Array.isArray(info.modes)) this.modes = info.modes;
-      if (info.unavailable_modes && typeof info.unavailable_modes === "object") this.modeNotes = info.unavailable_modes;
-      if (Array.isArray(info.projection)) this.projection = info.projection;
+      this.info = info;
       if (Number.isFinite(info.max_upload_bytes)) this.maxUpload = info.max_upload_bytes;
-      this.updatePanel();
+      this.applyModelInfo();
     } catch {
       /* the websocket reports connection problems */
     }
+  }
+
+  /** Take the modes of this room's model from the last /api/info: its entry in `models` once the
+   * server has loaded it (asked again shortly while it loads), else the server's default model
+   * when the room is on it. */
+  applyModelInfo() {
+    const info = this.info;
+    if (!info) return;
+    const name = this.model.state?.image.model ?? null;
+    this.infoModel = name;
+    const entry = name && Array.isArray(info.models) ? info.models.find((m) => m && m.name === name) : null;
+    let src = null;
+    if (entry?.loaded) src = entry;
+    else if (!entry && (!name || name === info.model)) src = info;
+    if (src) {
+      if (Array.isArray(src.modes)) this.modes = src.modes;
+      this.modeNotes = src.unavailable_modes && typeof src.unavailable_modes === "object" ? src.unavailable_modes : {};
+      if (Array.isArray(src.projection)) this.projection = src.projection;
+    } else if (entry && !this.infoRetry && ++this.infoTries <= 20) {
+      this.infoRetry = setTimeout(() => {
+        this.infoRetry = null;
+        this.loadInfo();
+      }, 1500);
+    }
+    this.updatePanel();
   }
 
   // --- editing API used by the editor and the controls ---------------------------------------
@@ -330,6 +358,7 @@ class RoomApp {
     if (kind === "state") {
       const s = this.model.state;
       if (s) this.stage.setImageSize(s.image.w, s.image.h);
+      if (s && s.image.model !== this.infoModel) this.applyModelInfo();
       if (this.editor.selected && !this.model.display()?.pairs.some((p) => p.id === this.editor.selected)) {
         this.editor.selected = null;
       }

@@ -11,8 +11,10 @@ async function showServerInfo() {
     const info = await r.json();
     const res = Number.isInteger(info.resolution) ? `${info.resolution}×${info.resolution} px` : null;
     const modes = Array.isArray(info.modes) && info.modes.length ? `modes: ${info.modes.join(", ")}` : null;
-    const parts = [info.model && `model ${info.model}`, res, modes];
+    const many = Array.isArray(info.models) && info.models.length > 1;
+    const parts = many ? [`${info.models.length} models`, `default ${info.default_model}`] : [info.model && `model ${info.model}`, res, modes];
     foot.textContent = parts.filter(Boolean).join(" · ") || "Server ready";
+    if (many) showModels(info.models, info.default_model);
     const v = info.protocol ?? info.protocol_version;
     if (v != null && v !== PROTOCOL_VERSION) {
       foot.textContent += " · this page is out of date: reload it";
@@ -21,6 +23,47 @@ async function showServerInfo() {
   } catch (e) {
     foot.textContent = `The server is not answering (${e.message}).`;
   }
+}
+
+/** The model picker: one card per model (sample images, resolution, licence, source, modes),
+ * shown when the server offers more than one. */
+function showModels(models, chosen) {
+  const list = $("models");
+  const cards = models
+    .filter((m) => m && typeof m.name === "string")
+    .map((m) => {
+      const label = document.createElement("label");
+      label.className = "model-option";
+      const input = document.createElement("input");
+      input.type = "radio";
+      input.name = "model";
+      input.value = m.name;
+      input.checked = m.name === chosen;
+      const img = document.createElement("img");
+      img.alt = `Sample images of ${m.name}`;
+      img.loading = "lazy";
+      img.decoding = "async";
+      img.src = `/api/models/${encodeURIComponent(m.name)}/samples.jpg`;
+      img.addEventListener("error", () => img.replaceWith(note("No samples: the model could not be loaded.", "model-error")));
+      const name = note(m.default ? `${m.name} (default)` : m.name, "model-name");
+      const modes = Array.isArray(m.modes) ? m.modes.join(", ") : "optimize";
+      const res = Number.isInteger(m.resolution) ? `${m.resolution} px` : "";
+      const meta = note([res, modes].filter(Boolean).join(" · "), "model-meta");
+      const card = note([m.licence && `licence: ${m.licence}`, m.source].filter(Boolean).join(" · "), "model-meta");
+      label.append(input, img, name, meta, card);
+      if (m.error) label.append(note(m.error, "model-error"));
+      label.title = m.source || m.name;
+      return label;
+    });
+  list.replaceChildren(...cards);
+  $("model-picker").hidden = cards.length < 2;
+}
+
+function note(text, cls) {
+  const el = document.createElement("span");
+  el.className = cls;
+  el.textContent = text;
+  return el;
 }
 
 async function createRoom(e) {
@@ -40,6 +83,8 @@ async function createRoom(e) {
     if (!Number.isFinite(t) || t < 0 || t > 2) return fail(err, "Truncation ψ is a number from 0 to 2.");
     body.truncation = t;
   }
+  const picked = document.querySelector('input[name="model"]:checked');
+  if (picked && !$("model-picker").hidden) body.model = picked.value;
   const button = $("create");
   button.disabled = true;
   button.textContent = "Creating…";
