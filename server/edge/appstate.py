@@ -1,8 +1,9 @@
-"""What the app holds from start-up to shutdown: the model, the store, the rooms, the fan-out hub
+"""What the app holds from start-up to shutdown: the models, the store, the rooms, the fan-out hub
 and the worker (:class:`AppState`), with the checks the handlers share (origin, creation and
 upload rates).
 
-The model is loaded once in the lifespan (:meth:`AppState.start`), which also opens the store,
+The default model is loaded in the lifespan (:meth:`AppState.start`; the others when a room first
+needs them: ``server/edge/models.py``, ``server/worker/models.py``), which also opens the store,
 archives the stored rooms (they load when opened), starts the worker and the rooms' life cycle
 (idle rooms archived, long-unused ones deleted: ``_life_loop``). All model work runs on the
 worker's thread; handlers only await it. :meth:`AppState.drain` commits running drags and closes

@@ -1,4 +1,5 @@
-"""The worker: owns the generator and its device, and advances every running room by one step per tick.
+"""The worker: owns the models (``models.py``) on its device, and advances every running room by one
+step per tick.
 
 Threads. All model work (sessions, forward passes, JPEG encoding, latent serialisation) runs in
 one dedicated thread (a single-thread executor); the event loop never waits on the device. The
