@@ -1,0 +1,201 @@
+"""The losses and data of predictor training (stage 1 and stage 2, docs/predictor.md, "Training").
+
+Stage 1: the regularizer learns to denoise W rows (``clean_rows``, ``denoise_loss``). Stage 2:
+training pairs drawn from teacher trajectories (``Pairs``) and the relative latent, feature, motion
+and locality losses (``stage2_losses``); ``server/training/predictor_train.py`` runs the loops and
+``scripts/train_predictor.py`` documents every term.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from server.engine.generator import Generator
+from server.engine.predictor import LatentPredictor
+from server.engine.regularizer import LatentRegularizer, perturb_latents
+from server.engine.tracking import resize_features
+
+
+def clean_rows(G: Generator, n: int, n_rows: int, gen: torch.Generator) -> torch.Tensor:
+    """[n, n_rows, D] independent mapping samples, each truncated by psi ~ U[0.4, 1]."""
+    dev = G.mapping.w_avg.device
+    z = torch.randn(n * n_rows, G.z_dim, generator=gen).to(dev)
+    psi = (0.4 + 0.6 * torch.rand(n * n_rows, 1, generator=gen)).to(dev)
+    with torch.no_grad():
+        w = G.mapping(z)[:, 0]
+        w = G.mapping.w_avg + psi * (w - G.mapping.w_avg)
+    return w.reshape(n, n_rows, -1)
+
+
+def denoise_loss(
+    reg: LatentRegularizer, G: Generator, n: int, gen: torch.Generator
+) -> tuple[torch.Tensor, float]:
+    """Stage-1 loss on a fresh batch, and the same error before denoising (for the ratio)."""
+    clean = clean_rows(G, n, reg.cfg.n_rows, gen)
+    noisy = perturb_latents(clean, reg.w_std, gen)
+    out = reg(noisy)
+    loss = ((out - clean) / reg.w_std).square().mean()
+    base = ((noisy - clean) / reg.w_std).square().mean().item()
+    return loss, base
+
+
+class Pairs:
+    """Training pairs drawn from teacher trajectories (see the module docstring)."""
+
+    def __init__(self, data: dict, traj_ids: np.ndarray, substep: float, p_single: float) -> None:
+        self.w0 = data["w0"]
+        self.dw = data["dw"]
+        self.handles = data["handles"]
+        self.targets = data["targets"]
+        self.offsets = data["offsets"].numpy()
+        self.n_points = data["n_points"].numpy()
+        lengths = self.offsets[1:] - self.offsets[:-1]
+        self.ids = np.asarray([i for i in traj_ids if lengths[i] >= 2])
+        if len(self.ids) == 0:
+            raise ValueError("no trajectory with at least 2 steps")
+        self.substep = substep
+        self.p_single = p_single
+        self.n_rows = self.dw.shape[1]
+
+    def pick(self, rng: np.random.Generator, tries: int = 10) -> tuple[int, int, int]:
+        """(trajectory, t, k) for one pair; pairs in which no handle moved 0.5 px are drawn again
+        (the teacher changed the latent without moving the points: no sub-step to learn)."""
+        for _ in range(tries):
+            i = int(rng.choice(self.ids))
+            a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+            n = b - a
+            kp = int(self.n_points[i])
+            single = rng.random() < self.p_single
+            t = 0 if single else int(rng.integers(0, n - 1))
+            h = self.handles[a + t : b, :kp].numpy()  # [n - t, kp, 2]
+            disp = np.linalg.norm(h[1:] - h[0], axis=-1).max(axis=1)  # [n - t - 1]
+            if single:
+                k = n - 1
+            else:
+                hit = np.nonzero(disp >= self.substep * rng.uniform(0.5, 1.5))[0]
+                k = int(hit[0]) + 1 if len(hit) else n - 1 - t
+            if disp[k - 1] >= 0.5:
+                break
+        return i, t, k
+
+    def batch(self, n: int, rng: np.random.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+        picks = [self.pick(rng) for _ in range(n)]
+        kmax = max(int(self.n_points[i]) for i, _, _ in picks)
+        w_t = self.w0[[i for i, _, _ in picks]].clone()  # [B, num_ws, D]
+        w_next = torch.empty(n, self.n_rows, w_t.shape[2])
+        handles = torch.zeros(n, kmax, 2)
+        targets, substep = torch.zeros_like(handles), torch.zeros_like(handles)
+        progress = torch.zeros(n, kmax)
+        valid = torch.zeros(n, kmax, dtype=torch.bool)
+        for j, (i, t, k) in enumerate(picks):
+            a, kp = int(self.offsets[i]), int(self.n_points[i])
+            w_next[j] = w_t[j, : self.n_rows] + self.dw[a + t + k].float()
+            w_t[j, : self.n_rows] += self.dw[a + t].float()
+            h0, ht, hk = self.handles[a, :kp], self.handles[a + t, :kp], self.handles[a + t + k, :kp]
+            tg = self.targets[i, :kp]
+            handles[j, :kp], targets[j, :kp], substep[j, :kp] = ht, tg, hk - ht
+            d0, dt = (tg - h0).norm(dim=1), (tg - ht).norm(dim=1)
+            progress[j, :kp] = torch.where(d0 > 1e-6, 1 - dt / d0.clamp(min=1e-6), torch.ones_like(d0)).clamp(
+                0, 1
+            )
+            valid[j, :kp] = True
+        out = dict(
+            w_t=w_t, w_next=w_next, handles=handles, targets=targets, substep=substep, progress=progress
+        )
+        out["valid"] = valid
+        return {k: v.to(device) for k, v in out.items()}
+
+
+def stage2_losses(
+    P: LatentPredictor,
+    R: LatentRegularizer,
+    G: Generator,
+    b: dict[str, torch.Tensor],
+    alpha: float,
+    feat_weight: float,
+    feat_batch: int,
+    motion_weight: float = 0.0,
+    local_weight: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """The relative latent loss and, with the generator in the loop on ``feat_batch`` samples,
+    the relative feature, motion and locality losses of one batch (see the module docstring)."""
+    n = P.cfg.n_rows
+    track = G.default_feature_block()
+    blocks = tuple(sorted(set(P.cfg.feature_blocks) | {track}))
+    with torch.no_grad():
+        _, feats = G.synthesis(b["w_t"], feature_blocks=blocks)
+    rows = b["w_t"][:, :n]
+    pfeats = [feats[r] for r in P.cfg.feature_blocks]
+    pred = P(rows, pfeats, b["handles"], b["targets"], b["substep"], b["progress"], b["valid"])
+    out = R.regularize_step(rows, pred, alpha)
+    err = ((out - b["w_next"]) / P.w_std).square().mean()
+    base = ((rows - b["w_next"]) / P.w_std).square().mean().clamp(min=1e-12)
+    losses = {"latent": err / base}
+    if (feat_weight > 0 or motion_weight > 0 or local_weight > 0) and feat_batch > 0:
+        m = min(feat_batch, len(rows))
+        size = (G.img_resolution, G.img_resolution)
+        ws_pred = torch.cat([out[:m], b["w_t"][:m, n:]], dim=1)
+        f_pred = resize_features([G.synthesis(ws_pred, feature_blocks=(track,))[1][track]], size)
+        f_t = resize_features([feats[track][:m]], size)
+        if feat_weight > 0 or local_weight > 0:
+            ws_next = torch.cat([b["w_next"][:m], b["w_t"][:m, n:]], dim=1)
+            with torch.no_grad():
+                f_next = resize_features([G.synthesis(ws_next, feature_blocks=(track,))[1][track]], size)
+        if feat_weight > 0:
+            denom = (f_t - f_next).abs().sum().clamp(min=1e-6)
+            losses["feature"] = (f_pred - f_next).abs().sum() / denom
+        if local_weight > 0:
+            far = far_from_handles(b["handles"][:m], b["valid"][:m], size, G.img_resolution / 8)
+            with torch.no_grad():
+                denom = ((f_next - f_t).abs() * far).sum().clamp(min=1e-6)
+            losses["local"] = ((f_pred - f_t).abs() * far).sum() / denom
+        if motion_weight > 0:
+            h, s, v = b["handles"][:m], b["substep"][:m], b["valid"][:m]
+            losses["motion"] = motion_loss(f_pred, f_t, h, s, v & (s.norm(dim=-1) > 0.5))
+    return losses
+
+
+def far_from_handles(
+    handles: torch.Tensor, valid: torch.Tensor, size: tuple[int, int], radius: float
+) -> torch.Tensor:
+    """[B, 1, H, W] float mask: 1 where a pixel lies farther than ``radius`` from every valid handle
+    (handles [B, K, 2] pixels x, y; valid bool [B, K])."""
+    hgt, wid = size
+    ys = torch.arange(hgt, dtype=torch.float32, device=handles.device)
+    xs = torch.arange(wid, dtype=torch.float32, device=handles.device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    dx = gx[None, None] - handles[..., 0, None, None]  # [B, K, H, W]
+    dy = gy[None, None] - handles[..., 1, None, None]
+    near = (dx.square() + dy.square() <= radius * radius) & valid[..., None, None]
+    return (~near.any(1, keepdim=True)).float()
+
+
+def motion_loss(
+    f_pred: torch.Tensor, f_t: torch.Tensor, handles: torch.Tensor, substep: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Did the content move by the sub-step? For pixels q within r1 of each handle,
+    |F_pred(q + s) - sg(F_t(q))|_1, relative to the same for the unchanged features F_t.
+
+    f_pred, f_t [B, C, H, W] (image size); handles, substep [B, K, 2] pixels; valid bool [B, K].
+    """
+    b, _, hgt, wid = f_t.shape
+    r1 = max(2, round(3 * wid / 512))
+    r = torch.arange(-r1, r1 + 1, dtype=torch.float32, device=f_t.device)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    disk = torch.stack([dx.flatten(), dy.flatten()], 1)
+    disk = disk[disk.square().sum(1) < r1 * r1]  # [S, 2]
+    q = handles.round()[:, :, None, :] + disk  # [B, K, S, 2]
+    ok = valid[:, :, None] & (q >= 0).all(-1) & (q[..., 0] <= wid - 1) & (q[..., 1] <= hgt - 1)
+
+    def sample(f: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:  # -> [B, C, K, S]
+        g = torch.stack([pts[..., 0] / (wid - 1) * 2 - 1, pts[..., 1] / (hgt - 1) * 2 - 1], -1)
+        return torch.nn.functional.grid_sample(f, g, mode="bilinear", align_corners=True)
+
+    anchor = sample(f_t, q).detach()
+    moved = q + substep[:, :, None, :]
+    w = ok[:, None].float()
+    num = ((sample(f_pred, moved) - anchor).abs() * w).sum()
+    with torch.no_grad():
+        den = ((sample(f_t, moved) - anchor).abs() * w).sum().clamp(min=1e-6)
+    return num / den
