@@ -387,6 +387,11 @@ async def healthz(request: Request) -> Response:
             "running": sum(r.status.value != "idle" for r in rooms),
             "connections": state.connections,
             "uptime_s": round(time.time() - state.started, 1),
+            "models": {
+                "offered": len(state.models.specs),
+                "loaded": [n for n in state.models.names() if state.models.loaded(n) is not None],
+                "memory_mb": round(state.models.used_bytes / 2**20, 1),
+            },
             "engine": {
                 "ticks": state.worker.stats.ticks,
                 "steps": state.worker.stats.steps,

@@ -154,6 +154,9 @@ def test_idle_models_unload_and_come_back(tmp_path, library):
             frame_of(ws)
         pool = c.app.state.livedrag.models
         assert pool.loaded("cats16") is not None
+        health = c.get("/healthz").json()["models"]
+        assert health["offered"] == 4 and set(health["loaded"]) == {pool.default, "cats16"}
+        assert health["memory_mb"] > 0
         assert pool.sweep(time.monotonic() + 5) == []  # its room is still live
         c.delete(f"/api/rooms/{room['room']}?cap={room['edit_token']}")
         assert pool.sweep(time.monotonic() + 5) == ["cats16"]
