@@ -9,7 +9,7 @@ import sys
 
 # name -> module under server.cli; each module defines register(subparsers) that adds its parser
 # and sets ``func`` (called with the parsed args, returns an exit code).
-COMMANDS = ["serve", "sample", "drag", "convert", "synthfaces", "invert", "models"]
+COMMANDS = ["serve", "sample", "drag", "convert", "synthfaces", "invert", "models", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

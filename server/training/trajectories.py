@@ -353,13 +353,18 @@ def contrast_edit(
     return h, t
 
 
+def group_points(img: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` high-contrast points [n, 2] near each other: an anchor, then points within res/6 of it."""
+    res = img.shape[1]
+    anchor = contrast_points(img, 1, rng)[0]
+    return anchor[None] if n == 1 else contrast_points(img, n, rng, near=(anchor[0], anchor[1], res / 6))
+
+
 def long_edit(rng: np.random.Generator, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A group of 1-6 high-contrast points within res/6 of the first, moved 8-25% of the image."""
-    res = img.shape[1]
     n = int(rng.choice([1, 1, 2, 3, 4, 6]))
-    anchor = contrast_points(img, 1, rng)[0]
-    h = anchor[None] if n == 1 else contrast_points(img, n, rng, near=(anchor[0], anchor[1], res / 6))
-    return h, long_moves(rng, h, res)
+    h = group_points(img, n, rng)
+    return h, long_moves(rng, h, img.shape[1])
 
 
 # -- one shard -------------------------------------------------------------------------------------
