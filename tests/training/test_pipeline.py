@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from server.engine.checkpoint import load_generator, save_generator
-from server.engine.generator import Generator
+from server.engine.encoder import encode, load_encoder
+from server.engine.generator import Generator, to_uint8
+from server.engine.predict_session import PredictSession
+from server.engine.predictor_io import load_predictor
 from server.models import ModelCard, ModelLibrary
 from server.training.evaluate import outside_change, redetect
 from server.training.pipeline import TrainRequest, run_pipeline
@@ -50,8 +53,9 @@ def test_tiny_pipeline_makes_a_library_model_and_a_second_run_recomputes_nothing
     ckpt: Path, tmp_path: Path, one_torch_thread
 ) -> None:
     """The tiny preset writes card, generator, predictor and encoder that ModelLibrary.check accepts
-    with all three modes, and a report with every stage's time and throughput; running the same
-    request again skips every stage and rewrites no stage output."""
+    with all three modes and that drive a predict drag and an encoder projection, and a report with
+    every stage's time and throughput; running the same request again skips every stage and
+    rewrites no stage output."""
     out = tmp_path / "lib" / "tiny1"
     report = run_pipeline(tiny_request(ckpt, out))
     result = ModelLibrary(tmp_path / "lib").check("tiny1")
@@ -69,6 +73,13 @@ def test_tiny_pipeline_makes_a_library_model_and_a_second_run_recomputes_nothing
     assert np.isfinite(report["evaluation"]["encoder"]["psnr_mean"])
     md = (out / "report.md").read_text()
     assert "| stage2 | done |" in md and "iterations/s" in md and "Library check: ok" in md
+    # the files drive the engine: a predict drag steps, the encoder projects an image
+    G = load_generator(out / "generator.safetensors")
+    model = load_predictor(out / "predictor.safetensors", G=G)
+    step = PredictSession.from_seed(G, 0, [(10, 10)], [(16, 10)], model=model).step()
+    assert step.step == 1 and step.frame.shape == (32, 32, 3)
+    img = to_uint8(G.synthesis(G.ws_from_seed(1))[0])
+    assert encode(load_encoder(out / "encoder.safetensors", G), img).shape == (1, G.num_ws, G.w_dim)
 
     before = outputs(out)
     again = run_pipeline(tiny_request(ckpt, out))
