@@ -106,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="teacher's synthesis dtype (half precision on a GPU; default float32)",
     )
     p.add_argument("--detector", default=None, help="landmark detector (default: the shipped one)")
-    p.add_argument("--no-detector", action="store_true", help="random points only, no landmarks")
+    p.add_argument(
+        "--no-detector",
+        action="store_true",
+        help="no landmark drags (random points, and high-contrast ones with --contrast-frac/--long-frac)",
+    )
     p.add_argument("--workers", type=int, default=1, help="split the shards among this many processes")
     p.add_argument(
         "--worker", type=int, default=0, help="this process makes shards i with i %% workers == worker"
