@@ -9,6 +9,8 @@ run's allocator history and peak memory do not leak into the next):
   * step: ``DragSession.step()`` with one handle (forward with features, tracking, motion
     supervision, backward, Adam, frame to uint8 on the host), ms median and p90;
   * batch4: ``step_batch`` of 4 sessions in one pass, ms per call (and per session);
+  * predict: one predictor tick (``PredictSession.step()``: predictor and regularizer forward,
+    synthesis with features, point tracking) with a random predictor of the shipped architecture;
   * jpeg: encoding the frame at quality 85;
   * peak memory: ``torch.cuda.max_memory_allocated`` on CUDA, peak RSS of the process on the CPU;
   * cpu: process CPU time per repetition (all threads together): on a busy shared machine the
@@ -163,6 +165,27 @@ def run_child(name: str, device: str, threads: int, warmup: int, reps: int, batc
     b.close()
     out["step_ms"] = summary(times)
     out["step_cpu_ms"] = summary(cpu)
+
+    # predictor tick: one PredictSession step (predictor + regularizer forward, synthesis with
+    # features, point tracking) with a random predictor of the shipped architecture for this G
+    p = predict_session(G, res, 0)
+    times, cpu = [], []
+    b = bar(warmup + reps, "predict")
+    with torch.no_grad():
+        for i in range(warmup + reps):
+            if p.done:
+                p = predict_session(G, res, i + 1)
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            p.step()
+            sync()
+            if i >= warmup:
+                times.append(1000 * (time.perf_counter() - t0))
+                cpu.append(1000 * (time.process_time() - c0))
+            b.update()
+    b.close()
+    out["predict_ms"] = summary(times)
+    out["predict_cpu_ms"] = summary(cpu)
     t0 = time.perf_counter()
     for _ in range(20):
         encode_jpeg(frame, 85)
@@ -189,6 +212,39 @@ def run_child(name: str, device: str, threads: int, warmup: int, reps: int, batc
         out["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out["peak_mem_kind"] = "process peak RSS"
     return out
+
+
+def predict_session(G, res: int, seed: int):
+    """A predict session on ``G`` with a random predictor bundle of the shipped architecture
+    (``PredictorConfig.for_generator``, the default regularizer): timing does not depend on weights."""
+    import torch
+
+    from server.engine.predict_options import PredictOptions
+    from server.engine.predict_session import PredictSession
+    from server.engine.predictor import LatentPredictor, PredictorConfig, latent_stats
+    from server.engine.predictor_io import GeneratorIdentity, PredictorBundle
+    from server.engine.regularizer import LatentRegularizer, RegularizerConfig
+
+    key = id(G)
+    bundle = _BUNDLES.get(key)
+    if bundle is None:
+        dev = G.mapping.w_avg.device
+        pcfg = PredictorConfig.for_generator(G)
+        P = LatentPredictor(pcfg)
+        R = LatentRegularizer(RegularizerConfig(w_dim=G.w_dim, n_rows=pcfg.n_rows))
+        mean, std = latent_stats(G, n=256)
+        for m in (P, R):
+            m.w_avg.copy_(mean.cpu())
+            m.w_std.copy_(std.cpu())
+        bundle = _BUNDLES[key] = PredictorBundle(P, R, GeneratorIdentity.of(G)).to(dev).eval()
+    with torch.no_grad():
+        ws = G.ws_from_seed(seed)
+    h, t = (0.25 * res, 0.5 * res), (0.75 * res, 0.5 * res)
+    opts = PredictOptions.recommended(bundle, max_steps=10**6)
+    return PredictSession(G, ws, [h], [t], options=opts, model=bundle)
+
+
+_BUNDLES: dict = {}
 
 
 # -- parent: machine facts, jobs, table ------------------------------------------------------------
@@ -226,7 +282,7 @@ def fmt(d: dict | None, key: str = "median") -> str:
 def table(rows: list[dict]) -> str:
     head = (
         f"{'config':<16} {'device':<10} {'fwd med':>8} {'fwd p90':>8} {'step med':>9} {'step p90':>9} "
-        f"{'batch4':>8} {'/sess':>6} {'jpeg':>5} {'peak MB':>8} {'fwd cpu':>8} {'step cpu':>9}"
+        f"{'batch4':>8} {'/sess':>6} {'predict':>8} {'jpeg':>5} {'peak MB':>8} {'fwd cpu':>8} {'step cpu':>9}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -239,7 +295,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"{r['config']:<16} {dev:<10} {fmt(r['forward_ms']):>8} {fmt(r['forward_ms'], 'p90'):>8} "
             f"{fmt(r['step_ms']):>9} {fmt(r['step_ms'], 'p90'):>9} {fmt(b4):>8} "
-            f"{per:>6} {r['jpeg_ms']:>5.2f} {r['peak_mem_mb']:>8.0f} "
+            f"{per:>6} {fmt(r.get('predict_ms')):>8} {r['jpeg_ms']:>5.2f} {r['peak_mem_mb']:>8.0f} "
             f"{fmt(r.get('forward_cpu_ms')):>8} {fmt(r.get('step_cpu_ms')):>9}"
         )
     return "\n".join(lines)

@@ -1,6 +1,8 @@
-"""Bring your own model, end to end on the CPU: a tiny random generator is trained by `livedrag
-train` (predictor and encoder), served from a model library next to the default model by a real
-server, and a room created on it runs a predict drag and projects an upload with its encoder."""
+"""Bring your own model, end to end on the CPU (docs/models.md's walk-through): a tiny random
+generator in an NVIDIA-style pickle is converted (`livedrag convert`, no code in the file runs),
+trained by `livedrag train` (predictor and encoder), served from a model library next to the
+default model by a real server, and a room created on it runs a predict drag and projects an
+upload with its encoder."""
 
 from __future__ import annotations
 
@@ -13,17 +15,18 @@ import torch
 from PIL import Image
 
 from server.cli import main as cli_main
-from server.engine.checkpoint import save_generator
-from server.engine.generator import Generator
-from tests.conftest import tiny_config
+from tests.models.helpers import tiny_generator, write_nvidia_pickle
 from tests.server.live import Client, LiveServer, make_settings
 
 
 @pytest.fixture(scope="module")
 def trained_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("byo")
-    torch.manual_seed(7)
-    ckpt = save_generator(Generator(tiny_config(16)).eval(), d / "mine.safetensors")
+    marker = d / "pickle-code-ran"
+    pkl = write_nvidia_pickle(d / "network-snapshot.pkl", tiny_generator(seed=7, res=16), marker)
+    ckpt = d / "mine.safetensors"
+    assert cli_main(["convert", str(pkl), str(ckpt)]) == 0
+    assert not marker.exists()
     lib = d / "models"
     argv = ["train", "--checkpoint", str(ckpt), "--out", str(lib / "mine"), "--preset", "tiny"]
     threads = torch.get_num_threads()
