@@ -148,6 +148,27 @@ def register(subparsers) -> None:
     p.add_argument("--torch-threads", type=int, default=None, help="CPU threads for the model")
     p.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
     p.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
+    p.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="join a cluster: redis://host:port/db (with --database; docs/cluster.md)",
+    )
+    p.add_argument(
+        "--database",
+        default=None,
+        metavar="URL",
+        help="the cluster's rooms: postgresql://user@host:port/db (with --redis; instead of SQLite)",
+    )
+    p.add_argument(
+        "--node-id", default=None, help="this node's name in the cluster (default: host-pid-random)"
+    )
+    p.add_argument(
+        "--advertise-url",
+        default=None,
+        metavar="URL",
+        help="how the other nodes reach this one over HTTP (default http://HOST:PORT)",
+    )
     p.set_defaults(func=run)
 
 
@@ -194,6 +215,10 @@ def settings_from_args(args: argparse.Namespace):
         torch_threads=args.torch_threads,
         log_level=args.log_level or ("debug" if getattr(args, "verbose", False) else None),
         access_log=False if args.no_access_log else None,
+        redis_url=getattr(args, "redis", None),
+        database_url=getattr(args, "database", None),
+        node_id=getattr(args, "node_id", None),
+        advertise_url=getattr(args, "advertise_url", None),
     )
 
 
@@ -255,7 +280,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(settings.torch_threads)
     app = create_app(settings)
     config = uvicorn_config(app, settings)
-    log.info("serving on http://%s:%d (rooms in %s)", settings.host, settings.port, settings.data_dir)
+    where = "a cluster on Redis and PostgreSQL" if settings.cluster else settings.data_dir
+    log.info("serving on http://%s:%d (rooms in %s)", settings.host, settings.port, where)
     server = Server(config)
     server.run()
     return 0 if server.started else 1

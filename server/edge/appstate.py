@@ -20,6 +20,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import torch
@@ -69,6 +70,7 @@ class AppState:
     upload_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     samples: dict[str, bytes] = field(default_factory=dict)  # model -> its sample grid (JPEG)
+    cluster: Any = None  # the cluster node (server.cluster.node.ClusterNode); None: one node
     _drained: bool = False
     _closed: bool = False
 
@@ -82,7 +84,7 @@ class AppState:
         projector: Projector | None = None,
     ) -> AppState:
         device = pick_device(settings.device)
-        store = await asyncio.to_thread(Store, settings.data_dir)
+        store = await asyncio.to_thread(open_store, settings)
         pool = await build_pool(settings, device, store, generator, modes, projector)
         default = pool.get(pool.default)
         limits = room_limits or RoomLimits(
@@ -105,6 +107,15 @@ class AppState:
         )
         state = cls(settings, default.G, default.name, device, store, manager, hub, worker)
         worker.start()
+        if settings.cluster:
+            from server.edge.cluster import start_cluster
+
+            try:
+                state.cluster = await start_cluster(state)
+            except BaseException:
+                await worker.stop(commit=False)
+                store.close()
+                raise
         loop = asyncio.get_running_loop()
         state.tasks.append(loop.create_task(state._presence_loop(), name="presence"))
         state.tasks.append(loop.create_task(state._life_loop(), name="room life cycle"))
@@ -181,6 +192,8 @@ class AppState:
         failed = self.manager.persist_all()
         if failed:
             log.error("%d room(s) could not be saved at shutdown", failed)
+        if self.cluster is not None:
+            await self.cluster.stop()  # leases released: other nodes take the rooms at once
         self.store.close()
         log.info("stopped")
 
@@ -243,6 +256,15 @@ def client_key(ip: str) -> str:
             return str(addr.ipv4_mapped)
         return str(ipaddress.ip_network(f"{addr}/64", strict=False))
     return str(addr)
+
+
+def open_store(settings: Settings) -> Any:
+    """The room store: SQLite in the data directory, or in a cluster PostgreSQL (fenced per room)."""
+    if settings.database_url is not None:
+        from server.cluster.pgstore import PgStore
+
+        return PgStore(settings.database_url, fenced=True)
+    return Store(settings.data_dir)
 
 
 def lifecycle_of(settings: Settings) -> Lifecycle:

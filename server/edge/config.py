@@ -88,6 +88,11 @@ class Settings:
     torch_threads: int | None = None  # intra-op CPU threads; None: all cores minus one for the loop
     log_level: str = "info"  # debug, info, warning, error
     access_log: bool = True  # uvicorn access log (query strings are always redacted)
+    # a cluster (docs/cluster.md): both set, or neither (one node: SQLite, no Redis)
+    redis_url: str | None = None  # redis://host:port/db: leases, announcements, relaying between nodes
+    database_url: str | None = None  # postgresql://user@host:port/db: the rooms (instead of SQLite)
+    node_id: str | None = None  # this node's name in the cluster; None: host-pid-random, new each start
+    advertise_url: str | None = None  # how other nodes reach this one over HTTP; None: http://host:port
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -140,6 +145,14 @@ class Settings:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if (self.redis_url is None) != (self.database_url is None):
+            raise ValueError("a cluster needs both --redis and --database (one node needs neither)")
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("--database must be a postgresql:// URL")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("--redis must be a redis:// URL")
         for o in self.origins:
             if o != "*" and "://" not in o:
                 raise ValueError(f"origin {o!r} must look like scheme://host[:port] (or be *)")
@@ -150,6 +163,11 @@ class Settings:
         ``error`` and the close code 4009 from the app; uvicorn's parser closes larger ones, with
         4009 as well (``serve.WSProtocol``), never reading them whole."""
         return 4 * int(LIMITS["max_message_bytes"])
+
+    @property
+    def cluster(self) -> bool:
+        """Whether this server is a node of a cluster (Redis and PostgreSQL)."""
+        return self.redis_url is not None
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (None values are ignored: "not given")."""

@@ -157,6 +157,13 @@ class Sender:
         if returned and self._frame is not None:
             self._wake.set()
 
+    def reset_credits(self) -> None:
+        """Forget the frames in flight: the room's frames are numbered anew (a relayed connection
+        whose room moved to another node), so the old numbers will never be acknowledged."""
+        self._in_flight.clear()
+        if self._frame is not None:
+            self._wake.set()
+
     def close(self, close: str, flush: bool = True) -> None:
         """Close with a CLOSE_CODES name: after sending the queued control messages (``flush``),
         or at once (queues dropped). Idempotent: the first reason given wins."""
@@ -289,11 +296,19 @@ def presence_key(msg: dict[str, Any]) -> tuple:
     return (ev, msg.get("id"))
 
 
+class RemoteFanout(Protocol):
+    """Where a room's messages for members on other nodes go (a cluster node; None: one node)."""
+
+    def publish(self, room: Room, outs: list[Outgoing]) -> None: ...
+
+
 class Hub:
-    """Senders by room id and member id; dispatches a room's outgoing messages to them."""
+    """Senders by room id and member id; dispatches a room's outgoing messages to them (and to
+    ``remote``, the cluster, for the members connected to other nodes)."""
 
     def __init__(self) -> None:
         self._rooms: dict[str, dict[str, Sender]] = {}
+        self.remote: RemoteFanout | None = None
 
     def add(self, room_id: str, member_id: str, sender: Sender) -> Sender | None:
         """Register a member's sender; returns the sender it replaces (close that one)."""
@@ -323,6 +338,8 @@ class Hub:
 
     def dispatch(self, room: Room, outs: list[Outgoing]) -> None:
         """Hand each message to the senders of its recipients (bytes packed once per message)."""
+        if self.remote is not None:
+            self.remote.publish(room, outs)
         conns = self._rooms.get(room.id)
         if not conns:
             return

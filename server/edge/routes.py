@@ -102,15 +102,18 @@ async def create_room(request: Request) -> Response:
         return _error(400, str(e))
     model = model or state.models.default
     spec = state.models.specs.get(model)
-    if spec is None:
+    res = spec.resolution if spec is not None else None
+    if res is None and state.cluster is not None:  # another node of the cluster may serve it
+        res = state.cluster.model_resolution(model)
+    if res is None:
         return _error(400, state.models.unknown(model))
     client = client_key(client_ip(request))
     wait = state.allow_create(client)
     if wait:
         return _error(429, f"too many rooms created from this address; try again in {wait:.0f} s", wait)
-    image = ImageInfo(spec.name, spec.resolution, spec.resolution, seed=seed, truncation=truncation)
+    image = ImageInfo(model, res, res, seed=seed, truncation=truncation)
     try:
-        created = state.manager.create(image, client=client)
+        created = state.manager.create(image, client=client, live=state.cluster is None)
     except ClientRoomsFull:
         cap = state.manager.lifecycle.max_rooms_per_client
         return _error(
@@ -123,6 +126,8 @@ async def create_room(request: Request) -> Response:
     except StoreError as e:
         log.error("creating a room failed: %s", e)
         return _error(503, "the server could not save the room")
+    if state.cluster is not None:
+        state.cluster.prepare(created.room_id)  # the node that should take it loads it now
     base = str(request.base_url).rstrip("/")
     return JSONResponse(
         {
@@ -133,7 +138,7 @@ async def create_room(request: Request) -> Response:
             "view_token": created.view_token,
             "seed": seed,
             "truncation": truncation,
-            "model": spec.name,
+            "model": model,
         },
         status_code=201,
         headers={"cache-control": "no-store"},
@@ -186,6 +191,16 @@ def _role(request: Request, edit: str | None = None) -> str | Response:
     return role
 
 
+async def _elsewhere(request: Request) -> Response | None:
+    """In a cluster, the owner's answer when another node owns the room (None: answer here)."""
+    state = app_state(request)
+    if state.cluster is None:
+        return None
+    from server.edge.cluster import forward_if_elsewhere
+
+    return await forward_if_elsewhere(request, state)
+
+
 def _authorised_room(request: Request, edit: bool = False) -> Room | Response:
     """The room named in the path, live (an archived one is opened), when the request carries
     one of its capabilities (``edit``: its edit capability); else the error answer."""
@@ -216,6 +231,8 @@ async def delete_room(request: Request) -> Response:
     role = _role(request, "deleting a room")
     if isinstance(role, Response):
         return role
+    if (answer := await _elsewhere(request)) is not None:
+        return answer
     room_id = request.path_params["room"]
     try:
         room = state.manager.delete(room_id, "editor")
@@ -227,6 +244,8 @@ async def delete_room(request: Request) -> Response:
         for sender in senders:
             sender.close("room_closed")
         log.info("room %s: deleted by an editor; closed %d connection(s)", room_id, len(senders))
+    if state.cluster is not None:
+        state.cluster.deleted(room_id)  # members on other nodes are closed too; the lease goes
     state.upload_buckets.pop(room_id, None)
     state.worker.forget_gone()
     return JSONResponse({"room": room_id, "deleted": True}, headers={"cache-control": "no-store"})
@@ -241,6 +260,8 @@ def _download(data: bytes, media_type: str, filename: str) -> Response:
 
 
 async def image_png(request: Request) -> Response:
+    if (answer := await _elsewhere(request)) is not None:
+        return answer
     room = _authorised_room(request)
     if isinstance(room, Response):
         return room
@@ -252,6 +273,8 @@ async def image_png(request: Request) -> Response:
 
 
 async def latent_file(request: Request) -> Response:
+    if (answer := await _elsewhere(request)) is not None:
+        return answer
     room = _authorised_room(request)
     if isinstance(room, Response):
         return room
@@ -263,6 +286,8 @@ async def latent_file(request: Request) -> Response:
 
 
 async def trajectory(request: Request) -> Response:
+    if (answer := await _elsewhere(request)) is not None:
+        return answer
     room = _authorised_room(request)
     if isinstance(room, Response):
         return room
@@ -276,6 +301,8 @@ async def trajectory(request: Request) -> Response:
 async def upload(request: Request) -> Response:
     """POST a picture: validated off the event loop, stored by content key, then projected."""
     state = app_state(request)
+    if (answer := await _elsewhere(request)) is not None:
+        return answer
     room = _authorised_room(request, edit=True)
     if isinstance(room, Response):
         return room
@@ -351,6 +378,8 @@ def _prepare_upload(data: bytes, size: int, max_bytes: int) -> bytes:
 
 
 async def upload_png(request: Request) -> Response:
+    if (answer := await _elsewhere(request)) is not None:
+        return answer
     room = _authorised_room(request)
     if isinstance(room, Response):
         return room
@@ -387,6 +416,7 @@ async def healthz(request: Request) -> Response:
             "running": sum(r.status.value != "idle" for r in rooms),
             "connections": state.connections,
             "uptime_s": round(time.time() - state.started, 1),
+            **({"cluster": state.cluster.summary()} if state.cluster is not None else {}),
             "models": {
                 "offered": len(state.models.specs),
                 "loaded": [n for n in state.models.names() if state.models.loaded(n) is not None],

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -46,6 +47,7 @@ class Connection:
         self.member_id: str | None = None
         self.sender: Sender | None = None
         self._deadline: asyncio.Timeout | None = None  # the receive loop's, while it waits
+        self._hello_bytes = b""  # the hello as received (a relayed connection forwards it)
 
     async def run(self) -> None:
         state, ws = self.state, self.ws
@@ -100,7 +102,9 @@ class Connection:
             err = ProtocolError("too_large", f"hello of {len(data)} bytes", close="too_large")
         else:
             try:
-                return decode_hello(data)
+                hello = decode_hello(data)
+                self._hello_bytes = data
+                return hello
             except ProtocolError as e:
                 err = e
         log.info("websocket from %s: bad hello for room %s (%s)", self.ip, self.room_id, err)
@@ -112,6 +116,18 @@ class Connection:
         hello = await self._hello()
         if hello is None:
             return
+        if state.cluster is not None:  # the room may live on another node: then relay to it
+            from server.edge.cluster import place_for_join
+
+            try:
+                where = await place_for_join(state, self.room_id, hello["cap"])
+            except JoinRefused as e:
+                log.info("websocket from %s: join refused: room %s, %s", self.ip, self.room_id, e)
+                await self._close_now(e.close)
+                return
+            if not where.local:
+                await self._relay_session(where.owner)
+                return
         try:
             joined = state.manager.join(self.room_id, hello)
         except JoinRefused as e:
@@ -131,11 +147,17 @@ class Connection:
         old = state.hub.add(room.id, mid, sender)
         if old is not None:
             old.close("replaced")
+        if state.cluster is not None:
+            state.cluster.joined_locally(room.id, joined)
         sender.start()
         state.hub.dispatch(room, joined.messages)
         state.worker.wake()
         try:
-            await self._receive_loop(room, mid, sender)
+            await self._receive_loop(
+                sender,
+                lambda data: self._local_message(room, mid, sender, data),
+                lambda d: state.hub.dispatch(room, d.messages),
+            )
         finally:
             state.hub.remove(room.id, mid, sender)
             out = state.manager.leave(room.id, mid, joined.session)
@@ -149,10 +171,81 @@ class Connection:
         if self._deadline is not None:
             self._deadline.reschedule(asyncio.get_running_loop().time())
 
-    async def _receive_loop(self, room: Room, mid: str, sender: Sender) -> None:
-        state = self.state
-        idle = state.settings.idle_timeout_s
+    async def _relay_session(self, owner: str) -> None:
+        """A room another node owns: join through it, then forward every message to it (the
+        cluster relays its messages back to this connection's sender)."""
+        state, s = self.state, self.state.settings
+        sender = self.sender = Sender(
+            self.ws,
+            SenderLimits(s.frame_credits, s.control_queue, s.send_timeout_s),
+            name=f"relay {self.room_id} via {owner}",
+            on_closed=self._sender_closed,
+        )
+        try:
+            link = await state.cluster.relay_join(self.room_id, owner, self._hello_bytes, sender)
+        except JoinRefused as e:
+            log.info(
+                "websocket from %s: join refused by node %s: room %s, %s", self.ip, owner, self.room_id, e
+            )
+            await self._close_now(e.close)
+            return
+        key = f"relay:{link.conn}"
+        state.hub.add(self.room_id, key, sender)
+        sender.start()
+        try:
+            await self._receive_loop(
+                sender,
+                lambda data: self._relay_message(link, sender, data),
+                lambda d: sender.put_many(d.messages),
+            )
+        finally:
+            state.hub.remove(self.room_id, key, sender)
+            state.cluster.relay_leave(link)
+            sender.stop()
+            await sender.wait(timeout=5.0)
+
+    def _relay_message(self, link: Any, sender: Sender, data: bytes | None) -> None:
+        """A relayed connection's message: refusals that need no room here, the rest to the owner."""
         max_bytes = LIMITS["max_message_bytes"]
+        if data is None:
+            err = Outgoing(error_message("malformed", "binary msgpack messages only"))
+            if not link.limiter.strike():
+                raise Disconnect("protocol_violation", [err])
+            sender.put(err)
+        elif len(data) > max_bytes:
+            err = Outgoing(error_message("too_large", f"message of {len(data)} bytes exceeds {max_bytes}"))
+            raise Disconnect("too_large", [err])
+        else:
+            self.state.cluster.relay_send(link, data)
+
+    def _local_message(self, room: Room, mid: str, sender: Sender, data: bytes | None) -> None:
+        """A message to a room of this node: the room answers, the fan-out sends (raises Disconnect)."""
+        state = self.state
+        max_bytes = LIMITS["max_message_bytes"]
+        if data is None:
+            out = self._refuse_text(room, mid)
+        elif len(data) > max_bytes:
+            err = error_message("too_large", f"message of {len(data)} bytes exceeds {max_bytes}")
+            raise Disconnect("too_large", [Outgoing(err, to=mid)])
+        else:
+            out = state.manager.receive(room.id, mid, data)
+        if out:
+            state.hub.dispatch(room, out)
+            self._log_refusals(room, mid, out)
+            state.worker.wake()
+        member = room.members.get(mid)
+        if member is not None and member.acked_seq:
+            sender.ack(member.acked_seq)
+
+    async def _receive_loop(
+        self,
+        sender: Sender,
+        handle: Callable[[bytes | None], None],
+        on_disconnect: Callable[[Disconnect], None],
+    ) -> None:
+        """Receive until the peer or the sender ends it; ``handle`` each message (None: a text
+        frame), ``on_disconnect`` sends what a Disconnect carries before the close."""
+        idle = self.state.settings.idle_timeout_s
         while True:
             if sender.state.value != "open":
                 return
@@ -161,34 +254,20 @@ class Connection:
                     msg = await self.ws.receive()
             except TimeoutError:
                 if sender.state.value == "open":
-                    log.info("room %s: %s idle for %.0f s: closing", room.id, mid, idle)
+                    log.info("websocket %s: idle for %.0f s: closing", sender.name, idle)
                     sender.close("idle_timeout")
                 return
             finally:
                 self._deadline = None
             if msg["type"] == "websocket.disconnect":
                 return
-            data = msg.get("bytes")
             try:
-                if data is None:
-                    out = self._refuse_text(room, mid)
-                elif len(data) > max_bytes:
-                    err = error_message("too_large", f"message of {len(data)} bytes exceeds {max_bytes}")
-                    raise Disconnect("too_large", [Outgoing(err, to=mid)])
-                else:
-                    out = state.manager.receive(room.id, mid, data)
+                handle(msg.get("bytes"))
             except Disconnect as d:
-                state.hub.dispatch(room, d.messages)
-                log.info("room %s: closing %s: %s", room.id, mid, d.close)
+                on_disconnect(d)
+                log.info("websocket %s: closing: %s", sender.name, d.close)
                 sender.close(d.close)
                 return
-            if out:
-                state.hub.dispatch(room, out)
-                self._log_refusals(room, mid, out)
-                state.worker.wake()
-            member = room.members.get(mid)
-            if member is not None and member.acked_seq:
-                sender.ack(member.acked_seq)
 
     def _refuse_text(self, room: Room, mid: str) -> list[Outgoing]:
         out = [Outgoing(error_message("malformed", "binary msgpack messages only"), to=mid)]

@@ -103,12 +103,14 @@ class RoomManager:
         return stored - len(self.expire())
 
     def create(
-        self, image: ImageInfo, params: Params | None = None, client: str | None = None
+        self, image: ImageInfo, params: Params | None = None, client: str | None = None, live: bool = True
     ) -> CreatedRoom:
         """A new room showing ``image``, made by ``client`` (its address; None: not counted). At a
         cap the least recently used idle room is archived first. Raises ClientRoomsFull,
-        RoomsFull, or StoreError (then no room exists)."""
-        self._make_space(client)
+        RoomsFull, or StoreError (then no room exists). ``live=False`` (a cluster: the node that
+        takes the room loads it) only stores it."""
+        if live:
+            self._make_space(client)
         room_id = new_room_id()
         while room_id in self.rooms or self.store.room_hashes(room_id) or self.store.deleted(room_id):
             room_id = new_room_id()
@@ -128,6 +130,9 @@ class RoomManager:
         self.store.save_room(rec, history=True)
         now = self.wall()
         self._touch([room_id], now)
+        if not live:
+            log.info("room %s created (%s, seed %s), stored", room_id, image.model, image.seed)
+            return created
         self.rooms[room_id] = Room(rec, self.limits, self.clock)
         self.life[room_id] = LiveRoom(idle_since=now, joined=False, creator=client)
         log.info("room %s created (%s, seed %s)", room_id, image.model, image.seed)
@@ -182,6 +187,12 @@ class RoomManager:
         self._failing.discard(room_id)
         log.info("room %s deleted (%s)", room_id, why)
         return room
+
+    def unload(self, room_id: str) -> Room | None:
+        """Forget a live room without saving it (a cluster node that no longer owns it)."""
+        self.life.pop(room_id, None)
+        self._failing.discard(room_id)
+        return self.rooms.pop(room_id, None)
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -399,6 +410,20 @@ class RoomManager:
             self._failing.discard(room.id)
             log.info("room %s: saved again", room.id)
         return []
+
+    def retry_failed(self) -> list[str]:
+        """Save again the live rooms whose last save failed (a store that was away). Returns the
+        rooms saved now."""
+        saved = []
+        for room_id in list(self._failing):
+            room = self.rooms.get(room_id)
+            if room is None:
+                self._failing.discard(room_id)
+                continue
+            self.persist(room)
+            if not room.dirty:
+                saved.append(room_id)
+        return saved
 
     def persist_all(self) -> int:
         """Save every dirty room (at shutdown). Returns how many could not be saved."""

@@ -1,0 +1,159 @@
+"""Three real ``livedrag serve`` nodes on Redis and PostgreSQL: any node serves any client.
+
+An editor on node B and a spectator on node C of a room node A owns see the ops and frames a
+member on A sees (the frame messages byte for byte: encoded once, never re-encoded); late joiners
+anywhere get the snapshot and the latest frame at once; downloads and deletion work through any
+node; a new room goes to a node that serves its model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Iterator
+
+import httpx
+import psycopg
+import pytest
+import redis
+from websockets.exceptions import ConnectionClosed
+
+from tests.browser.live import make_checkpoint
+from tests.server.cluster.nodes import Cluster, join_raw
+from tests.services import PostgresServer, RedisServer
+
+pytestmark = pytest.mark.slow
+_dbs = itertools.count(1)
+ADD = {"t": "add_pair", "pair": "p1", "handle": [8.0, 8.0], "target": [20.0, 14.0]}
+
+
+def placed(cluster: Cluster, room: dict) -> tuple[str, str, str]:
+    """(the room's owner, another node, the third node): rooms go where there is most room."""
+    owner = cluster.wait_owner(room["room"])
+    b, c = sorted(set(cluster.nodes) - {owner})
+    return owner, b, c
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    redis_server: RedisServer, postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Nodes A, B, C on one Redis and one fresh database; C alone also serves the model "other"."""
+    tmp = tmp_path_factory.mktemp("cluster")
+    with redis.Redis.from_url(redis_server.url) as r:
+        r.flushall()
+    name = f"cluster{next(_dbs)}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    (tmp / "other").mkdir()
+    other = make_checkpoint(tmp / "other", res=32, seed=1, name="other")
+    c = Cluster(tmp, redis_server, postgres_server.url.rsplit("/", 1)[0] + "/" + name, n=3)
+    c.nodes["C"].extra_args += ("--checkpoint", str(other))
+    with c:
+        yield c
+
+
+async def test_editor_on_b_and_spectator_on_c_see_what_a_member_on_a_sees(cluster: Cluster):
+    """Room owned by A; editor on B, spectator on C, viewer on A (whichever node took the room is
+    A): the same ops in the same order, the same final state, and every frame they all got
+    identical to the byte."""
+    room = cluster.create_room("A", seed=5)
+    a, b, c = placed(cluster, room)
+    ed = await join_raw(cluster, b, room, name="Bob")
+    spec = await join_raw(cluster, c, room, "viewer", "Eve")
+    ann = await join_raw(cluster, a, room, "viewer", "Ann")
+    everyone = [ed, spec, ann]
+    await ed.send(ADD)
+    await ed.send({"t": "set_params", "params": {"max_steps": 10}})
+    await ed.send({"t": "start"})
+    await asyncio.gather(*(c.next("status", status="idle") for c in everyone))
+    ops = [[(m["v"], m["op"], m["by"]) for m in c.messages if m["t"] == "op"] for c in everyone]
+    assert ops[0] == ops[1] == ops[2] and ops[0][-1][1] == "finish"
+    assert ed.state == spec.state == ann.state and ed.state["history"]["size"] == 2
+    common = set(ed.raw_frames) & set(spec.raw_frames) & set(ann.raw_frames)
+    assert len(common) >= 3, (sorted(ed.raw_frames), sorted(spec.raw_frames), sorted(ann.raw_frames))
+    for seq in common:
+        assert ed.raw_frames[seq] == spec.raw_frames[seq] == ann.raw_frames[seq]
+    health = cluster.health(b)["cluster"]
+    assert health["relayed"] == {room["room"]: 1} and health["owned"] == []
+    for c in everyone:
+        await c.close()
+
+
+async def test_a_late_joiner_on_another_node_gets_the_snapshot_and_latest_frame_at_once(cluster: Cluster):
+    """After a drag, a spectator joining through another node gets welcome, snapshot and the
+    room's latest frame (the same bytes the editor got last) without waiting for a tick."""
+    room = cluster.create_room("A", seed=6)
+    a, _b, c = placed(cluster, room)
+    ed = await join_raw(cluster, a, room)
+    await ed.send(ADD)
+    await ed.send({"t": "set_params", "params": {"max_steps": 4}})
+    await ed.send({"t": "start"})
+    await ed.next("status", status="idle")
+    await ed.drain(0.5)
+    late = await join_raw(cluster, c, room, "viewer", "Late")
+    assert late.state == ed.state and late.welcome["role"] == "viewer"
+    frame = await late.next("frame", timeout=5)
+    assert frame["seq"] == max(ed.raw_frames) and late.raw_frames[frame["seq"]] == ed.raw_frames[frame["seq"]]
+    await ed.close()
+    await late.close()
+
+
+async def test_downloads_and_deletion_work_through_any_node(cluster: Cluster):
+    """image.png through the other nodes (forwarded to the owner) equals the owner's own; DELETE
+    through a third node closes every member, on every node, with 4014 room_closed."""
+    room = cluster.create_room("A", seed=7)
+    a, b, c = placed(cluster, room)
+    ed = await join_raw(cluster, b, room)
+    ann = await join_raw(cluster, a, room, "viewer", "Ann")
+    path = f"/api/rooms/{room['room']}/image.png?cap={room['view_token']}"
+    pngs = [httpx.get(cluster.nodes[n].url + path, timeout=30) for n in (a, b, c)]
+    assert [r.status_code for r in pngs] == [200, 200, 200]
+    assert pngs[0].content == pngs[1].content == pngs[2].content
+    assert (
+        httpx.get(cluster.nodes[c].url + f"/api/rooms/{room['room']}/image.png?cap=wrong").status_code == 403
+    )
+    gone = httpx.delete(
+        cluster.nodes[c].url + f"/api/rooms/{room['room']}", headers={"x-livedrag-cap": room["edit_token"]}
+    )
+    assert gone.status_code == 200, gone.text
+    for who in (ann, ed):
+        with pytest.raises(ConnectionClosed) as closed:
+            await who.drain(10)
+            try:
+                await who.recv(5)
+            except TimeoutError:
+                raise AssertionError(f"{who.welcome} not closed\n{cluster.logs()}") from None
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4014
+    assert httpx.get(cluster.nodes[b].url + path).status_code == 410
+
+
+async def test_a_new_room_goes_to_a_node_that_serves_its_model(cluster: Cluster):
+    """A room of the model only C serves, created through A, is owned by C; members on A and B
+    are relayed to it and its frames reach them."""
+    room = cluster.create_room("A", seed=8, model="other")
+    assert room["model"] == "other"
+    assert cluster.wait_owner(room["room"]) == "C"
+    ed = await join_raw(cluster, "A", room)
+    spec = await join_raw(cluster, "B", room, "viewer", "Eve")
+    await ed.send(ADD)
+    await ed.send({"t": "set_params", "params": {"max_steps": 3}})
+    await ed.send({"t": "start"})
+    await asyncio.gather(*(c.next("status", status="idle") for c in (ed, spec)))
+    assert ed.frames and spec.frames and ed.state == spec.state
+    for c in (ed, spec):
+        with contextlib.suppress(Exception):
+            await c.close()
+
+
+def test_nodes_announce_device_capacity_and_models(cluster: Cluster):
+    """Each node's announcement names its device, free capacity and models (C also "other")."""
+    import json
+
+    with cluster.r() as r:
+        infos = {n: json.loads(r.get(f"ld:node:{n}")) for n in "ABC"}
+    assert all(i["device"] == "cpu" and i["free"] > 0 for i in infos.values())
+    assert "other" in infos["C"]["models"] and "other" not in infos["A"]["models"]
+    assert infos["C"]["resolutions"]["other"] == 32
