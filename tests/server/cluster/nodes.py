@@ -177,3 +177,11 @@ async def join_raw(
     await c.next("welcome")
     await c.next("snapshot")
     return c
+
+
+async def resynced(c: RawClient, welcomes: int = 2, timeout: float = WAIT) -> None:
+    """Read until the client got its ``welcomes``-th welcome and the snapshot after it."""
+    deadline = time.monotonic() + timeout
+    while c.welcomes < welcomes:
+        await c.recv(max(0.01, deadline - time.monotonic()))
+    await c.next("snapshot", timeout=max(0.01, deadline - time.monotonic()))
