@@ -205,6 +205,8 @@ class ClusterNode:
                 continue
             model = await asyncio.to_thread(self._room_model, room_id)
             target = choose_node(self.registry.nodes.values(), model, self.id)
+            if target is not None:
+                self.registry.reserve(target.id)
             if target is None or target.id == self.id or target.id in asked:
                 if not await self.claim(room_id):
                     await asyncio.sleep(0.05)
@@ -259,6 +261,7 @@ class ClusterNode:
             return False
         self.owner.add(room_id, epoch, start)
         self.local.wake()
+        self._spawn(self._announce())  # the others see this node's new load at once
         log.info("cluster: node %s took room %s (epoch %d)", self.id, room_id, epoch)
         return True
 
@@ -317,6 +320,21 @@ class ClusterNode:
 
     async def _heartbeat(self) -> None:
         await self._check_restart()
+        await self._announce()
+        nodes = await self.registry.refresh()
+        now = time.monotonic()
+        members_of = {rm.node for owned in self.owner.rooms.values() for rm in owned.remote.values()}
+        for node in members_of - set(nodes):
+            self._missing.setdefault(node, now)
+        self._missing = {n: t for n, t in self._missing.items() if n not in nodes}
+        gone = {n for n, t in self._missing.items() if now - t >= self.cfg.node_ttl_s}
+        if gone:
+            self.owner.drop_nodes(set(nodes) | (set(self._missing) - gone))
+            self._missing = {n: t for n, t in self._missing.items() if n not in gone}
+        await self.relay.watch(asyncio.get_running_loop().time())
+        self.manager.retry_failed()  # rooms whose saves failed while the database was away
+
+    async def _announce(self) -> None:
         info = self.local.info()
         await self.registry.announce(
             NodeInfo(
@@ -332,18 +350,6 @@ class ClusterNode:
                 started=self.started,
             )
         )
-        nodes = await self.registry.refresh()
-        now = time.monotonic()
-        members_of = {rm.node for owned in self.owner.rooms.values() for rm in owned.remote.values()}
-        for node in members_of - set(nodes):
-            self._missing.setdefault(node, now)
-        self._missing = {n: t for n, t in self._missing.items() if n not in nodes}
-        gone = {n for n, t in self._missing.items() if now - t >= self.cfg.node_ttl_s}
-        if gone:
-            self.owner.drop_nodes(set(nodes))
-            self._missing = {n: t for n, t in self._missing.items() if n not in gone}
-        await self.relay.watch(asyncio.get_running_loop().time())
-        self.manager.retry_failed()  # rooms whose saves failed while the database was away
 
     async def _now_id(self) -> str:
         sec, usec = await self.r.time()

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -96,6 +97,13 @@ class Registry:
             p.delete(self.cfg.node_key(node))
             p.srem(self.cfg.nodes_key, node)
             await p.execute()
+
+    def reserve(self, node: str) -> None:
+        """A room was just given to ``node``: count it before its next announcement does, so that
+        rooms placed in quick succession spread out."""
+        info = self.nodes.get(node)
+        if info is not None:
+            self.nodes[node] = replace(info, rooms=info.rooms + 1, free=max(0, info.free - 1))
 
     async def refresh(self) -> dict[str, NodeInfo]:
         """The live nodes (announcements not expired); forgets the others."""
