@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"distilling {cfg.res} px, channels {cfg.channel_base}/{cfg.channel_max}, batch {cfg.batch}, "
             f"to {cfg.total_kimg} kimg on {device} ({torch.get_num_threads()} threads); losses L1 + "
-            f"{cfg.edge_weight} edge + {cfg.perceptual_weight} perceptual, "
-            f"mixing {cfg.mix_prob} at row {cfg.mix_cut}",
+            f"{cfg.edge_weight} edge + {cfg.perceptual_weight} perceptual + {cfg.flat_weight} flat + "
+            f"{cfg.adv_weight} adversarial, mixing {cfg.mix_prob} at row {cfg.mix_cut}",
             file=sys.stderr,
         )
         reason = trainer.run(minutes=args.minutes, max_steps=args.max_steps, progress=not args.no_progress)

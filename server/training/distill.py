@@ -12,7 +12,10 @@ z that the mapping network sees). So the generator is trained like a student net
   3. Loss = L1 on pixels + ``edge_weight`` * L1 on Sobel gradients (crisp outlines: a blurred
      edge costs more) + ``perceptual_weight`` * the project's LPIPS-like distance on the landmark
      detector's features (server/engine/perceptual.py) + ``aux_weight`` * a linear read-out of the
-     face's parameters from w (see 4). Adam, G_ema for the shipped weights.
+     face's parameters from w (see 4) + ``flat_weight`` * L1 on Sobel gradients where the render
+     is flat (its gradient under ``flat_tau``: ripples and halos a regression leaves in flat
+     areas, too faint to matter to the all-pixel terms) + ``adv_weight`` * a light adversarial
+     term (distill_adv.py). Adam, G_ema for the shipped weights.
   4. Before the first step the mapping network is taught alone (``pretrain_steps``, no rendering,
      seconds) to make w carry the face's parameters linearly: colours as RGB, pose, shapes, hair
      style, glasses, all standardised, read by one linear layer. The synthesis network's affine
@@ -76,6 +79,8 @@ class DistillConfig:
     perceptual_weight: float = 0.5  # LPIPS-like distance on the landmark detector's features
     aux_weight: float = 0.1  # MSE of the linear read-out of the face's parameters from w
     adv_weight: float = 0.0  # light adversarial term (distill_adv.Critic); 0 = regression only
+    flat_weight: float = 0.0  # L1 on Sobel gradients where the render is flat (ripples, halos)
+    flat_tau: float = 0.02  # "flat": the render's Sobel response under this (about 2.5 grey levels/px)
     pretrain_steps: int = 1500  # mapping-only steps (batch 256) that teach w the parameters first
     mix_prob: float = 0.5  # share of batches with two faces mixed at mix_cut
     mix_cut: int = 6  # W+ rows from face A (geometry); the rest from face B (colours, light)
@@ -129,7 +134,15 @@ RESUMABLE_OVERRIDES = (
     "aux_weight",
     "mix_prob",
     "adv_weight",
+    "flat_weight",
 )
+
+
+def flat_loss(g_img: torch.Tensor, g_tgt: torch.Tensor, tau: float) -> torch.Tensor:
+    """Mean |Sobel(generated) - Sobel(render)| over the responses where the render is flat
+    (|response| < ``tau``), so ripples in flat areas count as much as the areas are large."""
+    mask = (g_tgt.abs() < tau).to(g_img.dtype)
+    return ((g_img - g_tgt).abs() * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 class DistillTrainer:
@@ -206,10 +219,13 @@ class DistillTrainer:
             ws = torch.cat([ws[:, : cfg.mix_cut], wb[:, cfg.mix_cut :]], dim=1)
         img, _ = self.G.synthesis(ws, noise_mode="const")  # [N, 3, res, res]
         l1 = (img - target).abs().mean()
-        edge = (sobel(img) - sobel(target)).abs().mean() if cfg.edge_weight > 0 else img.new_zeros(())
+        g_img, g_tgt = sobel(img), sobel(target)
+        edge = (g_img - g_tgt).abs().mean() if cfg.edge_weight > 0 else img.new_zeros(())
+        flat = flat_loss(g_img, g_tgt, cfg.flat_tau) if cfg.flat_weight > 0 else img.new_zeros(())
         perc = self.perceptual(img, target).mean() if self.perceptual is not None else img.new_zeros(())
         aux = self.readout.loss(ws[:, 0], za) if cfg.aux_weight > 0 else img.new_zeros(())
         loss = l1 + cfg.edge_weight * edge + cfg.perceptual_weight * perc + cfg.aux_weight * aux
+        loss = loss + cfg.flat_weight * flat
         adv = self.critic.g_loss(img) if self.critic is not None else img.new_zeros(())
         loss = loss + cfg.adv_weight * adv
         for g in self.opt.param_groups:
@@ -227,6 +243,7 @@ class DistillTrainer:
             "loss": loss.item(),
             "l1": l1.item(),
             "edge": edge.item(),
+            "flat": flat.item(),
             "perc": perc.item(),
             "aux": aux.item(),
             "adv": adv.item(),
@@ -400,7 +417,14 @@ class DistillTrainer:
             "seconds": 0.0,
             "loss_weights": {
                 k: getattr(cfg, k)
-                for k in ("edge_weight", "perceptual_weight", "aux_weight", "mix_prob", "adv_weight")
+                for k in (
+                    "edge_weight",
+                    "perceptual_weight",
+                    "aux_weight",
+                    "mix_prob",
+                    "adv_weight",
+                    "flat_weight",
+                )
             },
         }
         self.chunks.append(chunk)

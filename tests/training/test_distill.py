@@ -153,3 +153,21 @@ def test_mixing_takes_rows_from_two_faces(tmp_path, monkeypatch):
     assert zb is not None
     assert not torch.equal(ws[:, 2], ws[:, 3])
     assert torch.equal(ws[:, 0], ws[:, 2]) and torch.equal(ws[:, 3], ws[:, -1])
+
+
+def test_flat_loss_counts_ripples_where_the_render_is_flat_only():
+    """The flat term sees a faint ripple on a flat render, and ignores a weaker response on the
+    render's edge itself (the all-pixel edge term sees that)."""
+    import torch
+
+    from server.training.distill import flat_loss
+    from server.training.distill_data import sobel
+
+    target = torch.zeros(1, 3, 16, 16)
+    target[..., 8:] = 1.0  # one vertical edge, flat elsewhere
+    ripple = target + 0.02 * torch.sin(torch.arange(16.0) * 2.0).view(1, 1, 1, 16)
+    g_t = sobel(target)
+    assert flat_loss(sobel(target), g_t, 0.02) == 0
+    assert flat_loss(sobel(ripple), g_t, 0.02) > 0.005
+    weaker = torch.where(g_t.abs() >= 0.02, 0.5 * g_t, g_t)  # half the edge's response
+    assert flat_loss(weaker, g_t, 0.02) == 0 < (weaker - g_t).abs().mean()
