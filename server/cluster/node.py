@@ -258,6 +258,8 @@ class ClusterNode:
             await self.leases.release(room_id)
             if isinstance(e, RoomGone):
                 raise
+            if isinstance(e, StoreError):  # the database is away: nobody can take rooms now
+                raise JoinRefused("internal_error", "the room store is unavailable") from None
             return False
         self.owner.add(room_id, epoch, start)
         self.local.wake()
@@ -280,13 +282,13 @@ class ClusterNode:
     async def _renew(self) -> None:
         """Renew the leases of the rooms this node owns; give up those it lost; release those it
         no longer holds live (archived, deleted)."""
+        for room_id in list(self.store.fenced_out & set(self.owner.rooms)):
+            self.drop(room_id, "another node holds a newer epoch")
         for room_id in [r for r in self.owner.rooms if self.manager.get(r) is None]:  # archived, deleted
             self.owner.remove(room_id)
             self.store.drop_fence(room_id)
             await self.leases.release(room_id)
             log.info("cluster: node %s released room %s", self.id, room_id)
-        for room_id in list(self.store.fenced_out & set(self.owner.rooms)):
-            self.drop(room_id, "another node holds a newer epoch")
         found = await self.leases.renew(list(self.owner.rooms))
         for room_id, state in found.items():
             if state == LOST:
