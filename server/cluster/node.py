@@ -284,6 +284,7 @@ class ClusterNode:
         no longer holds live (archived, deleted)."""
         for room_id in list(self.store.fenced_out & set(self.owner.rooms)):
             self.drop(room_id, "another node holds a newer epoch")
+            await self.leases.release(room_id)  # whoever holds the newer epoch may take it now
         for room_id in [r for r in self.owner.rooms if self.manager.get(r) is None]:  # archived, deleted
             self.owner.remove(room_id)
             self.store.drop_fence(room_id)

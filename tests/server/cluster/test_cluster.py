@@ -20,7 +20,7 @@ import redis
 from websockets.exceptions import ConnectionClosed
 
 from tests.browser.live import make_checkpoint
-from tests.server.cluster.nodes import Cluster, join_raw
+from tests.server.cluster.nodes import Cluster, join_raw, resynced
 from tests.services import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.slow
@@ -157,3 +157,30 @@ def test_nodes_announce_device_capacity_and_models(cluster: Cluster):
     assert all(i["device"] == "cpu" and i["free"] > 0 for i in infos.values())
     assert "other" in infos["C"]["models"] and "other" not in infos["A"]["models"]
     assert infos["C"]["resolutions"]["other"] == 32
+
+
+async def test_a_node_whose_epoch_is_stale_commits_nothing_and_gives_the_room_up(cluster: Cluster):
+    """Another node has taken the room over in the database (its epoch is newer): the owner's
+    next commit is refused (storage_failed), it gives the room up (its local member is closed
+    with 4012 and reconnects), a node takes the room from its last commit, and the relayed editor
+    carries on there."""
+    room = cluster.create_room("A", seed=9)
+    a, b, _c = placed(cluster, room)
+    ed = await join_raw(cluster, b, room, client_id="ed-page-0001")
+    ann = await join_raw(cluster, a, room, "viewer", "Ann")
+    await ed.send(ADD)
+    await ann.next("op", op="add_pair")
+    with psycopg.connect(cluster.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE room_fence SET epoch = epoch + 1 WHERE room_id=%s", (room["room"],))
+    await ed.send({"t": "move_point", "pair": "p1", "which": "target", "pos": [30.0, 30.0]})
+    assert (await ed.next("error", timeout=10))["code"] == "storage_failed"
+    with pytest.raises(ConnectionClosed) as closed:
+        await ann.drain(15)
+        await ann.recv(5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4012
+    await resynced(ed, timeout=20)
+    assert ed.state["pairs"][0]["target"] == [20.0, 14.0]  # the refused commit is not there
+    await ed.send({"t": "move_point", "pair": "p1", "which": "target", "pos": [25.0, 25.0]})
+    await ed.next("op", op="move_point", timeout=10)
+    assert not [m for m in ed.messages[-3:] if m["t"] == "error"]
+    await ed.close()

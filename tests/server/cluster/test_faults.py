@@ -162,3 +162,19 @@ async def test_postgres_stopped_briefly_fails_clearly_and_loses_nothing(
     for cl in (ed, spec):
         with contextlib.suppress(Exception):
             await cl.close()
+
+
+async def test_the_members_of_a_dead_relay_node_leave_the_room(cluster: Cluster):
+    """A node relaying a spectator is killed: the owner removes that spectator from the room
+    (everyone else sees the count drop) within about two announcement lifetimes."""
+    room = cluster.create_room("A", seed=24)
+    owner = cluster.wait_owner(room["room"])
+    b, c = others(cluster, owner)
+    ann = await join_raw(cluster, owner, room, "viewer", "Ann")
+    await join_raw(cluster, b, room, "viewer", "Eve")
+    await ann.next("presence", ev="spectators", count=2, timeout=10)
+    cluster.nodes[b].kill()
+    t0 = time.monotonic()
+    await ann.next("presence", ev="spectators", count=1, timeout=20)
+    assert time.monotonic() - t0 <= 15
+    await ann.close()
