@@ -293,6 +293,11 @@ class Relay:
         if env.kind in ("j", "r"):
             s = room.sessions.get(env.fields[0])
             if s is None:
+                if env.kind == "j" and str(env.fields[0]).startswith(self.cfg.node_id + "/"):
+                    # our connection left (or gave up waiting) before the owner answered: leave
+                    conn, member, session = env.fields[0], env.fields[1], int(env.fields[2])
+                    entry = wire.leave_entry(self.cfg.node_id, conn, member, session)
+                    self.forwarder.put(self.cfg.room_stream(room.id), entry)
                 return
             if env.kind == "r":
                 if s.pending is not None and not s.pending.done():

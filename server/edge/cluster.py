@@ -115,6 +115,17 @@ async def forward_if_elsewhere(request: Request, state: AppState) -> Response | 
         return None
     if request.headers.get(FORWARDED) or not where.url:
         return JSONResponse({"error": "the room is moving between nodes; try again"}, status_code=503)
-    body = await request.body()
-    status, headers, content = await forward(where.url, request.method, request.url, request.headers, body)
+    limit = state.settings.max_upload_bytes + 2**16  # the upload's own checks run on the owner
+    too_large = JSONResponse({"error": f"body larger than {state.settings.max_upload_bytes} bytes"}, 413)
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return too_large
+    status, headers, content = await forward(
+        where.url, request.method, request.url, request.headers, bytes(body)
+    )
     return Response(content, status_code=status, headers=headers)

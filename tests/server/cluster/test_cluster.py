@@ -184,3 +184,29 @@ async def test_a_node_whose_epoch_is_stale_commits_nothing_and_gives_the_room_up
     await ed.next("op", op="move_point", timeout=10)
     assert not [m for m in ed.messages[-3:] if m["t"] == "error"]
     await ed.close()
+
+
+async def test_an_upload_through_another_node_projects_on_the_owner(cluster: Cluster):
+    """A picture posted to a node that does not own the room is forwarded to the owner: 202, the
+    room projects it, the relayed editor sees the projection's frames and its commit; its
+    upload.png comes back through any node."""
+    from tests.server.edge.test_real_images import picture
+
+    room = cluster.create_room("A", seed=10)
+    a, b, c = placed(cluster, room)
+    ed = await join_raw(cluster, b, room)
+    body = picture()
+    r = httpx.post(
+        cluster.nodes[c].url
+        + f"/api/rooms/{room['room']}/upload?cap={room['edit_token']}&method=optimize&steps=3",
+        content=body,
+        headers={"content-type": "image/png"},
+        timeout=60,
+    )
+    assert r.status_code == 202, r.text
+    await ed.next("status", status="projecting", timeout=30)
+    await ed.next("status", status="idle", timeout=60)
+    assert ed.frames and ed.state["history"]["size"] == 2 and ed.state["upload"] is not None
+    got = httpx.get(cluster.nodes[b].url + f"/api/rooms/{room['room']}/upload.png?cap={room['view_token']}")
+    assert got.status_code == 200 and got.content.startswith(b"\x89PNG")
+    await ed.close()
