@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -330,6 +331,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results[name]["wall_s"] = round(time.perf_counter() - t, 1)
             print(name, json.dumps(results[name]), flush=True)
     results["machine"]["load_avg_after"] = os.getloadavg()
+    shutil.rmtree(tmp, ignore_errors=True)
     return results
 
 
