@@ -24,6 +24,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from server.cluster.catalog import merge_models, node_for_model
 from server.cluster.config import ClusterConfig
 from server.cluster.owner import LocalNode, Owner
 from server.cluster.pgstore import PgStore
@@ -169,6 +170,16 @@ class ClusterNode:
             if model in info.resolutions:
                 return int(info.resolutions[model])
         return None
+
+    def models(self, local: list[dict[str, Any]], default: str) -> list[dict[str, Any]]:
+        """The models of every live node (``GET /api/models``): this node's cards (``local``)
+        merged with the others' announcements (``server.cluster.catalog``)."""
+        return merge_models(local, self.registry.nodes.values(), default, self.id)
+
+    def model_url(self, model: str) -> str:
+        """The HTTP address of another live node that serves ``model`` ("": none does)."""
+        node = node_for_model(self.registry.nodes.values(), model, self.id)
+        return node.url if node is not None else ""
 
     def url_of(self, node: str) -> str:
         info = self.registry.nodes.get(node)
@@ -351,6 +362,7 @@ class ClusterNode:
                 free=int(info.get("free", 0)),
                 connections=int(info.get("connections", 0)),
                 started=self.started,
+                cards=tuple(info.get("cards", ())),
             )
         )
 

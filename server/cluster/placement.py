@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class NodeInfo:
     connections: int = 0
     started: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)  # e.g. the worker's busy share
+    cards: tuple[dict[str, Any], ...] = ()  # its models' cards, as its GET /api/models lists them
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -31,7 +33,10 @@ class NodeInfo:
     @classmethod
     def from_json(cls, raw: str | bytes) -> NodeInfo:
         d = json.loads(raw)
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}  # a newer node may announce more
         d["models"], d["loaded"] = tuple(d.get("models", ())), tuple(d.get("loaded", ()))
+        d["cards"] = tuple(d.get("cards", ()))
         return cls(**d)
 
 

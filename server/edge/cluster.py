@@ -6,7 +6,8 @@
 - :func:`place_for_join`: a websocket hello's room, checked (capability) and placed: here, or on
   the node that owns it (the connection is then relayed: ``websocket.Connection._relay_session``).
 - :func:`forward_if_elsewhere`: an HTTP request about a room another node owns (downloads,
-  uploads, deletion) is forwarded to that node and its answer returned as it is.
+  uploads, deletion) is forwarded to that node and its answer returned as it is;
+  :func:`forward_model_samples`: a model's sample grid that only another node can draw, likewise.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class EdgeNode:
             "models": sorted(pool.specs),
             "resolutions": {name: spec.resolution for name, spec in pool.specs.items()},
             "loaded": sorted(n for n in pool.specs if pool.loaded(n) is not None),
+            "cards": pool.describe(),
             "free": max(0, self.state.manager.limits.max_rooms - live),
             "connections": self.state.connections,
         }
@@ -128,4 +130,14 @@ async def forward_if_elsewhere(request: Request, state: AppState) -> Response | 
     status, headers, content = await forward(
         where.url, request.method, request.url, request.headers, bytes(body)
     )
+    return Response(content, status_code=status, headers=headers)
+
+
+async def forward_model_samples(request: Request, state: AppState, model: str) -> Response | None:
+    """``GET /api/models/{model}/samples.jpg`` for a model this node does not serve: the answer of
+    a live node that does (None: no node serves it, or the request was forwarded already)."""
+    url = state.cluster.model_url(model)
+    if not url or request.headers.get(FORWARDED):
+        return None
+    status, headers, content = await forward(url, "GET", request.url, request.headers, b"")
     return Response(content, status_code=status, headers=headers)

@@ -35,6 +35,7 @@ from server.core.protocol import PROTOCOL_VERSION, ProtocolError
 from server.core.room import Room
 from server.core.state import ImageInfo
 from server.edge.appstate import app_state, client_ip, client_key
+from server.edge.model_routes import listed_models, unknown_model
 from server.edge.uploads import UploadRefused, picture_bytes, read_limited, sniff, upload_options
 from server.storage.manager import ClientRoomsFull, RoomGone, RoomsFull
 from server.storage.store import Store, StoreError
@@ -106,7 +107,7 @@ async def create_room(request: Request) -> Response:
     if res is None and state.cluster is not None:  # another node of the cluster may serve it
         res = state.cluster.model_resolution(model)
     if res is None:
-        return _error(400, state.models.unknown(model))
+        return _error(400, unknown_model(state, model))
     client = client_key(client_ip(request))
     wait = state.allow_create(client)
     if wait:
@@ -456,7 +457,7 @@ async def info(request: Request) -> Response:
             "protocol_version": PROTOCOL_VERSION,
             "max_fps": state.settings.max_fps,
             "default_model": state.models.default,
-            "models": state.models.describe(),
+            "models": listed_models(state),
         },
         headers={"cache-control": "no-cache"},
     )

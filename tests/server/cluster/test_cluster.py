@@ -210,3 +210,43 @@ async def test_an_upload_through_another_node_projects_on_the_owner(cluster: Clu
     got = httpx.get(cluster.nodes[b].url + f"/api/rooms/{room['room']}/upload.png?cap={room['view_token']}")
     assert got.status_code == 200 and got.content.startswith(b"\x89PNG")
     await ed.close()
+
+
+def _models(cluster: Cluster, node: str, path: str = "/api/models") -> dict[str, dict]:
+    got = httpx.get(cluster.nodes[node].url + path, timeout=30)
+    assert got.status_code == 200, got.text
+    return {m["name"]: m for m in got.json()["models"]}
+
+
+async def test_every_node_lists_and_shows_the_models_of_every_live_node(cluster: Cluster):
+    """GET /api/models and /api/info on A and B list "other", which only C serves, with C's card;
+    its samples.jpg through A is C's grid (forwarded); once C has it loaded, A and B say loaded
+    within a heartbeat; one default (the answering node's); a model no node serves is still 404."""
+    for _ in range(50):  # a node that just started is seen at the others' next heartbeat
+        if all("other" in _models(cluster, n) for n in ("A", "B")):
+            break
+        await asyncio.sleep(0.1)
+    for node in ("A", "B"):
+        listed, info = _models(cluster, node), _models(cluster, node, "/api/info")
+        assert "other" in listed and "other" in info, sorted(listed)
+        assert set(listed) == set(_models(cluster, "C"))
+        assert [n for n, m in listed.items() if m["default"]] == [listed_default(cluster, node)]
+    through_a = httpx.get(cluster.nodes["A"].url + "/api/models/other/samples.jpg", timeout=60)
+    assert through_a.status_code == 200, through_a.text
+    assert through_a.headers["content-type"] == "image/jpeg" and through_a.content.startswith(b"\xff\xd8")
+    on_c = httpx.get(cluster.nodes["C"].url + "/api/models/other/samples.jpg", timeout=60)
+    assert on_c.content == through_a.content  # C drew it once and keeps it
+    on_c_card = _models(cluster, "C")["other"]
+    assert on_c_card["loaded"] is True
+    for _ in range(60):  # the next announcements carry it
+        cards = [_models(cluster, n)["other"] for n in ("A", "B")]
+        if all(c["loaded"] for c in cards):
+            break
+        await asyncio.sleep(0.1)
+    assert cards == [on_c_card, on_c_card]
+    missing = httpx.get(cluster.nodes["A"].url + "/api/models/nosuch/samples.jpg", timeout=30)
+    assert missing.status_code == 404 and "nosuch" in missing.text
+
+
+def listed_default(cluster: Cluster, node: str) -> str:
+    return httpx.get(cluster.nodes[node].url + "/api/models", timeout=30).json()["default"]
