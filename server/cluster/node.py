@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +30,10 @@ from server.cluster.config import ClusterConfig
 from server.cluster.owner import LocalNode, Owner
 from server.cluster.pgstore import PgStore
 from server.cluster.placement import NodeInfo, choose_node
+from server.cluster.quota import ClientRooms
 from server.cluster.redisio import LOST, RETAKEN, Forwarder, Leases, Outbox, Registry, connect
 from server.cluster.relay import LocalSender, Relay, RelaySession
-from server.cluster.wire import claim_entry
+from server.cluster.wire import archive_entry, claim_entry
 from server.core.members import JoinRefused
 from server.core.outgoing import Outgoing
 from server.core.room import Joined, Room
@@ -60,7 +62,10 @@ class ClusterNode:
         self.registry = Registry(self.r, cfg)
         self.outbox = Outbox(self.r)
         self.forwarder = Forwarder(self.r, cfg, on_overflow=lambda: self.relay.resync_all("queue overflow"))
-        self.owner = Owner(cfg, self.r, manager, local, self.outbox, on_claim=self._asked_to_claim)
+        self.owner = Owner(
+            cfg, self.r, manager, local, self.outbox, self._asked_to_claim, self._asked_to_archive
+        )
+        self.client_rooms = ClientRooms(self.r, cfg, store.rooms_life, self.archive_room)
         self.relay = Relay(cfg, self.r, self.forwarder, self.leases.owner, self.place)
         self._claims: dict[str, asyncio.Task[bool]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -163,6 +168,66 @@ class ClusterNode:
     def prepare(self, room_id: str) -> None:
         """A room was just created (stored, not loaded): place it now, so the first join is quick."""
         self._spawn(self.place(room_id))
+
+    # --- the per-client room cap (server.cluster.quota) ----------------------------------------
+
+    async def reserve_room(self, client: str, cap: int) -> str | None:
+        """A place for one more live room of ``client`` (a token for :meth:`confirm_room`);
+        None: its ``cap`` live rooms are all in use (HTTP 429). With Redis away the room is not
+        counted ("": the creation goes on, as placing it waits for Redis anyway)."""
+        try:
+            return await self.client_rooms.reserve(client, cap)
+        except (RedisError, OSError) as e:
+            log.warning("cluster: counting the rooms of a client failed (%s): not counted", e)
+            return ""
+
+    async def confirm_room(self, client: str, token: str, room_id: str | None) -> None:
+        """The reserved place is ``room_id``'s (None: the room could not be created)."""
+        if not token:
+            return
+        try:
+            if room_id is None:
+                await self.client_rooms.cancel(client, token)
+            else:
+                await self.client_rooms.confirm(client, token, room_id)
+        except (RedisError, OSError) as e:
+            log.warning("cluster: counting a new room failed (%s)", e)
+
+    async def archive_room(self, room_id: str) -> bool:
+        """Have the room's owner archive it if nobody is in it and no run uses it (to make space
+        for its client's new room). True: it is archived (its lease released)."""
+        owner = await self.leases.owner(room_id)
+        if owner is None:
+            return False  # archived already, or being placed: nothing to archive
+        if owner == self.id:
+            return await self._archive_here(room_id)
+        reply = f"{self.cfg.prefix}:reply:{self.id}:{secrets.token_hex(8)}"
+        await self.r.xadd(
+            self.cfg.node_stream(owner), archive_entry(room_id, reply), maxlen=1000, approximate=True
+        )
+        got = await self.r.blpop([reply], timeout=self.cfg.claim_wait_s)
+        return got is not None and got[1] == b"1"
+
+    def _asked_to_archive(self, room_id: str, reply: str) -> None:
+        async def answer() -> None:
+            done = await self._archive_here(room_id)
+            async with self.r.pipeline(transaction=False) as p:
+                p.lpush(reply, b"1" if done else b"0")
+                p.pexpire(reply, 10_000)
+                await p.execute()
+
+        self._spawn(answer())
+
+    async def _archive_here(self, room_id: str) -> bool:
+        """Archive a room this node owns, unless someone is in it or it runs; then let it go."""
+        if not self.owns(room_id) or not self.manager.archive(room_id, "to make space"):
+            return False
+        self.owner.remove(room_id)
+        self.store.drop_fence(room_id)
+        self.local.forget_gone()
+        await self.leases.release(room_id)
+        self._spawn(self._announce())
+        return True
 
     def model_resolution(self, model: str) -> int | None:
         """The image size of a model some live node serves (None: no node serves it)."""

@@ -85,9 +85,11 @@ class Owner:
         local: LocalNode,
         outbox: Outbox,
         on_claim: Callable[[str], None],
+        on_archive: Callable[[str, str], None] = lambda room, reply: None,
     ) -> None:
         self.cfg, self.r, self.manager, self.local, self.outbox = cfg, r, manager, local, outbox
         self.on_claim = on_claim  # another node asked this one to take a room
+        self.on_archive = on_archive  # ... to archive one of its rooms (room, reply list)
         self.rooms: dict[str, OwnedRoom] = {}
         self._node_last = "0-0"  # the node stream position (set to Redis' clock at start)
         self.applied = 0
@@ -154,8 +156,11 @@ class Owner:
                     eid = entry_id.decode()
                     if key == node_stream:
                         self._node_last = eid
-                        if wire.text(fields, "k") == "claim":
+                        k = wire.text(fields, "k")
+                        if k == "claim":
                             self.on_claim(wire.text(fields, "room"))
+                        elif k == "archive":
+                            self.on_archive(wire.text(fields, "room"), wire.text(fields, "reply"))
                         continue
                     owned = self.rooms.get(names.get(key, ""))
                     if owned is None:

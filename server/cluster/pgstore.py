@@ -350,6 +350,19 @@ class PgStore:
             row = db.execute("SELECT joined FROM room_life WHERE room_id=%s", (room_id,)).fetchone()
         return row is None or bool(row[0])
 
+    def rooms_life(self, room_ids: list[str]) -> dict[str, tuple[int, float]]:
+        """(joined, last used) of each stored room of ``room_ids`` (what the life cycle knows:
+        the cluster archives the least recently used first)."""
+        if not room_ids:
+            return {}
+        with self._tx("looking up rooms") as db:
+            rows = db.execute(
+                """SELECT r.id, COALESCE(l.joined, 1), COALESCE(l.used, r.updated) FROM rooms r
+                   LEFT JOIN room_life l ON l.room_id = r.id WHERE r.id = ANY(%s)""",
+                (list(room_ids),),
+            ).fetchall()
+        return {rid: (int(joined), float(used)) for rid, joined, used in rows}
+
     def touch_rooms(self, used: float, room_ids: list[str], joined: bool = False) -> None:
         with self._tx("saving room use") as db:
             db.cursor().executemany(

@@ -17,7 +17,9 @@ is at-most-once) and resyncs its members.
 **Room stream** ``<prefix>:room:<id>:in`` (relays -> the owner, in order, kept while both live):
 entries ``{k: "j", node, conn, hello}`` (join), ``{k: "m", node, conn, member, data}`` (a message),
 ``{k: "l", node, conn, member, session}`` (left). **Node stream** ``<prefix>:node:<id>:in``:
-``{k: "claim", room}`` (take this room: you were chosen for it).
+``{k: "claim", room}`` (take this room: you were chosen for it); ``{k: "archive", room, reply}``
+(archive this room if nobody is in it, to make space for its client's new room; the answer, ``1``
+or ``0``, is pushed to the list ``reply``).
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ def leave_entry(node: str, conn: str, member: str, session: int) -> dict[str, by
 
 def claim_entry(room: str) -> dict[str, bytes | str]:
     return {"k": "claim", "room": room}
+
+
+def archive_entry(room: str, reply: str) -> dict[str, bytes | str]:
+    return {"k": "archive", "room": room, "reply": reply}
 
 
 def text(fields: dict[bytes, bytes], key: str) -> str:

@@ -2,7 +2,8 @@
 
 Room creation is limited per client (its address; an IPv6 /64): a token bucket
 (``rooms_per_minute``, burst twice that) and ``max_rooms_per_client`` live rooms it created (its
-least recently used idle room is archived beyond; all in use: 429), both answered with 429 and
+least recently used idle room is archived beyond; all in use: 429; in a cluster its live rooms on
+every node count, in Redis: ``server/cluster/quota.py``), both answered with 429 and
 ``Retry-After``; at ``max_rooms`` live rooms the least recently used idle room is archived, and
 only when every live room is in use does creation answer 503. A room handler opens an archived
 room (history intact); a deleted room answers 410, an unknown one 404. ``DELETE /api/rooms/{room}``
@@ -113,20 +114,25 @@ async def create_room(request: Request) -> Response:
     if wait:
         return _error(429, f"too many rooms created from this address; try again in {wait:.0f} s", wait)
     image = ImageInfo(model, res, res, seed=seed, truncation=truncation)
+    cap = state.manager.lifecycle.max_rooms_per_client
+    slot = ""  # a cluster counts the client's live rooms in Redis (server.cluster.quota)
+    if state.cluster is not None and cap:
+        slot = await state.cluster.reserve_room(client, cap)
+        if slot is None:
+            return _client_full(cap)
+    created = None
     try:
         created = state.manager.create(image, client=client, live=state.cluster is None)
     except ClientRoomsFull:
-        cap = state.manager.lifecycle.max_rooms_per_client
-        return _error(
-            429,
-            f"this address's {cap} newest rooms are all in use; leave one, or try again later",
-            FULL_RETRY_S,
-        )
+        return _client_full(cap)
     except RoomsFull:
         return _error(503, "every room this server can hold is in use; try again later", FULL_RETRY_S)
     except StoreError as e:
         log.error("creating a room failed: %s", e)
         return _error(503, "the server could not save the room")
+    finally:
+        if slot:
+            await state.cluster.confirm_room(client, slot, created.room_id if created else None)
     if state.cluster is not None:
         state.cluster.prepare(created.room_id)  # the node that should take it loads it now
     base = str(request.base_url).rstrip("/")
@@ -143,6 +149,12 @@ async def create_room(request: Request) -> Response:
         },
         status_code=201,
         headers={"cache-control": "no-store"},
+    )
+
+
+def _client_full(cap: int) -> Response:
+    return _error(
+        429, f"this address's {cap} newest rooms are all in use; leave one, or try again later", FULL_RETRY_S
     )
 
 

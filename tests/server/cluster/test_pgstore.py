@@ -183,3 +183,16 @@ def test_deleting_and_expiring_rooms_removes_their_rows(pg_url: str):
     assert store.deleted(old.room_id) and store.count_rooms() == 0
     store.close()
     other.close()
+
+
+def test_rooms_life_says_which_rooms_were_joined_and_when_used(pg_url: str):
+    """rooms_life: (joined, last used) of the stored rooms asked for (what the cluster archives
+    first to make space for a client's new room); unknown ids are left out."""
+    store = PgStore(pg_url)
+    manager = RoomManager(store, wall=lambda: 1000.0)
+    fresh, joined = manager.create(IMAGE, live=False), manager.create(IMAGE, live=False)
+    store.touch_rooms(2000.0, [joined.room_id], joined=True)
+    life = store.rooms_life([fresh.room_id, joined.room_id, "nope"])
+    assert life == {fresh.room_id: (0, 1000.0), joined.room_id: (1, 2000.0)}
+    assert store.rooms_life([]) == {}
+    store.close()
