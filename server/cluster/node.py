@@ -444,6 +444,6 @@ class ClusterNode:
 
 
 def _redact(url: str) -> str:
-    from server.cluster.pgstore import redact
+    from server.cluster.pgconn import redact
 
     return redact(url)

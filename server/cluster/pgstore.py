@@ -8,11 +8,12 @@ Differences from SQLite:
   holding the room's current epoch (``room_fence``): :meth:`PgStore.take_fence` increments it when
   a node takes the room over and :meth:`PgStore.save_room` checks it in the same transaction; a node
   whose epoch is stale gets :class:`FencedOut` and writes nothing. New rooms start at epoch 0.
-- **Outages.** A lost connection is re-opened on the next call; while the server is down each call
-  fails at once with :class:`~server.storage.store.StoreError` ("database unavailable") after at
-  most ``connect_timeout_s``, and new connection attempts wait ``retry_s`` (the room manager keeps
-  the edits in memory, tells the members once, and saves them with the next commit; the cluster
-  retries dirty rooms every second). Every write is one transaction: nothing is half-written.
+- **Outages.** A lost connection is opened again in the background; while the server is down each
+  call fails with :class:`~server.storage.store.StoreError` ("database unavailable"), on the event
+  loop at once, a transaction that hangs is cut off after ``call_timeout_s``
+  (:mod:`server.cluster.pgconn`); the room manager keeps the edits in memory, tells the members
+  once, and saves them with the next commit; the cluster retries dirty rooms every second. Every
+  write is one transaction: nothing is half-written.
 
 Thread-safe (one connection behind a lock): the worker puts latents from its thread while the
 event loop saves rooms. Capabilities are kept only as sha256 hashes, as in SQLite.
@@ -22,16 +23,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from server.cluster.pgconn import PgConfig, PgConnection
 from server.cluster.pgschema import MIGRATIONS, SCHEMA_VERSION
 from server.core.ids import latent_key
 from server.core.state import ImageInfo, MemberRecord, RoomRecord, UploadInfo, pairs_to_wire
@@ -49,93 +48,30 @@ class FencedOut(StoreError):
         super().__init__(f"room {room_id} belongs to epoch {current}, this node holds {mine}: not written")
 
 
-@dataclass(frozen=True)
-class PgConfig:
-    """How the store connects (the URL is ``postgresql://user[:password]@host:port/db``)."""
-
-    url: str
-    connect_timeout_s: float = 3.0  # a connection attempt gives up after this long
-    statement_timeout_s: float = 10.0  # one statement gives up after this long
-    retry_s: float = 1.0  # after a failed connection attempt, the next waits this long
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 class PgStore:
     """Rooms and latents in a PostgreSQL database (see the module docstring)."""
 
     def __init__(self, config: PgConfig | str, fenced: bool = False) -> None:
         self.config = PgConfig(config) if isinstance(config, str) else config
-        self.path = redact(self.config.url)  # what the logs name (the SQLite store's file path)
+        self.conn = PgConnection(self.config)
+        self.path = self.conn.path  # what the logs name (the SQLite store's file path)
         self.fenced = fenced
         self.fences: dict[str, int] = {}  # room id -> the epoch this node holds
         self.fenced_out: set[str] = set()  # rooms a save found taken over (the cluster drops them)
-        self._lock = threading.Lock()
-        self._db: psycopg.Connection[Any] | None = None
-        self._next_try = 0.0
-        self._closed = False
         try:
+            self.conn.wait_for_connection()  # also when opened on the event loop
             with self._tx("opening the room store") as db:
                 self._migrate(db)
         except BaseException:
             self.close()
             raise
 
-    # --- connection ---------------------------------------------------------------------------
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        if self._closed:
-            raise StoreError("the room store is closed")
-        if self._db is not None and not self._db.closed:
-            return self._db
-        now = time.monotonic()
-        if now < self._next_try:
-            raise StoreError(f"database unavailable ({self.path}); retrying in {self._next_try - now:.1f} s")
-        try:
-            self._db = psycopg.connect(
-                self.config.url,
-                autocommit=True,
-                connect_timeout=max(1, round(self.config.connect_timeout_s)),
-                options=f"-c statement_timeout={int(self.config.statement_timeout_s * 1000)}",
-            )
-        except psycopg.Error as e:
-            self._next_try = time.monotonic() + self.config.retry_s
-            raise StoreError(f"database unavailable ({self.path}): {e}".strip()) from e
-        return self._db
-
-    @contextmanager
-    def _tx(self, what: str) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction under the lock; database errors become StoreError naming ``what``."""
-        with self._lock:
-            db = self._connect()
-            try:
-                with db.transaction():
-                    yield db
-            except psycopg.OperationalError as e:  # the connection is gone: open a new one next time
-                self._drop()
-                raise StoreError(f"{what}: database unavailable: {e}".strip()) from e
-            except psycopg.Error as e:
-                if db.closed or db.broken:
-                    self._drop()
-                raise StoreError(f"{what}: {e}".strip()) from e
-
-    def _drop(self) -> None:
-        if self._db is not None:
-            with suppress(psycopg.Error):
-                self._db.close()
-        self._db = None
+    def _tx(self, what: str) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """One transaction (``server.cluster.pgconn``: bounded waits, a deadline per call)."""
+        return self.conn.transaction(what)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._drop()
+        self.conn.close()
 
     @staticmethod
     def _migrate(db: psycopg.Connection[Any]) -> None:
