@@ -4,9 +4,11 @@ What the edge uses (:class:`ClusterNode`): :meth:`~ClusterNode.place` (where a r
 or which node; an orphaned or new room is given to the node that should take it),
 :meth:`~ClusterNode.relay_join` / :meth:`~ClusterNode.relay_send` / :meth:`~ClusterNode.relay_leave`
 for a connection to a room owned elsewhere, :meth:`~ClusterNode.publish` (the fan-out's remote
-hook), :meth:`~ClusterNode.joined_locally`, :meth:`~ClusterNode.prepare` (a new room) and
-:meth:`~ClusterNode.stop`. It asks the node for the rest through
-:class:`~server.cluster.owner.LocalNode`.
+hook), :meth:`~ClusterNode.joined_locally`, :meth:`~ClusterNode.prepare` (a new room),
+:meth:`~ClusterNode.reserve_room` / :meth:`~ClusterNode.confirm_room` (the per-client room cap,
+``server.cluster.quota``), :meth:`~ClusterNode.models` / :meth:`~ClusterNode.model_url` (every
+node's models, ``server.cluster.catalog``) and :meth:`~ClusterNode.stop`. It asks the node for
+the rest through :class:`~server.cluster.owner.LocalNode`.
 
 Loops: lease renewal (``renew_s``: a lost lease unloads the room and closes its local
 connections with ``shutting_down``, whose clients reconnect; a lease Redis forgot is re-taken when
