@@ -46,6 +46,11 @@ def test_a_crash_shows_at_once_refuses_edits_reconnects_within_2s_and_reports_th
     page.keyboard.press("Space")
     page.wait_for_function("livedrag.model.frame && livedrag.model.frame.drag === 1", timeout=30_000)
     time.sleep(3.0)  # the worker stores a checkpoint of the running drag every 2 s
+    # ... at the first step at least 2 s into the drag, which a loaded machine may take a while to
+    # reach: two more frames after the 3 s mark mean such a step ran and its checkpoint was saved
+    # (the room saves before it sends the frame)
+    step = js(page, "livedrag.model.frame.step")
+    page.wait_for_function(f"livedrag.model.frame.step >= {step + 2}", timeout=30_000)
     assert page.locator("#hud-status-text").inner_text() == "Running"
 
     server.kill()
