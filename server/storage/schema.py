@@ -31,6 +31,9 @@ archived, used when last saved). ``deleted_rooms`` keeps the ids of deleted room
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from server.core.mask import MaskGrid
@@ -38,6 +41,7 @@ from server.core.state import (
     HistoryEntry,
     ImageInfo,
     Layout,
+    MemberRecord,
     Pair,
     Params,
     RoomRecord,
@@ -235,3 +239,68 @@ def _room_record(r: tuple, hist: list[tuple], upload: UploadInfo | None = None) 
         created=created,
         upload=upload,
     )
+
+
+log = logging.getLogger("server.storage.store")
+
+
+def query_room_rows(execute: Callable[[str, tuple], Any], room_id: str | None, mark: str) -> dict[str, Any]:
+    """Every table's rows of the stored rooms (``room_id``: that one only), through ``execute``
+    (a DB-API cursor's, in one transaction); ``mark`` is the driver's placeholder ("?" or "%s")."""
+    args = () if room_id is None else (room_id,)
+
+    def rows(sql: str, col: str = "room_id") -> list[tuple]:
+        return execute(sql.format("" if room_id is None else f" WHERE {col} = {mark}"), args).fetchall()
+
+    return {
+        "rooms": rows("SELECT * FROM rooms{} ORDER BY created, id", "id"),
+        "hist": rows("SELECT * FROM history{} ORDER BY room_id, pos"),
+        "ups": rows(
+            "SELECT r.room_id, u.key, u.w, u.h FROM room_uploads r JOIN uploads u ON u.key = r.key{}",
+            "r.room_id",
+        ),
+        "origins": dict(rows("SELECT room_id, image FROM room_origins{}")),
+        "mems": rows(
+            "SELECT room_id, id, secret_hash, name, colour, seen FROM room_members{} ORDER BY room_id, seen"
+        ),
+        "runs": {r[0]: r for r in rows("SELECT * FROM room_runs{}")},
+        "entry_ids": dict(rows("SELECT room_id, ids FROM history_ids{}")),
+        "undo": rows("SELECT room_id, member_id, stacks FROM room_undo{}"),
+    }
+
+
+def records_from_rows(t: dict[str, Any]) -> list[RoomRecord]:
+    """The room records of ``query_room_rows``' rows; an unreadable room is skipped (logged), an
+    unreadable undo stack loses only that member's undo."""
+    undo: dict[str, dict[str, Any]] = {}
+    for rid, member_id, stacks in t["undo"]:
+        try:
+            undo.setdefault(rid, {})[member_id] = json.loads(stacks)
+        except ValueError as e:
+            log.error("store: room %s: unreadable undo stacks of %s: %s", rid, member_id, e)
+    uploads = {rid: UploadInfo(key, w, h) for rid, key, w, h in t["ups"]}
+    members: dict[str, list[MemberRecord]] = {}
+    for rid, *m in t["mems"]:
+        members.setdefault(rid, []).append(MemberRecord(*m))
+    by_room: dict[str, list[tuple]] = {}
+    for h in t["hist"]:
+        by_room.setdefault(h[0], []).append(h)
+    origins, runs, entry_ids = t["origins"], t["runs"], t["entry_ids"]
+    out = []
+    for r in t["rooms"]:
+        try:
+            rec = _room_record(r, by_room.get(r[0], []), uploads.get(r[0]))
+            extra: dict[str, Any] = {"members": tuple(members.get(rec.id, ()))}
+            if rec.id in origins:
+                extra["original"] = ImageInfo.from_wire(json.loads(origins[rec.id]))
+            if rec.id in runs:
+                extra["run"] = _run_record(runs[rec.id], rec.image)
+            ids = json.loads(entry_ids[rec.id]) if rec.id in entry_ids else None
+            if isinstance(ids, list) and len(ids) == len(rec.history):
+                pairs = zip(rec.history, ids, strict=True)
+                extra["history"] = tuple(replace(e, id=int(i)) for e, i in pairs)
+                extra["undo"] = undo.get(rec.id, {})
+            out.append(replace(rec, **extra))
+        except (KeyError, TypeError, ValueError) as e:  # one bad row must not lose the others
+            log.error("store: skipping unreadable room %s: %s", r[0], e)
+    return out

@@ -12,27 +12,24 @@ Tables and row layouts: ``server/storage/schema.py``.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from server.core.ids import latent_key
-from server.core.state import ImageInfo, MemberRecord, RoomRecord, UploadInfo, pairs_to_wire
+from server.core.state import RoomRecord, UploadInfo, pairs_to_wire
 from server.storage.schema import (
     SCHEMA,
     SCHEMA_VERSION,
     _dumps,
     _history_row,
-    _room_record,
-    _run_record,
     _run_row,
+    query_room_rows,
+    records_from_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -169,57 +166,9 @@ class Store:
 
     def _load(self, room_id: str | None) -> list[RoomRecord]:
         """The stored rooms (``room_id``: that one only)."""
-        args = () if room_id is None else (room_id,)
-
-        def rows(sql: str, col: str = "room_id") -> list[tuple]:
-            return db.execute(sql.format("" if room_id is None else f" WHERE {col} = ?"), args).fetchall()
-
         with self._tx("loading rooms") as db:
-            rooms = rows("SELECT * FROM rooms{} ORDER BY created, id", "id")
-            hist = rows("SELECT * FROM history{} ORDER BY room_id, pos")
-            ups = rows(
-                "SELECT r.room_id, u.key, u.w, u.h FROM room_uploads r JOIN uploads u ON u.key = r.key{}",
-                "r.room_id",
-            )
-            origins = dict(rows("SELECT room_id, image FROM room_origins{}"))
-            mems = rows(
-                "SELECT room_id, id, secret_hash, name, colour, seen FROM room_members{} "
-                "ORDER BY room_id, seen"
-            )
-            runs = {r[0]: r for r in rows("SELECT * FROM room_runs{}")}
-            entry_ids = dict(rows("SELECT room_id, ids FROM history_ids{}"))
-            undo_rows = rows("SELECT room_id, member_id, stacks FROM room_undo{}")
-        undo: dict[str, dict[str, Any]] = {}
-        for rid, member_id, stacks in undo_rows:
-            try:
-                undo.setdefault(rid, {})[member_id] = json.loads(stacks)
-            except ValueError as e:  # one unreadable stack loses only that member's undo
-                log.error("store: room %s: unreadable undo stacks of %s: %s", rid, member_id, e)
-        uploads = {rid: UploadInfo(key, w, h) for rid, key, w, h in ups}
-        members: dict[str, list[MemberRecord]] = {}
-        for rid, *m in mems:
-            members.setdefault(rid, []).append(MemberRecord(*m))
-        by_room: dict[str, list[tuple]] = {}
-        for h in hist:
-            by_room.setdefault(h[0], []).append(h)
-        out = []
-        for r in rooms:
-            try:
-                rec = _room_record(r, by_room.get(r[0], []), uploads.get(r[0]))
-                extra: dict[str, Any] = {"members": tuple(members.get(rec.id, ()))}
-                if rec.id in origins:
-                    extra["original"] = ImageInfo.from_wire(json.loads(origins[rec.id]))
-                if rec.id in runs:
-                    extra["run"] = _run_record(runs[rec.id], rec.image)
-                ids = json.loads(entry_ids[rec.id]) if rec.id in entry_ids else None
-                if isinstance(ids, list) and len(ids) == len(rec.history):
-                    pairs = zip(rec.history, ids, strict=True)
-                    extra["history"] = tuple(replace(e, id=int(i)) for e, i in pairs)
-                    extra["undo"] = undo.get(rec.id, {})
-                out.append(replace(rec, **extra))
-            except (KeyError, TypeError, ValueError) as e:  # one bad row must not lose the others
-                log.error("store: skipping unreadable room %s: %s", r[0], e)
-        return out
+            rows = query_room_rows(db.execute, room_id, "?")
+        return records_from_rows(rows)
 
     def delete_room(self, room_id: str, why: str = "editor") -> None:
         """Delete a room with its history (its latents and uploads go at the next collection) and
