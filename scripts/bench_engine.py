@@ -131,61 +131,48 @@ def run_child(name: str, device: str, threads: int, warmup: int, reps: int, batc
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
 
-    # forward
-    times, cpu = [], []
-    b = bar(warmup + reps, "forward")
-    with torch.no_grad():
+    def timed(key: str, one) -> None:
+        """``warmup + reps`` calls of ``one(i)``; ms per call (wall and process CPU) into ``out``."""
+        times, cpu = [], []
+        b = bar(warmup + reps, key)
         for i in range(warmup + reps):
             sync()
             t0, c0 = time.perf_counter(), time.process_time()
-            G.synthesis(ws)
+            one(i)
             sync()
             if i >= warmup:
                 times.append(1000 * (time.perf_counter() - t0))
                 cpu.append(1000 * (time.process_time() - c0))
             b.update()
-    b.close()
-    out["forward_ms"] = summary(times)
-    out["forward_cpu_ms"] = summary(cpu)
+        b.close()
+        out[f"{key}_ms"] = summary(times)
+        out[f"{key}_cpu_ms"] = summary(cpu)
 
-    # step
-    s = session(0)
-    times, cpu, frame = [], [], None
-    b = bar(warmup + reps, "step")
-    for i in range(warmup + reps):
-        if s.done:
-            s = session(i)
-        t0, c0 = time.perf_counter(), time.process_time()
-        r = s.step()
-        if i >= warmup:
-            times.append(1000 * (time.perf_counter() - t0))
-            cpu.append(1000 * (time.process_time() - c0))
-        frame = r.frame
-        b.update()
-    b.close()
-    out["step_ms"] = summary(times)
-    out["step_cpu_ms"] = summary(cpu)
+    with torch.no_grad():
+        timed("forward", lambda i: G.synthesis(ws))
+
+    # step (a finished session is replaced; the last frame is kept for the JPEG timing)
+    live = {"drag": session(0), "frame": None}
+
+    def drag_step(i: int) -> None:
+        if live["drag"].done:
+            live["drag"] = session(i)
+        live["frame"] = live["drag"].step().frame
+
+    timed("step", drag_step)
+    frame = live["frame"]
 
     # predictor tick: one PredictSession step (predictor + regularizer forward, synthesis with
     # features, point tracking) with a random predictor of the shipped architecture for this G
-    p = predict_session(G, res, 0)
-    times, cpu = [], []
-    b = bar(warmup + reps, "predict")
+    live["predict"] = predict_session(G, res, 0)
+
+    def predict_step(i: int) -> None:
+        if live["predict"].done:
+            live["predict"] = predict_session(G, res, i + 1)
+        live["predict"].step()
+
     with torch.no_grad():
-        for i in range(warmup + reps):
-            if p.done:
-                p = predict_session(G, res, i + 1)
-            sync()
-            t0, c0 = time.perf_counter(), time.process_time()
-            p.step()
-            sync()
-            if i >= warmup:
-                times.append(1000 * (time.perf_counter() - t0))
-                cpu.append(1000 * (time.process_time() - c0))
-            b.update()
-    b.close()
-    out["predict_ms"] = summary(times)
-    out["predict_cpu_ms"] = summary(cpu)
+        timed("predict", predict_step)
     t0 = time.perf_counter()
     for _ in range(20):
         encode_jpeg(frame, 85)
