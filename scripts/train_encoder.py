@@ -77,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--feat-dim", type=int, default=None, help="image feature size (default 384)")
     p.add_argument("--row-dim", type=int, default=None, help="per-row head size (default 384)")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="warm start from an encoder file or another run's ckpt.pt (same architecture; its "
+        "generator may differ, e.g. an earlier snapshot): fine-tunes rather than starts over",
+    )
     p.add_argument("--no-grids", dest="grids", action="store_false", help="write no PNG grids")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)

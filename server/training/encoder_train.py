@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from server.engine.encoder import Encoder, EncoderConfig, save_encoder
+from server.engine.encoder import Encoder, EncoderConfig, EncoderError, load_encoder, save_encoder
 from server.engine.generator import Generator, to_uint8
 from server.engine.media import make_grid, upscale
 from server.engine.perceptual import PerceptualDistance
@@ -67,6 +67,9 @@ class EncoderTrainConfig:
     channels: tuple[int, ...] | None = None  # encoder stages (None: EncoderConfig's default)
     feat_dim: int | None = None  # image feature size (None: EncoderConfig's default)
     row_dim: int | None = None  # per-row head size (None: EncoderConfig's default)
+    # warm start: an encoder file (.safetensors) or another run's ckpt.pt whose weights start this
+    # run (the same architecture; its generator may differ, e.g. a later snapshot of it)
+    init: Path | None = None
 
     @classmethod
     def from_namespace(cls, ns: Any) -> EncoderTrainConfig:
@@ -77,6 +80,10 @@ class EncoderTrainConfig:
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def __post_init__(self) -> None:
+        if self.init is not None and not isinstance(self.init, Path):
+            object.__setattr__(self, "init", Path(self.init))
 
     def encoder_config(self, G: Generator) -> EncoderConfig:
         kw = {
@@ -157,6 +164,29 @@ def write_grid(path: Path, G: Generator, enc: Encoder, target: torch.Tensor, opt
 # -- the loop --------------------------------------------------------------------------------------
 
 
+def warm_start(enc: Encoder, path: Path, G: Generator) -> None:
+    """Load the weights of an encoder file or of another run's ``ckpt.pt`` into ``enc``.
+
+    For fine-tuning an encoder to a generator that changed a little (a later snapshot, a
+    fine-tuned copy): the architecture must be the same, the generator's weights need not be.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EncoderError(f"--init: no such file: {path}")
+    if path.suffix == ".safetensors":
+        state = load_encoder(path, G, device="cpu", allow_other_weights=True).state_dict()
+    else:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ck, dict) or "encoder" not in ck:
+            raise EncoderError(f"--init: {path} is neither an encoder file nor an encoder run's ckpt.pt")
+        state = ck["encoder"]
+    try:
+        enc.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise EncoderError(f"--init: {path} has another encoder architecture: {first}") from None
+
+
 def train_encoder(
     G: Generator,
     cfg: EncoderTrainConfig,
@@ -198,7 +228,10 @@ def train_encoder(
         pool_w, pool_img = ck["pool_w"].to(dev), ck["pool_img"].to(dev).float()
         log(f"resumed from {ckpt_path} at step {step}")
     else:
-        enc.set_latent_stats(w_avg, w_std)
+        if cfg.init is not None:
+            warm_start(enc, cfg.init, G)
+            log(f"warm start from {cfg.init}")
+        enc.set_latent_stats(w_avg, w_std)  # this generator's, whatever the warm start had
         t0 = time.time()
         pool_w = sample_wplus(G, cfg.pool, gen, w_std, cfg)
         pool_img = synth(G, pool_w)
