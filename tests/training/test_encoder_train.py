@@ -62,10 +62,14 @@ def test_warm_start_from_file_or_checkpoint(tmp_path: Path, tiny_G: Generator, o
         assert "warm start from" in (out / "train.log").read_text()
 
 
-def test_warm_start_refuses_other_architectures_and_junk(tmp_path: Path, tiny_G: Generator, one_torch_thread) -> None:
+def test_warm_start_refuses_other_architectures_and_junk(
+    tmp_path: Path, tiny_G: Generator, one_torch_thread
+) -> None:
     train_encoder(tiny_G, _cfg(tmp_path / "a", steps=1), export=tmp_path / "a.safetensors", progress=False)
     with pytest.raises(EncoderError, match="another encoder architecture"):
-        train_encoder(tiny_G, _cfg(tmp_path / "b", steps=0, channels=(8, 16, 32), init=tmp_path / "a" / "ckpt.pt"))
+        train_encoder(
+            tiny_G, _cfg(tmp_path / "b", steps=0, channels=(8, 16, 32), init=tmp_path / "a" / "ckpt.pt")
+        )
     with pytest.raises(EncoderError, match="no such file"):
         train_encoder(tiny_G, _cfg(tmp_path / "c", steps=0, init=tmp_path / "missing.pt"))
     junk = tmp_path / "junk.pt"
