@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 DESCRIPTION = """\
 A model library is a folder of model folders, DIR/<name>/ with card.json, generator.safetensors
@@ -72,8 +73,8 @@ def run_list(args: argparse.Namespace) -> int:
         )
         problems += result.errors + result.notes
     print(_table(rows))
-    for line in problems:
-        print(f"  {line}")
+    for line in problems:  # on stderr: stdout stays the table, for scripts that read it
+        print(f"  {line}", file=sys.stderr)
     return 0
 
 

@@ -60,8 +60,8 @@ def test_add_list_check_and_refusals(tmp_path: Path, capsys) -> None:
     assert cli_main(["models", "check", "--models", lib, "nv"]) == 0
     capsys.readouterr()
     assert cli_main(["models", "list", "--models", lib]) == 0
-    out = capsys.readouterr().out
-    assert "error" in out and "model mine:" in out
+    cap = capsys.readouterr()
+    assert "error" in cap.out and "model mine:" in cap.err  # the table on stdout, its reasons on stderr
     assert ModelCard.load(tmp_path / "lib" / "nv").licence == "NC"
     assert not (tmp_path / "MARKER").exists()
 
