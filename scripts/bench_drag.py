@@ -62,27 +62,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from server.synthfaces.long_drags import LONG_GROUPS, long_moves  # noqa: E402
+from server.synthfaces.long_drags import group_indices as long_group_indices  # noqa: E402
+
 METHODS = ("none", "optimize", "predict", "predict_noreg", "single_shot")
 POINT_SETS = {"1": "one", "5": "five", "all": "all"}
-# protocol long: group -> (landmark names, how the group moves); None = every landmark
-LONG_GROUPS: dict[str, tuple[tuple[str, ...] | None, str]] = {
-    "mouth": (("mouth_left", "mouth_right"), "smile"),  # corners out and up, 15-45 deg above level
-    "chin": (("jaw_4",), "down"),  # within 20 deg of straight down (an open mouth, a longer chin)
-    "nose": (("nose_tip",), "sideways"),  # left or right within 20 deg of level (a turned head)
-    "brows": (
-        (
-            "left_brow_outer",
-            "left_brow_mid",
-            "left_brow_inner",
-            "right_brow_inner",
-            "right_brow_mid",
-            "right_brow_outer",
-        ),
-        "up",
-    ),  # within 20 deg of straight up
-    "head": (None, "any"),  # all landmarks by one vector in any direction
-}
-LONG_LENGTH = (0.08, 0.25)  # protocol long: move length, fraction of the image size
 PROTOCOLS = ("pairs", "shift", "long")
 ENGINE_DEFAULT = object()  # --lost-ratio not given: the engine's own LOST_RATIO
 MIN_PAIRS_FID_INF = 20  # fewer pairs: no extrapolated score
@@ -220,43 +204,13 @@ def make_session(method: str, G, w, handles, targets, args, model):
     return PredictSession(G, w, handles, targets, options=options, model=model)
 
 
-def long_moves(group: str, lm: np.ndarray, res: int, seed: int) -> np.ndarray:
-    """Protocol long: the targets of ``group`` for faces with landmarks ``lm`` [n, K, 2] ->
-    [n, k, 2] (the group's landmarks moved by LONG_LENGTH of ``res`` in the group's direction;
-    not clipped). Random draws depend on (seed, group) only."""
-    from server.synthfaces import LANDMARK_NAMES
-
-    names, how = LONG_GROUPS[group]
-    idx = list(range(len(LANDMARK_NAMES))) if names is None else [LANDMARK_NAMES.index(m) for m in names]
-    n = len(lm)
-    rng = np.random.default_rng([seed, list(LONG_GROUPS).index(group)])
-    length = rng.uniform(*LONG_LENGTH, n) * res  # [n]
-    dev = np.radians(rng.uniform(-20, 20, n))
-    if how == "smile":
-        a = np.radians(rng.uniform(15, 45, n))
-        out = np.stack([np.cos(a), -np.sin(a)], 1)  # image-right corner: right and up
-        d = np.stack([out * [-1, 1], out], 1)  # [n, 2 points (left, right), 2]
-    elif how == "down":
-        d = np.stack([np.sin(dev), np.cos(dev)], 1)[:, None]
-    elif how == "up":
-        d = np.stack([np.sin(dev), -np.cos(dev)], 1)[:, None]
-    elif how == "sideways":
-        side = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)
-        d = (np.stack([np.cos(dev), np.sin(dev)], 1) * side[:, None])[:, None]
-    else:  # any
-        a = rng.uniform(0, 2 * np.pi, n)
-        d = np.stack([np.cos(a), np.sin(a)], 1)[:, None]
-    return lm[:, idx] + d * length[:, None, None]
-
-
 def group_indices(pts: str) -> list[int]:
     """Landmark indices of a point set (1, 5, all) or a protocol-long group."""
-    from server.synthfaces import LANDMARK_GROUPS, LANDMARK_NAMES
+    from server.synthfaces import LANDMARK_GROUPS
 
     if pts in POINT_SETS:
         return LANDMARK_GROUPS[POINT_SETS[pts]]
-    names = LONG_GROUPS[pts][0]
-    return list(range(len(LANDMARK_NAMES))) if names is None else [LANDMARK_NAMES.index(m) for m in names]
+    return long_group_indices(pts)
 
 
 def run_edit(method: str, G, w, handles, targets, args, model) -> tuple[np.ndarray, float, float, int, str]:

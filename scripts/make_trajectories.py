@@ -6,7 +6,8 @@ format). Edits: landmark drags on SynthFaces (with the shipped landmark detector
 in the image centre, and, landmark-free for any generator, drags of high-contrast points
 (``--contrast-frac``: where the Sobel magnitude of the generated image is high; short moves or
 bench_drag's 2-8 px ``shift``) and long group drags (``--long-frac``: 8-25% of the image, bench_drag's
-``long`` protocol without landmarks).
+``long`` protocol without landmarks). On SynthFaces, ``--landmark-long-frac`` makes that share of
+the landmark drags bench_drag's long landmark groups themselves (server/synthfaces/long_drags.py).
 
 Output: ``<out>/shard_NNNNN.safetensors``, written atomically. Shard i is fully determined by
 (--seed, i), so an interrupted run resumes by skipping finished shards, and
@@ -34,6 +35,7 @@ from server.training.trajectories import (  # noqa: E402, F401 - re-exported for
     FORMAT_VERSION,
     KIND_CONTRAST,
     KIND_LANDMARK,
+    KIND_LANDMARK_LONG,
     KIND_LONG,
     KIND_RANDOM,
     TrajectoryConfig,
@@ -78,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--trunc", type=float, nargs=2, default=(0.6, 0.8), help="truncation psi range")
     p.add_argument("--landmark-frac", type=float, default=0.5, help="share of landmark-to-landmark drags")
+    p.add_argument(
+        "--landmark-long-frac",
+        type=float,
+        default=0.0,
+        help="share of the landmark drags that are bench_drag's long group drags (a smile, the chin "
+        "down, the nose sideways, the brows up, the whole head, by 8-25%% of the image; default 0)",
+    )
     p.add_argument(
         "--shift-frac",
         type=float,
@@ -134,6 +143,7 @@ def config_from_args(args: argparse.Namespace) -> TrajectoryConfig:
         lost_ratio=args.lost_ratio,
         trunc=tuple(args.trunc),
         landmark_frac=args.landmark_frac,
+        landmark_long_frac=args.landmark_long_frac,
         shift_frac=args.shift_frac,
         contrast_frac=args.contrast_frac,
         long_frac=args.long_frac,

@@ -3,12 +3,14 @@
 Each trajectory is one DragGAN optimisation (``DragSession``, stepped in batches with
 ``step_batch``) on a random generated image with random handle/target pairs, recorded at every
 step: the first ``n_rows`` W+ rows (as fp16 offsets from the start latent), the handles tracked
-in that step's frame, the targets, the step. Edits are of four kinds (``TrajectoryConfig`` sets
+in that step's frame, the targets, the step. Edits are of five kinds (``TrajectoryConfig`` sets
 their shares):
 
   * landmark (SynthFaces only, needs its detector): landmarks of face A dragged onto the same
     landmarks of another face B, or moved by one 2-8 px shift (the benchmark's protocols, on seeds
-    the benchmark does not use);
+    the benchmark does not use); a ``landmark_long_frac`` share of them are the benchmark's long
+    group drags instead (server/synthfaces/long_drags.py: a smile, the chin down, the nose
+    sideways, the brows up, the whole head, by 8-25% of the image; kind ``landmark_long``);
   * random: 1-5 handles in the central 60% of the image (the detected landmarks' box with a
     detector), moved 1 px to a fifth of the image, in one shared direction or each its own;
   * contrast (landmark-free, any generator): 1-5 handles where the image has edges (sampled by
@@ -55,8 +57,14 @@ from server.engine.stop_rules import LOST_RATIO
 
 FORMAT = "livedrag.trajectories"
 FORMAT_VERSION = "1"
-KIND_RANDOM, KIND_LANDMARK, KIND_CONTRAST, KIND_LONG = 0, 1, 2, 3
-KIND_NAMES = {KIND_RANDOM: "random", KIND_LANDMARK: "landmark", KIND_CONTRAST: "contrast", KIND_LONG: "long"}
+KIND_RANDOM, KIND_LANDMARK, KIND_CONTRAST, KIND_LONG, KIND_LANDMARK_LONG = 0, 1, 2, 3, 4
+KIND_NAMES = {
+    KIND_RANDOM: "random",
+    KIND_LANDMARK: "landmark",
+    KIND_CONTRAST: "contrast",
+    KIND_LONG: "long",
+    KIND_LANDMARK_LONG: "landmark_long",
+}
 SHIFT_PX = (2.0, 8.0)  # bench_drag's shift protocol: move length at 64 px (scaled with res)
 LONG_LENGTH = (0.08, 0.25)  # bench_drag's long protocol: move length, fraction of the image size
 
@@ -76,6 +84,7 @@ class TrajectoryConfig:
     lost_ratio: float | None = LOST_RATIO  # a drag ends when a handle is lost (None: off)
     trunc: tuple[float, float] = (0.6, 0.8)  # truncation psi range of the start images
     landmark_frac: float = 0.5  # share of landmark drags (only with a detector)
+    landmark_long_frac: float = 0.0  # share of the landmark drags that are bench_drag's long groups
     shift_frac: float = 0.5  # share of landmark and contrast drags moved by one 2-8 px shift
     contrast_frac: float = 0.0  # share of the non-landmark drags on high-contrast points
     long_frac: float = 0.0  # share of the non-landmark drags that are long group drags
@@ -85,6 +94,8 @@ class TrajectoryConfig:
         object.__setattr__(self, "trunc", tuple(float(t) for t in self.trunc))
         if self.contrast_frac < 0 or self.long_frac < 0 or self.contrast_frac + self.long_frac > 1:
             raise ValueError("contrast_frac and long_frac must be >= 0 and sum to at most 1")
+        if not 0 <= self.landmark_long_frac <= 1:
+            raise ValueError("landmark_long_frac must be in [0, 1]")
         if min(self.shards, self.per_shard, self.batch, self.max_steps) < 1:
             raise ValueError("shards, per_shard, batch and max_steps must be >= 1")
 
@@ -398,8 +409,12 @@ def make_shard(G: Generator, shard: int, cfg: TrajectoryConfig, detector=None, b
         for j in range(nb):
             lm_a = None if lms is None else np.clip(lms[j], 0, res - 1)
             if lms is not None and rng.random() < cfg.landmark_frac:
-                h, t = _landmark_edit(rng, lm_a, lms[nb + j], cfg.shift_frac, res)
-                kind = KIND_LANDMARK
+                if cfg.landmark_long_frac > 0 and rng.random() < cfg.landmark_long_frac:
+                    h, t = _landmark_long_edit(rng, lm_a, res)
+                    kind = KIND_LANDMARK_LONG
+                else:
+                    h, t = _landmark_edit(rng, lm_a, lms[nb + j], cfg.shift_frac, res)
+                    kind = KIND_LANDMARK
             elif (u := rng.random() if new_kinds else 1.0) < cfg.long_frac:
                 h, t = long_edit(rng, imgs[j])
                 kind = KIND_LONG
@@ -449,6 +464,19 @@ def _landmark_edit(
         shift = np.array([np.cos(angle), np.sin(angle)]) * length
         return h, np.clip(h + shift + rng.uniform(-1, 1, h.shape), 0, res - 1).astype(np.float32)
     return h, np.clip(lm_b[idx], 0, res - 1)
+
+
+def _landmark_long_edit(
+    rng: np.random.Generator, lm_a: np.ndarray, res: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One of bench_drag's long groups (a smile, the chin down, the nose sideways, the brows up,
+    the whole head) moved by 8-25% of the image, targets clipped to it."""
+    from server.synthfaces.long_drags import LONG_GROUPS, group_indices, group_moves
+
+    group = str(rng.choice(list(LONG_GROUPS)))
+    h = lm_a[group_indices(group)].astype(np.float32)
+    t = group_moves(group, lm_a[None], res, rng)[0]
+    return h, np.clip(t, 0, res - 1).astype(np.float32)
 
 
 def make_trajectories(
