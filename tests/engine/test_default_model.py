@@ -31,6 +31,15 @@ def test_shipped_weights_describe_themselves(G) -> None:
     assert G.img_resolution in (64, 128) and G.cfg.name.startswith("synthfaces")
 
 
+def test_all_shipped_weights_fit_the_budget() -> None:
+    """Every weight file in server/assets together (generator, predictor, encoder, detector) stays
+    within the project's 25 MB, and each is safetensors (no pickle ships)."""
+    files = sorted(f for f in default_checkpoint_path().parent.iterdir() if not f.name.startswith("."))
+    weights = [f for f in files if f.suffix != ".json"]
+    assert weights and all(f.suffix == ".safetensors" for f in weights), [f.name for f in weights]
+    assert sum(f.stat().st_size for f in files) <= 25 * 10**6
+
+
 def test_samples_are_faces(G) -> None:
     """Seeded samples are deterministic, varied, and the detector finds plausible faces on most."""
     with torch.no_grad():
