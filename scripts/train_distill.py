@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
     p.add_argument("--minutes", type=float, default=None, help="stop cleanly after this much wall time")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many minibatches (tests)")
+    p.add_argument(
+        "--stop-kimg",
+        type=float,
+        default=None,
+        help="end this chunk at this many kimg (checkpoint written) and leave the schedule (--kimg) "
+        "alone: replays a run whose loss weights changed along the way (scripts/train_default_model.sh)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt if it exists")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument(
@@ -111,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         trainer = DistillTrainer(DistillConfig(**overrides), run_dir, device, args.render_workers)
     cfg = trainer.cfg
+    if not args.export_only and args.stop_kimg is not None and trainer.kimg >= args.stop_kimg - 1e-9:
+        print(f"{run_dir} is at {trainer.kimg:.3f} kimg, past --stop-kimg {args.stop_kimg:g}: nothing to do")
+        return 0
     if not args.export_only:
         print(
             f"distilling {cfg.res} px, channels {cfg.channel_base}/{cfg.channel_max}, batch {cfg.batch}, "
@@ -119,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{cfg.adv_weight} adversarial, mixing {cfg.mix_prob} at row {cfg.mix_cut}",
             file=sys.stderr,
         )
-        reason = trainer.run(minutes=args.minutes, max_steps=args.max_steps, progress=not args.no_progress)
+        reason = trainer.run(
+            minutes=args.minutes,
+            max_steps=args.max_steps,
+            progress=not args.no_progress,
+            stop_kimg=args.stop_kimg,
+        )
         last = trainer.chunks[-1]
         print(
             json.dumps(

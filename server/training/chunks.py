@@ -70,11 +70,14 @@ def run_chunk(
     max_steps: int | None,
     progress: bool,
     after_step: AfterStep,
+    stop_kimg: float | None = None,
 ) -> str:
-    """Train ``t`` until ``total_kimg``, ``minutes``, ``max_steps`` or a stop request; always
-    checkpoint at the end. Returns "done", "time", "steps" or "stopped"."""
+    """Train ``t`` until ``total_kimg``, ``minutes``, ``max_steps``, ``stop_kimg`` (an earlier end
+    for this chunk that leaves the schedule, set by ``total_kimg``, alone) or a stop request;
+    always checkpoint at the end. Returns "done", "time", "steps", "kimg" or "stopped"."""
     deadline = time.perf_counter() + minutes * 60 if minutes is not None else math.inf
     total = int(total_kimg * 1000)
+    end = total if stop_kimg is None else min(total, round(stop_kimg * 1000))
     old = {}
     if threading.current_thread() is threading.main_thread():
         old = {s: signal.signal(s, lambda *_: t.request_stop()) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -88,7 +91,7 @@ def run_chunk(
     )
     reason, steps = "done", 0
     try:
-        while t.nimg < total:
+        while t.nimg < end:
             if t._stop.is_set():
                 reason = "stopped"
                 break
@@ -114,6 +117,8 @@ def run_chunk(
                 return t.nimg // every > prev // every or t.nimg >= total
 
             after_step(stats, bar, crossed)
+        if reason == "done" and t.nimg < total:
+            reason = "kimg"
     finally:
         bar.close()
         for s, h in old.items():

@@ -399,9 +399,16 @@ class DistillTrainer:
         with open(self.run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def run(self, minutes: float | None = None, max_steps: int | None = None, progress: bool = True) -> str:
-        """Train until ``total_kimg``, ``minutes`` of wall time, ``max_steps`` or a stop request;
-        always checkpoint at the end. Returns "done", "time", "steps" or "stopped"."""
+    def run(
+        self,
+        minutes: float | None = None,
+        max_steps: int | None = None,
+        progress: bool = True,
+        stop_kimg: float | None = None,
+    ) -> str:
+        """Train until ``total_kimg``, ``minutes`` of wall time, ``max_steps``, ``stop_kimg`` or a
+        stop request; always checkpoint at the end. Returns "done", "time", "steps", "kimg" or
+        "stopped"."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "distill_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -459,4 +466,4 @@ class DistillTrainer:
             if crossed(cfg.ckpt_kimg):
                 self.save_checkpoint()
 
-        return run_chunk(self, chunk, cfg.total_kimg, minutes, max_steps, progress, after_step)
+        return run_chunk(self, chunk, cfg.total_kimg, minutes, max_steps, progress, after_step, stop_kimg)

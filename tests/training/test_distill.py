@@ -18,6 +18,7 @@ from server.training.distill_data import (
     render_faces,
     sobel,
 )
+from tests.conftest import load_script
 
 
 def tiny(**kw) -> DistillConfig:
@@ -171,3 +172,23 @@ def test_flat_loss_counts_ripples_where_the_render_is_flat_only():
     assert flat_loss(sobel(ripple), g_t, 0.02) > 0.005
     weaker = torch.where(g_t.abs() >= 0.02, 0.5 * g_t, g_t)  # half the edge's response
     assert flat_loss(weaker, g_t, 0.02) == 0 < (weaker - g_t).abs().mean()
+
+
+def test_stop_kimg_ends_a_chunk_without_moving_the_schedule(tmp_path, one_torch_thread):
+    """A chunk stops at stop_kimg (batch 4: 0.008 kimg = 2 steps) with the schedule of total_kimg;
+    two chunks split there equal one run, and the script does nothing once past it."""
+    a = DistillTrainer(tiny(), tmp_path / "a")
+    assert a.run(progress=False, stop_kimg=0.008) == "kimg"
+    assert a.step == 2 and a.cfg.total_kimg == 1.0
+    a = DistillTrainer.resume(tmp_path / "a")
+    a.run(max_steps=2, progress=False)
+    b = DistillTrainer(tiny(), tmp_path / "b")
+    b.run(max_steps=4, progress=False)
+    for (k, pa), pb in zip(a.G_ema.state_dict().items(), b.G_ema.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), k
+
+    main = load_script("train_distill").main
+    before = (tmp_path / "a" / "checkpoint.pt").read_bytes()
+    argv = ["--out", str(tmp_path / "a"), "--resume", "--stop-kimg", "0.008", "--no-progress"]
+    assert main([*argv, "--adv-weight", "0.1"]) == 0
+    assert (tmp_path / "a" / "checkpoint.pt").read_bytes() == before  # untouched, weights too
