@@ -27,9 +27,9 @@ phase() {  # phase STOP_KIMG ARGS...: train until STOP_KIMG; exit 0 when the tim
   local stop=$1; shift
   local left=""
   if [ "${MINUTES:-0}" != "0" ]; then
-    left=$(( (DEADLINE - $(date +%s)) / 60 ))
+    left=$(( DEADLINE - $(date +%s) ))
     if [ "$left" -le 0 ]; then echo "time is up; run the script again to go on"; exit 0; fi
-    left="--minutes $left"
+    left="--minutes $(awk "BEGIN { print $left / 60 }")"
   fi
   local resume=""
   [ -f "$RUN/checkpoint.pt" ] && resume="--resume"
