@@ -132,6 +132,9 @@ def line_plot(xs: list[float], ys: list[float], refs: dict[str, float], path: Pa
     img.save(path)
 
 
+GIF_FRAMES = 48  # a demo GIF's frames (evenly spaced over the drag's steps)
+
+
 def drag_demos(G: Generator, detector, out_dir: Path, steps: int) -> list[dict]:
     """A few drags on generated faces, with handles placed by the landmark detector."""
     results = []
@@ -150,9 +153,12 @@ def drag_demos(G: Generator, detector, out_dir: Path, steps: int) -> list[dict]:
             if r.done:
                 break
         secs = time.perf_counter() - t0
-        frames += [frames[-1]] * 8  # hold the result
-        points += [points[-1]] * 8
-        write_gif(frames, out_dir / f"drag_{name}.gif", fps=12, points=points, scale=4)
+        # the GIF: at most GIF_FRAMES frames (first and last kept) about 256 px wide, the result held
+        keep = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), GIF_FRAMES)).round().astype(int))
+        gif_frames = [frames[i] for i in keep] + [frames[-1]] * 8
+        gif_points = [points[i] for i in keep] + [points[-1]] * 8
+        gif_scale = max(1, 256 // G.img_resolution)
+        write_gif(gif_frames, out_dir / f"drag_{name}.gif", fps=12, points=gif_points, scale=gif_scale)
         Image.fromarray(
             np.concatenate(
                 [draw_points(frames[0], handles, targets, scale=4), upscale(frames[-1], 4)], axis=1

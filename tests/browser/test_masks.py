@@ -20,7 +20,7 @@ from server.synthfaces.landmarks import LANDMARK_NAMES
 from tests.browser.conftest import canvas_point, js
 from tests.browser.live import LiveServer, edit_path
 
-SEED = 3
+SEED = 100004  # a face whose mouth-corner drag arrives (tests/engine/test_masks.py)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,9 @@ def test_masked_mouth_drag_arrives_and_keeps_the_rest(shipped_server, open_page)
     )
     end = js(page, "livedrag.model.lastEnd")
     assert end["reason"] == "reached", end
-    cells = np.array(js(page, "Array.from(livedrag.model.state.mask.cells)")).reshape(res, res)
+    mw, mh = js(page, "livedrag.model.state.mask.w"), js(page, "livedrag.model.state.mask.h")
+    cells = np.array(js(page, "Array.from(livedrag.model.state.mask.cells)")).reshape(mh, mw)
+    cells = cells.repeat(res // mh, axis=0).repeat(res // mw, axis=1)  # mask cells -> image pixels
     after = _committed_png(page)
     change = np.abs(after - before).mean(-1)
     assert change[cells == 1].mean() > change[cells != 1].mean()

@@ -28,7 +28,7 @@ def test_shipped_weights_describe_themselves(G) -> None:
     assert meta["format"] == "livedrag.generator"
     assert float(meta["kimg"]) > 0 and meta["seed"] == "0" and "compute" in meta
     assert path.stat().st_size < 12 * 2**20
-    assert G.img_resolution in (64, 128) and G.cfg.name.startswith("synthfaces")
+    assert G.img_resolution >= 128 and G.cfg.name.startswith("synthfaces")
 
 
 def test_all_shipped_weights_fit_the_budget() -> None:

@@ -19,9 +19,11 @@ from server.engine.encoder import (
 from server.engine.generator import Generator, to_uint8
 from tests.conftest import tiny_config
 
-# The shipped encoder measured 29.4 dB mean PSNR on this set (seeds 10**7 + 0..7, psi 0.7;
-# scripts/bench_invert.py, docs/real-images.md); the bound leaves a margin for other CPUs' rounding.
-SHIPPED_PSNR_BOUND = 28.0
+# The shipped encoder (the 128 px default's) measured 28.1 dB mean PSNR on this set (seeds
+# 10**7 + 0..7, psi 0.7; scripts/bench_invert.py, docs/real-images.md; the issue's goal is 28 dB); the
+# bound leaves a margin for other CPUs' rounding and catches an encoder of the wrong generator or a
+# broken pass (a fresh encoder gives about 15 dB).
+SHIPPED_PSNR_BOUND = 27.5
 
 
 def _tiny_encoder(G: Generator) -> Encoder:
@@ -80,10 +82,10 @@ def test_encode_checks_input(tiny_G):
 
 @pytest.mark.skipif(not default_encoder_path().is_file(), reason="shipped encoder not built")
 def test_shipped_encoder_reconstructs_generated_images():
-    """One-pass reconstructions of 8 held-out generated faces beat 28 dB mean PSNR (measured 29.4 dB)."""
+    """One-pass reconstructions of 8 held-out generated faces beat 27.5 dB mean PSNR (measured 28.1 dB)."""
     G = load_generator().eval().requires_grad_(False)
     enc = load_encoder(None, G)
-    assert default_encoder_path().stat().st_size < 4 * 2**20
+    assert default_encoder_path().stat().st_size < 6 * 2**20
     with torch.no_grad():
         ws = torch.cat([G.ws_from_seed(10**7 + i, 0.7) for i in range(8)])
         target = to_uint8(G.synthesis(ws)[0])

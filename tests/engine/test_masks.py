@@ -58,11 +58,14 @@ def _mouth_drag(G, seed: int, mask: bool, steps: int = 300):
     return r, float(change[~band].mean())
 
 
-@pytest.mark.parametrize("seed", [3, 11])
+@pytest.mark.parametrize("seed", [100002, 100004])
 def test_masked_drag_reaches_its_target_and_keeps_the_fixed_region(G, seed, one_torch_thread) -> None:
     """With the defaults (lambda 20), a drag with a flexible band over the mouth arrives within the
     room's 300 steps, and outside the band the image changes under half as much as in the same
-    drag without a mask (measured on the 64 px model: about a quarter)."""
+    drag without a mask (measured on the 64 px model: about a quarter). The faces are two on which
+    the unmasked drag arrives: on the 128 px model it does on 8 of 8 validation faces (seeds
+    100001-100008, median 65 steps) but not on every face (seeds 3 and 11: the right corner slides
+    along the lip; docs/model.md)."""
     free, free_change = _mouth_drag(G, seed, mask=False)
     masked, masked_change = _mouth_drag(G, seed, mask=True)
     assert free.reason == "reached" and masked.reason == "reached", (free.reason, masked.reason)
