@@ -54,6 +54,7 @@ from server.engine.drag_options import DragOptions
 from server.engine.generator import Generator, to_uint8
 from server.engine.predictor_io import GeneratorIdentity
 from server.engine.stop_rules import LOST_RATIO
+from server.synthfaces.long_drags import LONG_LENGTH  # bench_drag's long protocol: move length / size
 
 FORMAT = "livedrag.trajectories"
 FORMAT_VERSION = "1"
@@ -66,7 +67,6 @@ KIND_NAMES = {
     KIND_LANDMARK_LONG: "landmark_long",
 }
 SHIFT_PX = (2.0, 8.0)  # bench_drag's shift protocol: move length at 64 px (scaled with res)
-LONG_LENGTH = (0.08, 0.25)  # bench_drag's long protocol: move length, fraction of the image size
 
 
 @dataclass(frozen=True)
