@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from server.engine.checkpoint import save_generator
@@ -81,6 +82,7 @@ class DistillConfig:
     adv_weight: float = 0.0  # light adversarial term (distill_adv.Critic); 0 = regression only
     flat_weight: float = 0.0  # L1 on Sobel gradients where the render is flat (ripples, halos)
     flat_tau: float = 0.02  # "flat": the render's Sobel response under this (about 2.5 grey levels/px)
+    flat_margin: int = 0  # px: responses this close to a non-flat one do not count as flat (edges' rims)
     pretrain_steps: int = 1500  # mapping-only steps (batch 256) that teach w the parameters first
     mix_prob: float = 0.5  # share of batches with two faces mixed at mix_cut
     mix_cut: int = 6  # W+ rows from face A (geometry); the rest from face B (colours, light)
@@ -135,13 +137,22 @@ RESUMABLE_OVERRIDES = (
     "mix_prob",
     "adv_weight",
     "flat_weight",
+    "flat_margin",
 )
 
 
-def flat_loss(g_img: torch.Tensor, g_tgt: torch.Tensor, tau: float) -> torch.Tensor:
+def flat_loss(g_img: torch.Tensor, g_tgt: torch.Tensor, tau: float, margin: int = 0) -> torch.Tensor:
     """Mean |Sobel(generated) - Sobel(render)| over the responses where the render is flat
-    (|response| < ``tau``), so ripples in flat areas count as much as the areas are large."""
-    mask = (g_tgt.abs() < tau).to(g_img.dtype)
+    (|response| < ``tau``), so ripples in flat areas count as much as the areas are large. With
+    ``margin`` > 0, pixels within that many px of a non-flat response (in any channel) are left
+    out: the rim of an edge, which a slightly soft or shifted edge leaks into, is the edge term's,
+    and penalising it there blurs edges."""
+    flat = g_tgt.abs() < tau
+    if margin > 0:
+        edge = (~flat).any(dim=1, keepdim=True).to(g_img.dtype)
+        near = F.max_pool2d(edge, 2 * margin + 1, stride=1, padding=margin) > 0
+        flat = flat & ~near
+    mask = flat.to(g_img.dtype)
     return ((g_img - g_tgt).abs() * mask).sum() / mask.sum().clamp_min(1.0)
 
 
@@ -221,7 +232,9 @@ class DistillTrainer:
         l1 = (img - target).abs().mean()
         g_img, g_tgt = sobel(img), sobel(target)
         edge = (g_img - g_tgt).abs().mean() if cfg.edge_weight > 0 else img.new_zeros(())
-        flat = flat_loss(g_img, g_tgt, cfg.flat_tau) if cfg.flat_weight > 0 else img.new_zeros(())
+        flat = img.new_zeros(())
+        if cfg.flat_weight > 0:
+            flat = flat_loss(g_img, g_tgt, cfg.flat_tau, cfg.flat_margin)
         perc = self.perceptual(img, target).mean() if self.perceptual is not None else img.new_zeros(())
         aux = self.readout.loss(ws[:, 0], za) if cfg.aux_weight > 0 else img.new_zeros(())
         loss = l1 + cfg.edge_weight * edge + cfg.perceptual_weight * perc + cfg.aux_weight * aux
@@ -431,6 +444,7 @@ class DistillTrainer:
                     "mix_prob",
                     "adv_weight",
                     "flat_weight",
+                    "flat_margin",
                 )
             },
         }

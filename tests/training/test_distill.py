@@ -172,6 +172,13 @@ def test_flat_loss_counts_ripples_where_the_render_is_flat_only():
     assert flat_loss(sobel(ripple), g_t, 0.02) > 0.005
     weaker = torch.where(g_t.abs() >= 0.02, 0.5 * g_t, g_t)  # half the edge's response
     assert flat_loss(weaker, g_t, 0.02) == 0 < (weaker - g_t).abs().mean()
+    # a soft edge leaks into its rim: counted as flat-area ripple unless the margin leaves it out
+    soft = target.clone()
+    soft[..., 9] = 0.99  # the render's edge is at 7-8; 2 px on, a faint step (a shifted edge)
+    g_soft = sobel(soft)
+    assert flat_loss(g_soft, g_t, 0.02) > 0
+    assert flat_loss(g_soft, g_t, 0.02, margin=3) == 0
+    assert flat_loss(sobel(ripple), g_t, 0.02, margin=3) > 0.005  # ripples far from it still count
 
 
 def test_stop_kimg_ends_a_chunk_without_moving_the_schedule(tmp_path, one_torch_thread):
