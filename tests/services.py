@@ -235,18 +235,20 @@ class PostgresServer:
         finally:
             os.close(log)
         _wait_port(self.port, self.proc, "postgres", self.log_path)
-        if first:
-            self._wait_ready()
+        # an open port is not a ready server: after a restart it may still say "the database
+        # system is starting up" for a while (slower on a loaded machine)
+        self._wait_ready(create=first)
         return self
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, create: bool = True) -> None:
         """The server accepts connections to the livedrag database (created on first start)."""
         deadline = time.monotonic() + START_TIMEOUT_S
         psql = self.bin / "psql"
+        sql = f"CREATE DATABASE {self.database}" if create else "SELECT 1"
         while True:
             done = subprocess.run(
                 [str(psql), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres",
-                 "-c", f"CREATE DATABASE {self.database}"],
+                 "-c", sql],
                 env=self._env(), capture_output=True, timeout=30,
             )  # fmt: skip
             if done.returncode == 0 or b"already exists" in done.stderr:
