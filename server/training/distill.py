@@ -123,14 +123,8 @@ class DistillConfig:
         return cls(**d)
 
 
-# Settings that may change when a run resumes (everything else must match the checkpoint): the
-# schedule's end, the bookkeeping, and the loss weights (a later phase may stress edges more).
-RESUMABLE_OVERRIDES = (
-    "total_kimg",
-    "log_kimg",
-    "grid_kimg",
-    "snap_kimg",
-    "ckpt_kimg",
+# The loss's settings, recorded with every chunk of a run (they may change between chunks).
+LOSS_WEIGHTS = (
     "edge_weight",
     "perceptual_weight",
     "aux_weight",
@@ -139,6 +133,9 @@ RESUMABLE_OVERRIDES = (
     "flat_weight",
     "flat_margin",
 )
+# Settings that may change when a run resumes (everything else must match the checkpoint): the
+# schedule's end, the bookkeeping, and the loss weights (a later phase may stress edges more).
+RESUMABLE_OVERRIDES = ("total_kimg", "log_kimg", "grid_kimg", "snap_kimg", "ckpt_kimg", *LOSS_WEIGHTS)
 
 
 def flat_loss(g_img: torch.Tensor, g_tgt: torch.Tensor, tau: float, margin: int = 0) -> torch.Tensor:
@@ -435,18 +432,7 @@ class DistillTrainer:
             "threads": torch.get_num_threads(),
             "start_kimg": round(self.kimg, 3),
             "seconds": 0.0,
-            "loss_weights": {
-                k: getattr(cfg, k)
-                for k in (
-                    "edge_weight",
-                    "perceptual_weight",
-                    "aux_weight",
-                    "mix_prob",
-                    "adv_weight",
-                    "flat_weight",
-                    "flat_margin",
-                )
-            },
+            "loss_weights": {k: getattr(cfg, k) for k in LOSS_WEIGHTS},
         }
         self.chunks.append(chunk)
         acc: dict[str, list[float]] = {}

@@ -3,6 +3,7 @@ another generator of the same architecture (a later snapshot) from a file or a r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,27 +12,13 @@ import torch
 from server.engine.encoder import EncoderError, load_encoder
 from server.engine.generator import Generator
 from server.training.encoder_train import EncoderTrainConfig, latent_stats, train_encoder
+from server.training.plan import preset
 from tests.conftest import tiny_config
 
 
 def _cfg(out: Path, **kw) -> EncoderTrainConfig:
-    base = dict(
-        out=out,
-        steps=4,
-        batch=4,
-        image_batch=2,
-        image_after=2,
-        pool=16,
-        refresh=2,
-        held_out=4,
-        log_every=2,
-        ckpt_every=2,
-        grids=False,
-        channels=(8, 16, 16),
-        feat_dim=32,
-        row_dim=32,
-    )
-    return EncoderTrainConfig(**{**base, **kw})
+    """`livedrag train`'s tiny encoder settings (a 0.04 M-parameter encoder, a pool of 16), 4 steps."""
+    return replace(preset("tiny", 32).encoder, out=out, **{"steps": 4, "image_after": 2, **kw})
 
 
 def _weights(state: dict) -> dict:
