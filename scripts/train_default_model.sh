@@ -15,7 +15,11 @@
 #   391.792 - 475.008  + flat areas 10
 #   475.008 - 501.28   schedule to 550, flat areas 30, adversarial 0.08
 #   501.28 - 550       flat areas 40, adversarial 0.12
-# The shipped run took about 9.5 hours of step time on one thread of a shared 2-core machine.
+#   550 - 600          schedule to 600, flat areas 80 with a 2 px margin round the render's edges
+#   600 - 610          schedule to 625, flat areas 160 (margin 2)
+# The shipped run took about 9.5 hours of step time to 550 kimg on one thread of a shared 2-core
+# machine, then 0.7 hours on two threads (550-600, as runs/sf128m) and 0.2 hours on one (600-610,
+# as runs/sf128n): the runs forked from each other's checkpoints, which this script does in one run.
 set -euo pipefail
 RUN=${RUN:-runs/sf128}
 THREADS=${THREADS:-1}
@@ -47,5 +51,7 @@ phase 391.792 --kimg 600 --adv-weight 0.05 --flat-weight 0
 phase 475.008 --kimg 600 --adv-weight 0.05 --flat-weight 10
 phase 501.28 --kimg 550 --adv-weight 0.08 --flat-weight 30
 phase 550 --kimg 550 --adv-weight 0.12 --flat-weight 40
+phase 600 --kimg 600 --adv-weight 0.12 --flat-weight 80 --flat-margin 2
+phase 610 --kimg 625 --adv-weight 0.12 --flat-weight 160 --flat-margin 2
 $PY scripts/train_distill.py --out "$RUN" --export-only --export "$OUTFILE"
 echo "exported $OUTFILE"

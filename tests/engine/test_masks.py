@@ -58,15 +58,22 @@ def _mouth_drag(G, seed: int, mask: bool, steps: int = 300):
     return r, float(change[~band].mean())
 
 
-@pytest.mark.parametrize("seed", [100002, 100004])
-def test_masked_drag_reaches_its_target_and_keeps_the_fixed_region(G, seed, one_torch_thread) -> None:
+VALIDATION_FACES = (100001, 100002, 100003, 100004)
+
+
+def test_masked_drags_reach_their_targets_and_keep_the_fixed_region(G, one_torch_thread) -> None:
     """With the defaults (lambda 20), a drag with a flexible band over the mouth arrives within the
-    room's 300 steps, and outside the band the image changes under half as much as in the same
-    drag without a mask (measured on the 64 px model: about a quarter). The faces are two on which
-    the unmasked drag arrives: on the 128 px model it does on 8 of 8 validation faces (seeds
-    100001-100008, median 65 steps) but not on every face (seeds 3 and 11: the right corner slides
-    along the lip; docs/model.md)."""
-    free, free_change = _mouth_drag(G, seed, mask=False)
-    masked, masked_change = _mouth_drag(G, seed, mask=True)
-    assert free.reason == "reached" and masked.reason == "reached", (free.reason, masked.reason)
-    assert masked_change < 0.5 * free_change, (masked_change, free_change)
+    room's 300 steps on each of the first four validation faces, and outside the band the image
+    changes less than without the mask on every face and under half as much in the median. Measured
+    on the shipped 128 px model over seeds 100001-100008 (docs/model.md): the unmasked drag arrives
+    on 8 of 8 (34-58 steps), the masked one on 7 (100005 runs to the cap), and the change outside
+    the band falls to 0.13-0.51 of the unmasked drag's, median 0.24. Not on every face does the
+    unmasked drag arrive (seeds 3 and 11: the right corner slides along the lip)."""
+    ratios = []
+    for seed in VALIDATION_FACES:
+        free, free_change = _mouth_drag(G, seed, mask=False)
+        masked, masked_change = _mouth_drag(G, seed, mask=True)
+        assert free.reason == "reached" and masked.reason == "reached", (seed, free.reason, masked.reason)
+        assert masked_change < free_change, (seed, masked_change, free_change)
+        ratios.append(masked_change / free_change)
+    assert float(np.median(ratios)) < 0.5, ratios
