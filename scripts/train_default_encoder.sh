@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The shipped encoder, server/assets/synthfaces_encoder.safetensors, in one command: three runs of
+# The shipped encoder, server/assets/synthfaces_encoder.safetensors, in one command: four runs of
 # scripts/train_encoder.py, each warm-started from the last (--init), on the generator snapshots of
 # runs/sf128 that the encoder was trained on while the generator was finishing (475, 500 and 550
 # kimg: 550 was the default before the flat-area phases), then on the shipped generator itself.

