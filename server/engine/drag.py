@@ -6,8 +6,9 @@ One ``DragSession`` is one edit: a start latent, handle/target points, an option
 1. one forward pass of the synthesis network with the chosen features (first ``n_opt_rows``
    W+ rows optimised, the rest held at their start values);
 2. point tracking (no grad) of every handle on this pass's features;
-3. stop check (``stop_rules``): a handle whose feature is no longer found near it -> done
-   ("lost"); every handle within the stop distance of its target -> done ("reached"); the last
+3. stop check (``stop_rules``): a handle whose feature is no longer found near it is flagged
+   lost and left out from then on; every handle lost, or every other one within the stop
+   distance of its target -> done ("lost"); every handle there -> done ("reached"); the last
    step of ``max_steps`` -> done ("max_steps"); a done step makes no update;
 4. motion supervision (+ lambda * mask term when a mask is set), one Adam step.
 
@@ -41,8 +42,9 @@ Where it differs from the official loop, on purpose:
   edit leaves the rest of the image exactly as it was. The default tolerance (0.3 x mean |F0|)
   lets fixed features drift that far for free; beyond it lambda holds them (mask_tolerance 0
   restores the official term).
-* A handle whose best match is much worse than its template's spread ends the drag as ``lost``
-  (``stop_rules``); the official code tracks on whatever it finds.
+* A handle whose best match is much worse than its template's spread is flagged ``lost``
+  (``stop_rules``): it stays where it was and is no longer supervised, the others go on, and the
+  drag ends as ``lost`` instead of ``reached``; the official code tracks on whatever it finds.
 """
 
 from __future__ import annotations
@@ -62,17 +64,17 @@ from .session_common import (
     _check_latent,
     _check_mask,
     _frames,
+    _host_row,
     _rebind_points,
     _to_points,
     take_templates,
 )
-from .stop_rules import lost_handles, match_ratio
+from .stop_rules import arrival, track_and_flag
 from .tracking import (
     FeatureField,
     mask_loss,
     motion_supervision_loss,
     resize_features,
-    track_points,
 )
 
 
@@ -117,6 +119,7 @@ class DragSession:
         self._templates: torch.Tensor | None = None  # [K, C], fixed f_i per handle
         self._spread: torch.Tensor | None = None  # [K], each template's spread where it was taken
         self._match = torch.zeros(0)  # [K], this step's best-match distance / spread
+        self._lost = torch.zeros(0, dtype=torch.bool)  # [K], lost since placed (stop_rules.track_and_flag)
         self._missing: list[bool] = []  # handles whose template is taken at the next forward pass
         self._feat0: list[torch.Tensor] | None = None  # start features at native block resolution
         self._feat0_full: torch.Tensor | None = None  # resized F0, cached while a mask is set
@@ -205,7 +208,7 @@ class DragSession:
         new: their template is read from the features of the next forward pass at their
         position, i.e. from the image they are placed on (at the first step that is F0).
         """
-        self._handles, self._targets, self._templates, self._spread, self._missing = _rebind_points(
+        (self._handles, self._targets, self._templates, self._spread, self._missing, self._lost) = _rebind_points(
             handles,
             targets,
             keep,
@@ -214,6 +217,7 @@ class DragSession:
             self._templates,
             self._spread,
             self._missing,
+            self._lost,
             self.device,
         )
         self._since_change = 0
@@ -279,9 +283,12 @@ class DragSession:
     def _objective(self, field: FeatureField) -> torch.Tensor:
         """Track the handles on this pass's features, then return this session's loss."""
         r1, r2 = self.radii
-        self._handles, best = track_points(field, self._templates, self._handles, r2, return_distance=True)
-        self._match = match_ratio(best, self._spread)
-        loss = motion_supervision_loss(field, self._handles, self._targets, r1)
+        self._handles, self._match, self._lost = track_and_flag(
+            field, self._templates, self._spread, self._handles, self._lost, r2, self.options.lost_ratio
+        )
+        # a lost handle is not supervised: its target is set on it, which motion supervision skips
+        targets = torch.where(self._lost[:, None], self._handles, self._targets.to(self._handles.device))
+        loss = motion_supervision_loss(field, self._handles, targets, r1)
         if self._fixed is not None and self.options.lambda_mask > 0:
             if self._feat0_full is None:
                 self._feat0_full = resize_features(self._feat0, self.size)
@@ -339,7 +346,7 @@ def _step_group(sessions: list[DragSession]) -> list[StepResult]:
     # One device -> host transfer for all numbers, one for the frames.
     host = torch.cat(
         [torch.stack(losses).detach().float()]
-        + [torch.cat([s._handles.reshape(-1), s._targets.reshape(-1), s._match]) for s in sessions]
+        + [_host_row(s._handles, s._targets, s._match, s._lost) for s in sessions]
     ).cpu()
     frames = _frames(img)
     off = len(sessions)
@@ -348,16 +355,14 @@ def _step_group(sessions: list[DragSession]) -> list[StepResult]:
         hs = host[off : off + 2 * k].reshape(k, 2)
         ts = host[off + 2 * k : off + 4 * k].reshape(k, 2)
         match = host[off + 4 * k : off + 5 * k]
-        off += 5 * k
-        lost = lost_handles(match, s.options.lost_ratio)
-        reached = bool(((hs - ts).norm(dim=1) <= s.stop_distance + 1e-6).all())
+        lost = host[off + 5 * k : off + 6 * k] > 0.5
+        off += 6 * k
+        arrived = arrival((hs - ts).norm(dim=1), lost, s.stop_distance)
         s._step += 1
         s._since_change += 1
         frame_version = s._version
-        if bool(lost.any()):
-            s._done, s._reason = True, "lost"
-        elif reached:
-            s._done, s._reason = True, "reached"
+        if arrived is not None:
+            s._done, s._reason = True, arrived
         elif last[i]:
             s._done, s._reason = True, "max_steps"
         else:
@@ -382,3 +387,4 @@ def _step_group(sessions: list[DragSession]) -> list[StepResult]:
     for s in sessions:
         s._last = dataclasses.replace(s._last, seconds=seconds)
     return [s._last for s in sessions]
+

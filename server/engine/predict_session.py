@@ -6,8 +6,10 @@ Each ``step()`` is one autoregressive sub-step, with no optimisation:
    features (DragGAN's block) and the predictor's feature blocks;
 2. point tracking of every handle on this pass's features (``tracking.track_points``, the
    optimiser's tracking: templates f_i = F0(p_i), search square of half-size r2);
-3. stop check (``stop_rules``, the optimiser's rules plus one): a handle no longer found -> done
-   ("lost"); every handle within the stop distance -> done ("reached"); the last step of
+3. stop check (``stop_rules``, the optimiser's rules plus one): a handle no longer found is
+   flagged lost and left out from then on (not predicted, not waited for); every handle lost, or
+   every other one within the stop distance -> done ("lost"); every handle there -> done
+   ("reached"); the last step of
    ``max_steps`` only tracks ("max_steps"); no handle closer by more than ``stall_px`` over the
    last ``stall_steps`` steps -> done ("stalled");
 4. the Latent Predictor maps (w_t, features, handles, targets, sub-step) to the first rows of
@@ -49,12 +51,13 @@ from .session_common import (
     _check_latent,
     _check_mask,
     _frames,
+    _host_row,
     _rebind_points,
     _to_points,
     take_templates,
 )
-from .stop_rules import StallWatch, lost_handles, match_ratio
-from .tracking import MOTION_MIN_DISTANCE, mask_loss, resize_features, track_points
+from .stop_rules import StallWatch, arrival, track_and_flag
+from .tracking import MOTION_MIN_DISTANCE, mask_loss, resize_features
 
 
 class PredictSession:
@@ -103,6 +106,7 @@ class PredictSession:
         self._templates: torch.Tensor | None = None
         self._spread: torch.Tensor | None = None  # [K], each template's spread where it was taken
         self._match = torch.zeros(0)  # [K], this step's best-match distance / spread
+        self._lost = torch.zeros(0, dtype=torch.bool)  # [K], lost since placed (stop_rules.track_and_flag)
         self._stall = StallWatch()
         self._missing: list[bool] = []
         self._feat0: list[torch.Tensor] | None = None  # start features (tracking blocks, native size)
@@ -197,7 +201,7 @@ class PredictSession:
     ) -> None:
         """Replace handles and targets (rules of ``DragSession.set_points``); the step cap and the
         stall rule's window restart."""
-        self._handles, self._targets, self._templates, self._spread, self._missing = _rebind_points(
+        (self._handles, self._targets, self._templates, self._spread, self._missing, self._lost) = _rebind_points(
             handles,
             targets,
             keep,
@@ -206,6 +210,7 @@ class PredictSession:
             self._templates,
             self._spread,
             self._missing,
+            self._lost,
             self.device,
         )
         self._stall.reset()
@@ -281,7 +286,8 @@ class PredictSession:
             step = rem
         else:
             step = rem * (self.options.substep / dist.clamp(min=1e-6)).clamp(max=1.0)
-        return step * (dist > min(MOTION_MIN_DISTANCE, self.stop_distance) + 1e-6)
+        moving = (dist > min(MOTION_MIN_DISTANCE, self.stop_distance) + 1e-6) & ~self._lost[:, None]
+        return step * moving
 
     def _progress(self) -> torch.Tensor:
         dist = (self._targets - self._handles).norm(dim=1)
@@ -349,29 +355,25 @@ def _step_group(sessions: list[PredictSession]) -> list[StepResult]:
     for i, s in enumerate(sessions):
         f = feat[i : i + 1]
         s._prepare(f, [feats[b][i : i + 1] for b in s0.track_blocks])
-        s._handles, best = track_points(
-            f, s._templates, s._handles, s.options.radius(s.size[0]), return_distance=True
+        s._handles, s._match, s._lost = track_and_flag(
+            f, s._templates, s._spread, s._handles, s._lost, s.options.radius(s.size[0]), s.options.lost_ratio
         )
-        s._match = match_ratio(best, s._spread)
-    host = torch.cat(
-        [torch.cat([s._handles.reshape(-1), s._targets.reshape(-1), s._match]) for s in sessions]
-    ).cpu()
+    host = torch.cat([_host_row(s._handles, s._targets, s._match, s._lost) for s in sessions]).cpu()
     ends: list[StopReason | None] = []
     tracked, off = [], 0
     for s in sessions:
         k = len(s._handles)
         hs, ts = host[off : off + 2 * k].reshape(k, 2), host[off + 2 * k : off + 4 * k].reshape(k, 2)
         match = host[off + 4 * k : off + 5 * k]
-        off += 5 * k
-        lost = lost_handles(match, s.options.lost_ratio)
+        lost = host[off + 5 * k : off + 6 * k] > 0.5
+        off += 6 * k
         dist = (hs - ts).norm(dim=1)
-        s._stall.add(dist)
+        s._stall.add(dist[~lost])
         tracked.append((hs, ts, match, lost))
         o = s.options
-        if bool(lost.any()):
-            ends.append("lost")
-        elif bool((dist <= s.stop_distance + 1e-6).all()):
-            ends.append("reached")
+        arrived = arrival(dist, lost, s.stop_distance)
+        if arrived is not None:
+            ends.append(arrived)
         elif s._since_change + 1 >= s.budget or (o.single_shot and s._since_change >= 1):
             ends.append("max_steps")
         elif not o.single_shot and s._stall.stalled(o.stall_steps, o.stall_px_for(s.size[0])):
@@ -390,7 +392,7 @@ def _step_group(sessions: list[PredictSession]) -> list[StepResult]:
         for j, s in enumerate(ups):
             k = len(s._handles)
             handles[j, :k], targets[j, :k] = s._handles, s._targets
-            substep[j, :k], progress[j, :k], valid[j, :k] = s._substep(), s._progress(), True
+            substep[j, :k], progress[j, :k], valid[j, :k] = s._substep(), s._progress(), ~s._lost
         rows = ws[update, : s0.n_rows]
         pfeats = [feats[b][update] for b in pblocks]
         new = model.predictor(rows, pfeats, handles, targets, substep, progress, valid)

@@ -106,13 +106,15 @@ def _rebind_points(
     old_templates: torch.Tensor | None,
     old_spread: torch.Tensor | None,
     old_missing: list[bool],
+    old_lost: torch.Tensor,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, list[bool]]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, list[bool], torch.Tensor]:
     """The point-replacement rule shared by every session (see ``DragSession.set_points``).
 
     Returns (handles, targets) on ``device``, the feature templates and their spreads carried
-    over (zeros where a handle is new) and, per handle, whether its template must be read at the
-    next forward pass.
+    over (zeros where a handle is new), per handle whether its template must be read at the
+    next forward pass, and bool [K] on ``device``: whether it is lost (``stop_rules``; a handle
+    that keeps its template keeps its flag, a new one starts found).
     """
     h = _check_points(handles, "handles", size)
     t = _check_points(targets, "targets", size)
@@ -123,6 +125,8 @@ def _rebind_points(
     elif len(keep) != len(h):
         raise ValueError(f"keep must have one entry per handle ({len(h)}), got {len(keep)}")
     missing = []
+    old_lost = old_lost.cpu()
+    lost = torch.zeros(len(h), dtype=torch.bool)
     templates = spread = None
     if old_templates is not None and old_spread is not None:
         templates = torch.zeros(len(h), old_templates.shape[1], device=device)
@@ -135,8 +139,9 @@ def _rebind_points(
         if usable:
             templates[i] = old_templates[j]
             spread[i] = old_spread[j]
+            lost[i] = bool(old_lost[j]) if j < len(old_lost) else False
         missing.append(not usable)
-    return h.to(device), t.to(device), templates, spread, missing
+    return h.to(device), t.to(device), templates, spread, missing, lost.to(device)
 
 
 def _match_points(new: torch.Tensor, old: torch.Tensor, tol: float = 0.5) -> list[int | None]:
@@ -156,6 +161,14 @@ def _match_points(new: torch.Tensor, old: torch.Tensor, tol: float = 0.5) -> lis
                     break
         keep.append(best)
     return keep
+
+
+def _host_row(
+    handles: torch.Tensor, targets: torch.Tensor, match: torch.Tensor, lost: torch.Tensor
+) -> torch.Tensor:
+    """One session's numbers for a step's single device-to-host read-back: handles [K, 2],
+    targets [K, 2], match [K], lost [K] -> float32 [6K]."""
+    return torch.cat([handles.reshape(-1), targets.reshape(-1), match.float(), lost.to(match.device).float()])
 
 
 def _to_points(t: torch.Tensor) -> list[Point]:

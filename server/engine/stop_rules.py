@@ -8,12 +8,16 @@ A session checks them after each step's point tracking, in this order:
   median distance from f_k to the features of its own search window when it was placed
   (``tracking.template_spread``): about 0 while the handle's content is in view, near 1 when the
   best match is no better than a typical pixel around the place it started from. A handle whose
-  match exceeds ``LOST_RATIO`` is lost and the drag ends with reason ``lost`` (its tracked position
-  means nothing any more: motion supervision or a prediction there would drag whatever is there).
-  ``LOST_RATIO`` is calibrated on generated faces by ``scripts/calibrate_tracking.py``
-  (docs/predictor.md, "Lost handles").
+  match exceeds ``LOST_RATIO`` is lost (``track_and_flag``): its tracked position means nothing
+  any more (motion supervision or a prediction there would drag whatever is there), so from then
+  on it keeps the position it had before, is neither supervised nor predicted, and counts for
+  neither arrival nor the stall rule; it stays lost until it is placed again. The drag goes on
+  with the other handles (one lost landmark of thirty no longer ends a whole-head drag) and
+  ends with reason ``lost`` when every handle is lost, or when all the others have arrived: a
+  drag with a lost handle never reports ``reached``. ``LOST_RATIO`` is calibrated on generated
+  faces by ``scripts/calibrate_tracking.py`` (docs/predictor.md, "Lost handles").
 * **reached**: every handle within the stop distance of its target (DragGAN's rule:
-  ``DragOptions.stop_distance_for``).
+  ``DragOptions.stop_distance_for``) and none lost (``arrival``).
 * **max_steps**: the session's step cap (the room's ``max_steps``, the CLI's ``--steps``).
 * **stalled** (predictor only): the drag has come no closer to arriving for a while: over the
   last ``stall_steps`` steps (8) the largest handle-to-target distance never fell below its
@@ -31,6 +35,9 @@ from __future__ import annotations
 
 import torch
 
+from .session import StopReason
+from .tracking import track_points
+
 # A handle is lost when its best match is further from its template than this fraction of the
 # template's spread (calibration: docs/predictor.md, "Lost handles").
 LOST_RATIO = 1.0
@@ -41,6 +48,38 @@ def lost_handles(match: torch.Tensor, ratio: float | None) -> torch.Tensor:
     if ratio is None:
         return torch.zeros(match.shape, dtype=torch.bool, device=match.device)
     return match > ratio
+
+
+def track_and_flag(
+    feat,
+    templates: torch.Tensor,
+    spread: torch.Tensor,
+    handles: torch.Tensor,
+    lost: torch.Tensor,
+    r2: int,
+    ratio: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Point tracking with the lost rule, on the features' device and with no read-back.
+
+    ``handles`` [K, 2] are the positions before this pass, ``lost`` bool [K] the handles lost
+    so far. -> (handles [K, 2]: tracked, or kept where lost; match [K]; lost [K]: the old flags
+    plus the handles whose match is above ``ratio`` now)."""
+    tracked, best = track_points(feat, templates, handles, r2, return_distance=True)
+    match = match_ratio(best, spread)
+    lost = lost | lost_handles(match, ratio)
+    return torch.where(lost[:, None], handles.to(tracked.device), tracked), match, lost
+
+
+def arrival(dist: torch.Tensor, lost: torch.Tensor, stop_distance: float) -> StopReason | None:
+    """The end by arrival, from the handle-to-target distances [K] and lost flags [K]: "reached"
+    when every handle is within ``stop_distance`` and none is lost; "lost" when every handle is
+    lost, or every handle not lost has arrived; None while a handle that is found is still away."""
+    found = ~lost
+    if not bool(found.any()):
+        return "lost"
+    if bool((dist[found] <= stop_distance + 1e-6).all()):
+        return "lost" if bool(lost.any()) else "reached"
+    return None
 
 
 def match_ratio(best: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
@@ -61,7 +100,7 @@ class StallWatch:
         self._worst = []
 
     def add(self, dist: torch.Tensor) -> None:
-        """Record one step's handle-to-target distances [K]."""
+        """Record one step's handle-to-target distances [K] (of the handles not lost)."""
         self._worst.append(float(dist.max()) if dist.numel() else 0.0)
 
     def stalled(self, steps: int, px: float) -> bool:

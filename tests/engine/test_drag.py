@@ -174,6 +174,31 @@ def test_a_handle_whose_feature_is_gone_ends_the_drag_as_lost(tiny_G: Generator)
     assert ends == [("lost", (False, True), True), ("reached", (False, False), True)]
 
 
+def test_a_lost_handle_is_left_out_and_the_others_go_on(tiny_G: Generator) -> None:
+    """With several handles, a lost one does not end the drag: it keeps its place and its flag
+    (also when only targets move), it is no longer supervised, the others go on, and when they
+    arrive the drag ends as "lost", not "reached". Placing it anew clears the flag."""
+    opts = DragOptions(lr=1e-3, stop_distance=1.0)
+    s = DragSession.from_seed(tiny_G, 0, [(8, 8), (24, 8)], [(8, 20), (24, 20)], options=opts)
+    s.step()
+    h0 = s.handles[0]
+    s.set_points([h0, (24, 20)], [(8, 20), (24, 24)], keep=[0, 1])  # handle 1 jumps off its feature
+    r = s.step()
+    assert r.lost == (False, True) and not r.done and r.handles[1] == (24.0, 20.0)
+    # the loss is handle 0's alone: the same latent and handle 0 without handle 1 give the same
+    alone = DragSession(tiny_G, s.latent(), [r.handles[0]], [(8, 20)], options=opts)
+    assert abs(alone.step().loss - s.step().loss) < 1e-4 * max(1.0, abs(r.loss))
+    for _ in range(2):
+        r = s.step()
+        assert r.lost == (False, True) and not r.done and r.handles[1] == (24.0, 20.0)
+    s.set_points(s.handles, [s.handles[0], (24, 24)], keep=[0, 1])  # handle 0's target onto it
+    r = s.step()
+    assert r.done and r.reason == "lost" and r.lost == (False, True)
+    s.set_points([s.handles[0], (24, 21)], [s.handles[0], (24, 21)])  # handle 1 placed anew
+    r = s.step()
+    assert r.lost == (False, False) and r.reason == "reached"
+
+
 def test_max_steps_stops_with_latent_matching_the_last_frame(tiny_G: Generator) -> None:
     """The last budgeted step only tracks, so latent(), render() and the last frame agree."""
     s = DragSession.from_seed(tiny_G, 0, [(5, 5)], [(28, 28)], options=DragOptions(max_steps=3))

@@ -370,6 +370,38 @@ def test_a_handle_whose_feature_is_gone_ends_the_drag_as_lost(tiny_G: Generator)
     assert ends == [("lost", (False, True)), ("reached", (False, False))]
 
 
+def test_a_lost_handle_is_left_out_and_the_others_go_on(tiny_G: Generator) -> None:
+    """With several handles a lost one does not end the drag: it keeps its place and its flag,
+    the predictor is given it as padding (not valid, no sub-step), the other handle goes on, and
+    the drag ends by the other rules (here stalled: the identity predictor never moves anything),
+    or as "lost" once the others are there, never as "reached"."""
+    model = small_predictor(tiny_G)  # the identity
+    seen = []
+    forward = model.predictor.forward
+
+    def recording(*args):
+        seen.append((args[4].clone(), args[6].clone()))  # substep [B, K, 2], valid [B, K]
+        return forward(*args)
+
+    model.predictor.forward = recording
+    h, t = [(8, 8), (24, 8)], [(8, 20), (24, 20)]
+    s = PredictSession.from_seed(tiny_G, 0, h, t, options=PredictOptions(stall_steps=3), model=model)
+    s.step()
+    assert seen[-1][1].tolist() == [[True, True]]
+    s.set_points([s.handles[0], (24, 20)], s.targets, keep=[0, 1])  # handle 1 jumps off its feature
+    r = s.step()
+    assert r.lost == (False, True) and not r.done and r.handles[1] == (24.0, 20.0)
+    substep, valid = seen[-1]
+    assert valid.tolist() == [[True, False]] and substep[0, 1].abs().sum() == 0 and substep[0, 0].abs().sum() > 0
+    while not r.done:
+        r = s.step()
+        assert r.lost == (False, True) and r.handles[1] == (24.0, 20.0)
+    assert r.reason == "stalled"
+    s.set_points(s.handles, [s.handles[0], (24, 24)], keep=[0, 1])  # handle 0's target onto it
+    r = s.step()
+    assert r.done and r.reason == "lost" and r.lost == (False, True)
+
+
 def test_reached_at_once_does_not_update(tiny_G: Generator) -> None:
     model = small_predictor(tiny_G, moving=True)
     s = PredictSession.from_seed(tiny_G, 0, [(10, 10), (20, 5)], [(10.5, 10), (20, 5)], model=model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from server.engine.stop_rules import LOST_RATIO, StallWatch, lost_handles, match_ratio
+from server.engine.stop_rules import LOST_RATIO, StallWatch, arrival, lost_handles, match_ratio, track_and_flag
 
 
 def watch(*worst: float) -> StallWatch:
@@ -43,3 +43,30 @@ def test_lost_handles_and_match_ratio() -> None:
     assert match_ratio(torch.tensor([0.0]), torch.tensor([0.0])).item() == 0.0  # flat and found
     assert match_ratio(torch.tensor([0.1]), torch.tensor([0.0])).item() > 1e4  # flat and not found
     assert 0 < LOST_RATIO < 2
+
+
+def test_arrival_never_says_reached_with_a_lost_handle() -> None:
+    """reached: all there and none lost; lost: all lost, or every handle still found is there."""
+    no, d = torch.tensor([False, False]), torch.tensor([0.5, 3.0])
+    assert arrival(d, no, 1.0) is None
+    assert arrival(torch.tensor([0.5, 0.9]), no, 1.0) == "reached"
+    assert arrival(d, torch.tensor([False, True]), 1.0) == "lost"  # the one away is lost: the rest arrived
+    assert arrival(d, torch.tensor([True, False]), 1.0) is None  # the one found is still away
+    assert arrival(d, torch.tensor([True, True]), 1.0) == "lost"
+
+
+def test_a_lost_handle_stays_lost_and_keeps_its_place() -> None:
+    """track_and_flag: the lost flags only grow, and a lost handle is not moved by tracking."""
+    feat = torch.zeros(1, 2, 16, 16)
+    feat[0, 0, 5, 9] = 1.0  # one distinct pixel at (x=9, y=5)
+    templates = torch.tensor([[1.0, 0.0], [5.0, 5.0]])  # handle 0's feature is there; handle 1's is nowhere
+    spread = torch.tensor([1.0, 1.0])
+    handles = torch.tensor([[8.0, 6.0], [3.0, 3.0]])
+    new, match, lost = track_and_flag(feat, templates, spread, handles, torch.tensor([False, False]), 3, 1.0)
+    assert new[0].tolist() == [9.0, 5.0] and lost.tolist() == [False, True] and match[1] > 1.0
+    assert new[1].tolist() == [3.0, 3.0]  # kept where it was, not moved to whatever matched best
+    templates[1] = 0.0  # its feature is found again (every zero pixel): it stays lost all the same
+    new, match, lost = track_and_flag(feat, templates, spread, new, lost, 3, 1.0)
+    assert lost.tolist() == [False, True] and match[1] == 0.0 and new[1].tolist() == [3.0, 3.0]
+    _, _, off = track_and_flag(feat, torch.tensor([[5.0, 5.0]]), spread[:1], handles[:1], torch.tensor([False]), 3, None)
+    assert off.tolist() == [False]  # the rule off

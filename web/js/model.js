@@ -104,6 +104,7 @@ export class RoomModel {
             mode: params.mode ?? null,
             cap: params.max_steps ?? null,
             lost: this.lost.size,
+            pairs: this.state?.pairs?.length ?? 0,
           };
           this.progress = null;
         } else if (m.status === DragStatus.RUNNING || m.status === DragStatus.PROJECTING) {

@@ -52,7 +52,7 @@ const END_TEXT = {
   converged: (n) => `Converged after ${n} step${n === 1 ? "" : "s"}.`,
   max_steps: (n) => `Stopped at the step limit (${n} steps).`,
   stalled: (n) => `Stopped after ${n} steps: the handles stopped getting closer.`,
-  lost: (n, m, end) => lostText(n, end.lost || 1),
+  lost: (n, m, end) => lostText(n, end.lost || 1, end.pairs || 0),
   stopped: (n) => `Stopped after ${n} step${n === 1 ? "" : "s"}.`,
   error: (n, m) => `The drag failed${m ? `: ${m}` : ""}.`,
 };
@@ -64,11 +64,14 @@ const modeUnavailableText = (mode, notes) => {
   return `${name} mode is not available for this model: ${why}.`;
 };
 
-/** A drag that ended because point tracking lost k handles (frame.lost; they are drawn with "?"). */
-function lostText(n, k) {
+/** A drag that ended with k of its handles lost by point tracking (frame.lost; drawn with "?"):
+ * either every handle was lost, or the others reached their targets (a lost handle is left
+ * where it was and the drag goes on without it). */
+function lostText(n, k, total) {
   const steps = `${n} step${n === 1 ? "" : "s"}`;
-  if (k > 1) return `Stopped after ${steps}: ${k} handles lost track of their features (marked ?). Place them again, then Start.`;
-  return `Stopped after ${steps}: a handle lost track of its feature (marked ?). Place it again, then Start.`;
+  const rest = total > k ? (total - k === 1 ? " The other handle reached its target." : " The other handles reached their targets.") : "";
+  if (k > 1) return `Stopped after ${steps}: ${k} handles lost track of their features (marked ?).${rest} Place them again, then Start.`;
+  return `Stopped after ${steps}: a handle lost track of its feature (marked ?).${rest} Place it again, then Start.`;
 }
 
 /** What a run cut short by a server crash says (state.interrupted, protocol section 7). */

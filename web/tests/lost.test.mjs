@@ -34,6 +34,7 @@ test("a frame's lost pairs are marked, and stay marked after the drag ends lost"
   assert.deepEqual(lostIds(model), ["p2"]); // the finish moves handles where the frame tracked them
   assert.equal(model.lastEnd.reason, "lost");
   assert.equal(model.lastEnd.lost, 1);
+  assert.equal(model.lastEnd.pairs, pairs.length); // the others went on: "the other handle reached its target"
 });
 
 test("placing a lost handle again, or a new drag, clears its mark", () => {
