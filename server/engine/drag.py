@@ -208,17 +208,19 @@ class DragSession:
         new: their template is read from the features of the next forward pass at their
         position, i.e. from the image they are placed on (at the first step that is F0).
         """
-        (self._handles, self._targets, self._templates, self._spread, self._missing, self._lost) = _rebind_points(
-            handles,
-            targets,
-            keep,
-            self.size,
-            self._handles,
-            self._templates,
-            self._spread,
-            self._missing,
-            self._lost,
-            self.device,
+        (self._handles, self._targets, self._templates, self._spread, self._missing, self._lost) = (
+            _rebind_points(
+                handles,
+                targets,
+                keep,
+                self.size,
+                self._handles,
+                self._templates,
+                self._spread,
+                self._missing,
+                self._lost,
+                self.device,
+            )
         )
         self._since_change = 0
         self._done = False
@@ -387,4 +389,3 @@ def _step_group(sessions: list[DragSession]) -> list[StepResult]:
     for s in sessions:
         s._last = dataclasses.replace(s._last, seconds=seconds)
     return [s._last for s in sessions]
-

@@ -201,17 +201,19 @@ class PredictSession:
     ) -> None:
         """Replace handles and targets (rules of ``DragSession.set_points``); the step cap and the
         stall rule's window restart."""
-        (self._handles, self._targets, self._templates, self._spread, self._missing, self._lost) = _rebind_points(
-            handles,
-            targets,
-            keep,
-            self.size,
-            self._handles,
-            self._templates,
-            self._spread,
-            self._missing,
-            self._lost,
-            self.device,
+        (self._handles, self._targets, self._templates, self._spread, self._missing, self._lost) = (
+            _rebind_points(
+                handles,
+                targets,
+                keep,
+                self.size,
+                self._handles,
+                self._templates,
+                self._spread,
+                self._missing,
+                self._lost,
+                self.device,
+            )
         )
         self._stall.reset()
         self._d0 = (self._targets - self._handles).norm(dim=1)

@@ -392,7 +392,9 @@ def test_a_lost_handle_is_left_out_and_the_others_go_on(tiny_G: Generator) -> No
     r = s.step()
     assert r.lost == (False, True) and not r.done and r.handles[1] == (24.0, 20.0)
     substep, valid = seen[-1]
-    assert valid.tolist() == [[True, False]] and substep[0, 1].abs().sum() == 0 and substep[0, 0].abs().sum() > 0
+    assert (
+        valid.tolist() == [[True, False]] and substep[0, 1].abs().sum() == 0 and substep[0, 0].abs().sum() > 0
+    )
     while not r.done:
         r = s.step()
         assert r.lost == (False, True) and r.handles[1] == (24.0, 20.0)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from server.engine.stop_rules import LOST_RATIO, StallWatch, arrival, lost_handles, match_ratio, track_and_flag
+from server.engine.stop_rules import (
+    LOST_RATIO,
+    StallWatch,
+    arrival,
+    lost_handles,
+    match_ratio,
+    track_and_flag,
+)
 
 
 def watch(*worst: float) -> StallWatch:
@@ -68,5 +75,7 @@ def test_a_lost_handle_stays_lost_and_keeps_its_place() -> None:
     templates[1] = 0.0  # its feature is found again (every zero pixel): it stays lost all the same
     new, match, lost = track_and_flag(feat, templates, spread, new, lost, 3, 1.0)
     assert lost.tolist() == [False, True] and match[1] == 0.0 and new[1].tolist() == [3.0, 3.0]
-    _, _, off = track_and_flag(feat, torch.tensor([[5.0, 5.0]]), spread[:1], handles[:1], torch.tensor([False]), 3, None)
+    _, _, off = track_and_flag(
+        feat, torch.tensor([[5.0, 5.0]]), spread[:1], handles[:1], torch.tensor([False]), 3, None
+    )
     assert off.tolist() == [False]  # the rule off
