@@ -15,7 +15,7 @@ from typing import Any
 
 from .drag_options import DTYPES, _check_lost_ratio
 from .predictor_io import PredictorBundle
-from .stop_rules import LOST_RATIO, default_stop_distance
+from .stop_rules import LOST_RATIO, STALL_MEASURES, default_stop_distance
 
 BUDGET_RULES = ("fixed", "fit", "cover")
 # Predictor files made before the drag ran to its end recommend a step budget (max_steps 4,
@@ -40,11 +40,12 @@ class PredictOptions:
     # beyond the plan); "cover" = max(max_steps, need). Only "fixed" lets a drag run to its end.
     budget_rule: str = "fixed"
     stop_distance: float | None = None  # pixels; None = DragGAN's rule (1 px up to 5 handles, else 2)
-    # stalled: the largest handle distance fell by no more than stall_px (px at 512, scaled by
-    # res / 512: 0.5 px at 64 px, 1 px at 128 px) below its best over the last stall_steps steps
-    # (0 = off); see stop_rules
+    # stalled: the mean handle distance (stall_measure "mean"; "max": the largest, the first
+    # rule) fell by no more than stall_px (px at 512, scaled by res / 512: 0.5 px at 64 px, 1 px
+    # at 128 px) below its best over the last stall_steps steps (0 = off); see stop_rules
     stall_steps: int = 8
     stall_px: float = 4.0
+    stall_measure: str = "mean"
     lost_ratio: float | None = LOST_RATIO  # a handle is lost above this match ratio (stop_rules); None: off
     r2: float = 12.0  # point-tracking search half-size at 512 px
     r2_min: int = 3  # lower bound on the scaled r2, pixels
@@ -73,6 +74,8 @@ class PredictOptions:
             isinstance(self.stall_px, (int, float)) and math.isfinite(self.stall_px) and self.stall_px >= 0
         ):
             raise ValueError(f"stall_px must be a finite number >= 0, got {self.stall_px!r}")
+        if self.stall_measure not in STALL_MEASURES:
+            raise ValueError(f"stall_measure must be one of {STALL_MEASURES}, got {self.stall_measure!r}")
         _check_lost_ratio(self.lost_ratio)
         if self.budget_rule not in BUDGET_RULES:
             raise ValueError(f"budget_rule must be one of {BUDGET_RULES}, got {self.budget_rule!r}")
@@ -157,6 +160,7 @@ LIVE_OPTIONS = frozenset(
         "stop_distance",
         "stall_steps",
         "stall_px",
+        "stall_measure",
         "lost_ratio",
         "r2",
         "r2_min",

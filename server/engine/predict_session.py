@@ -10,8 +10,8 @@ Each ``step()`` is one autoregressive sub-step, with no optimisation:
    flagged lost and left out from then on (not predicted, not waited for); every handle lost, or
    every other one within the stop distance -> done ("lost"); every handle there -> done
    ("reached"); the last step of
-   ``max_steps`` only tracks ("max_steps"); no handle closer by more than ``stall_px`` over the
-   last ``stall_steps`` steps -> done ("stalled");
+   ``max_steps`` only tracks ("max_steps"); the mean handle distance no closer by more than
+   ``stall_px`` over the last ``stall_steps`` steps -> done ("stalled");
 4. the Latent Predictor maps (w_t, features, handles, targets, sub-step) to the first rows of
    w_{t+1}, where each handle more than 1 px from its target (DragGAN's motion-supervision rule)
    is asked to move ``min(substep, remaining)`` px straight toward it; the Latent Regularizer then
@@ -378,7 +378,9 @@ def _step_group(sessions: list[PredictSession]) -> list[StepResult]:
             ends.append(arrived)
         elif s._since_change + 1 >= s.budget or (o.single_shot and s._since_change >= 1):
             ends.append("max_steps")
-        elif not o.single_shot and s._stall.stalled(o.stall_steps, o.stall_px_for(s.size[0])):
+        elif not o.single_shot and s._stall.stalled(
+            o.stall_steps, o.stall_px_for(s.size[0]), o.stall_measure
+        ):
             ends.append("stalled")
         else:
             ends.append(None)

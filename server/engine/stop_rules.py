@@ -20,13 +20,16 @@ A session checks them after each step's point tracking, in this order:
   ``DragOptions.stop_distance_for``) and none lost (``arrival``).
 * **max_steps**: the session's step cap (the room's ``max_steps``, the CLI's ``--steps``).
 * **stalled** (predictor only): the drag has come no closer to arriving for a while: over the
-  last ``stall_steps`` steps (8) the largest handle-to-target distance never fell below its
-  smallest value before them by more than ``stall_px`` (0.5 px at 64 px, 1 px at 128 px:
-  ``PredictOptions.stall_px_for``). The largest distance is the one the stop distance judges (all
-  handles must arrive), and with many handles some always jitter by a pixel, so a rule on any
-  single handle would keep a stuck drag going. ``StallWatch`` keeps the record. The optimiser
-  keeps DragGAN's rule (reached or the cap): its Adam steps move a handle a fraction of a pixel
-  per step, often after a plateau, so no short window tells a pause from the end.
+  last ``stall_steps`` steps (8) the mean handle-to-target distance (of the handles not lost)
+  never fell below its smallest value before them by more than ``stall_px`` (0.5 px at 64 px,
+  1 px at 128 px: ``PredictOptions.stall_px_for``). ``StallWatch`` keeps the record. The mean
+  measures the drag as a whole: with many handles some always jitter by a pixel, so a rule on
+  any single handle ("no handle got closer") kept stuck drags going, and the largest distance
+  (the first rule, ``stall_measure="max"``) ended drags that were still closing in, since one
+  handle that point tracking cannot follow (a jaw-line landmark, say) held it while the other
+  29 moved 10 px. With one handle the mean is that handle's distance. The optimiser keeps
+  DragGAN's rule (reached or the cap): its Adam steps move a handle a fraction of a pixel per
+  step, often after a plateau, so no short window tells a pause from the end.
 
 The numbers were chosen on validation faces (docs/predictor.md, "When a predict drag ends").
 """
@@ -88,28 +91,35 @@ def match_ratio(best: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
     return best / spread.clamp(min=1e-6)
 
 
+STALL_MEASURES = ("mean", "max")
+
+
 class StallWatch:
-    """The largest handle-to-target distance at each step since the points last changed, and the
-    stall rule on it."""
+    """The mean and the largest handle-to-target distance at each step since the points last
+    changed, and the stall rule on one of them."""
 
     def __init__(self) -> None:
-        self._worst: list[float] = []  # one per step
+        self._records: dict[str, list[float]] = {m: [] for m in STALL_MEASURES}  # one per step each
 
     def reset(self) -> None:
         """The points changed: progress is counted afresh."""
-        self._worst = []
+        for r in self._records.values():
+            r.clear()
 
     def add(self, dist: torch.Tensor) -> None:
         """Record one step's handle-to-target distances [K] (of the handles not lost)."""
-        self._worst.append(float(dist.max()) if dist.numel() else 0.0)
+        some = dist.numel() > 0
+        self._records["mean"].append(float(dist.mean()) if some else 0.0)
+        self._records["max"].append(float(dist.max()) if some else 0.0)
 
-    def stalled(self, steps: int, px: float) -> bool:
-        """True when the last ``steps`` records never went below the smallest record before them by
-        more than ``px``. Needs ``steps`` + 1 records, so a drag gets at least that many steps;
-        ``steps`` 0 turns the rule off."""
-        if steps <= 0 or len(self._worst) <= steps:
+    def stalled(self, steps: int, px: float, measure: str = "mean") -> bool:
+        """True when the last ``steps`` records of ``measure`` never went below the smallest
+        record before them by more than ``px``. Needs ``steps`` + 1 records, so a drag gets at
+        least that many steps; ``steps`` 0 turns the rule off."""
+        rec = self._records[measure]
+        if steps <= 0 or len(rec) <= steps:
             return False
-        before, recent = min(self._worst[:-steps]), min(self._worst[-steps:])
+        before, recent = min(rec[:-steps]), min(rec[-steps:])
         return before - recent <= px
 
 

@@ -328,7 +328,7 @@ def test_the_predictor_files_budget_does_not_cap_a_drag(tiny_G: Generator) -> No
 
 def test_a_drag_that_comes_no_closer_ends_stalled(tiny_G: Generator) -> None:
     """An untrained predictor never moves a handle: the drag ends "stalled" once stall_steps steps
-    after the first brought the largest distance no closer; new points restart the window; with
+    after the first brought the mean distance no closer; new points restart the window; with
     the rule off the drag runs to max_steps."""
     model = small_predictor(tiny_G)
     s = PredictSession.from_seed(
@@ -340,6 +340,7 @@ def test_a_drag_that_comes_no_closer_ends_stalled(tiny_G: Generator) -> None:
     results = [s.step() for _ in range(4)]
     assert [r.done for r in results] == [False, False, False, True] and s.reason == "stalled"
     assert PredictOptions().stall_steps == 8 and PredictOptions().stall_px_for(64) == 0.5
+    assert PredictOptions().stall_measure == "mean"
     off = PredictSession.from_seed(
         tiny_G, 1, [(5, 5)], [(25, 25)], options=PredictOptions(stall_steps=0, max_steps=12), model=model
     )

@@ -17,17 +17,32 @@ from server.engine.stop_rules import (
 def watch(*worst: float) -> StallWatch:
     w = StallWatch()
     for d in worst:
-        w.add(torch.tensor([d, d / 2]))  # the largest distance is what counts
+        w.add(torch.tensor([d, d / 2]))  # the largest distance d, the mean 0.75 d
     return w
 
 
 def test_stalled_when_the_largest_distance_stops_falling() -> None:
-    """Stalled: the last N records never went more than px below the best before them."""
-    assert watch(10, 9, 9, 9, 9).stalled(3, 0.5)
-    assert not watch(10, 10, 9, 8).stalled(3, 0.5)  # 2 px below the best before the window
-    assert watch(10, 9, 10, 9, 10).stalled(3, 0.5)  # a handle jittering by a pixel is no progress
-    assert not watch(10, 9, 8.4, 9, 10).stalled(3, 0.5)  # 0.6 px of progress in the window
-    assert watch(10, 9, 8.5, 9, 10).stalled(3, 0.5)  # exactly px: not more than it
+    """Stalled on "max": the last N records never went more than px below the best before them."""
+    assert watch(10, 9, 9, 9, 9).stalled(3, 0.5, "max")
+    assert not watch(10, 10, 9, 8).stalled(3, 0.5, "max")  # 2 px below the best before the window
+    assert watch(10, 9, 10, 9, 10).stalled(3, 0.5, "max")  # a handle jittering by a pixel is no progress
+    assert not watch(10, 9, 8.4, 9, 10).stalled(3, 0.5, "max")  # 0.6 px of progress in the window
+    assert watch(10, 9, 8.5, 9, 10).stalled(3, 0.5, "max")  # exactly px: not more than it
+
+
+def test_stall_on_the_mean_sees_a_drag_closing_in_behind_one_stuck_handle() -> None:
+    """The default measure is the mean: one handle stuck at 20 px while 29 others close in 1 px a
+    step is progress; the same drag with every handle stuck is stalled."""
+    w = StallWatch()
+    for k in range(12):
+        w.add(torch.tensor([20.0] + [15.0 - k] * 29))
+    assert not w.stalled(8, 1.0) and w.stalled(8, 1.0, "max")
+    still = StallWatch()
+    for _ in range(12):
+        still.add(torch.tensor([20.0] + [15.0] * 29))
+    assert still.stalled(8, 1.0)
+    assert watch(10, 9, 9, 9, 9).stalled(3, 0.5)  # mean 7.5, 6.75, ...: stuck
+    assert not watch(10, 10, 9, 8).stalled(3, 0.5)
 
 
 def test_stall_needs_a_full_window_and_restarts_with_the_points() -> None:
