@@ -43,6 +43,20 @@ def test_lost_handles_are_named_in_the_frame_and_end_the_drag(h: Harness):
     assert only(h.manager.on_finished(job, LATENT), "status").msg["reason"] == "lost"
 
 
+def test_a_lost_handle_is_named_while_the_drag_goes_on(h: Harness):
+    """A session goes on with the other handles when one is lost: the frame names it, the drag
+    keeps running, and the next step is asked for; the end names it again."""
+    start(h, pairs=2)
+    (job,) = h.manager.engine_jobs()
+    handles = {"p1": (11.0, 21.0), "p2": (22.0, 21.0)}
+    frame = only(h.manager.on_frame(job, FrameResult(b"j", handles, lost=("p2",))), "frame")
+    assert frame.msg["lost"] == ["p2"] and frame.msg["status"] == "running"
+    (job,) = h.manager.engine_jobs()
+    assert job.kind is JobKind.STEP
+    frame = only(h.manager.on_frame(job, FrameResult(b"j", handles, done="lost", lost=("p2",))), "frame")
+    assert frame.msg["lost"] == ["p2"] and frame.msg["status"] == "stopping"
+
+
 def test_the_rooms_cap_still_ends_a_drag_first(h: Harness):
     """max_steps is the room's: a session still running at the cap ends the drag with max_steps."""
     a = h.join().member_id
