@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--minutes", type=float, default=None, help="stop cleanly (checkpoint) after this wall time"
     )
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="stop cleanly (checkpoint) at this iteration, the schedule still --iters' (phases on growing data)",
+    )
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--eval-every", type=int, default=250)
     # model shapes (stage 1 fixes the regularizer's, stage 2 the predictor's)

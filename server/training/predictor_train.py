@@ -45,6 +45,7 @@ class PredictorTrainConfig:
     seed: int = 0
     restart: bool = False  # ignore an existing checkpoint of this stage
     minutes: float | None = None  # stop cleanly (checkpoint) after this wall time
+    stop_at: int | None = None  # stop cleanly (checkpoint) at this iteration; the schedule is still --iters'
     ckpt_every: int = 250
     eval_every: int = 250
     # model shapes (stage 1 fixes the regularizer's, stage 2 the predictor's)
@@ -210,6 +211,10 @@ def train_stage1(
             save_ckpt(path, state(it))
             print(f"stopped after {cfg.minutes} min at iteration {it}; run again to resume")
             break
+        if cfg.stop_at is not None and it >= cfg.stop_at:
+            save_ckpt(path, state(it))
+            print(f"stopped at iteration {it} (--stop-at); run again to resume")
+            break
     bar.close()
     return {"iter": it, "ratio_ema": ema, **_finish(it, start, t0)}
 
@@ -349,6 +354,10 @@ def train_stage2(
         if cfg.minutes is not None and time.perf_counter() - t0 > 60 * cfg.minutes:
             save_ckpt(path, state(it))
             print(f"stopped after {cfg.minutes} min at iteration {it}; run again to resume")
+            break
+        if cfg.stop_at is not None and it >= cfg.stop_at:
+            save_ckpt(path, state(it))
+            print(f"stopped at iteration {it} (--stop-at); run again to resume")
             break
     bar.close()
     return {"iter": it, **ema, **last_eval, **_finish(it, start, t0)}
