@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-at",
         type=int,
         default=None,
-        help="stop cleanly (checkpoint) at this iteration, the schedule still --iters' (phases on growing data)",
+        help="stop cleanly (checkpoint) at this iteration; the schedule stays --iters'",
     )
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--eval-every", type=int, default=250)
