@@ -684,8 +684,9 @@ def shard_args(ckpt: str, traj: Path, max_steps: int) -> list[str]:
     ]
 
 
-def test_trajectories_training_and_export_end_to_end(tmp_path: Path) -> None:
-    """make_trajectories (resumable) -> stage 1 -> stage 2 -> export -> a working PredictSession."""
+def test_trajectories_training_and_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """make_trajectories (resumable) -> stage 1 -> stage 2 (resumed; a phase stopped with --stop-at)
+    -> export -> a working PredictSession."""
     ckpt = tiny_checkpoint(tmp_path)
     mt, tp = load_script("make_trajectories"), load_script("train_predictor")
     traj = tmp_path / "traj"
@@ -717,7 +718,11 @@ def test_trajectories_training_and_export_end_to_end(tmp_path: Path) -> None:
     small = ["--d-model", "16", "--heads", "2", "--enc-layers", "1", "--dec-layers", "1", "--grid", "2"]
     stage2 = [*base, "--stage", "2", "--traj", str(traj), "--batch", "4", "--feat-batch", "2", *small]
     assert tp.main([*stage2, "--iters", "4"]) == 0
-    assert tp.main([*stage2, "--iters", "6"]) == 0  # resumes at 4
+    capsys.readouterr()
+    assert tp.main([*stage2, "--iters", "6", "--stop-at", "5"]) == 0  # resumes at 4, stops at 5
+    out_text = capsys.readouterr().out
+    assert "stopped at iteration 5 (--stop-at)" in out_text and '"iter": 5' in out_text
+    assert tp.main([*stage2, "--iters", "6"]) == 0  # resumes at 5
     out = tmp_path / "pred.safetensors"
     export = ["--checkpoint", ckpt, "--out", str(run), "--export", str(out)]
     with pytest.raises(SystemExit, match="budget_rule"):
