@@ -65,8 +65,8 @@ from .session_common import (
     _check_mask,
     _frames,
     _host_row,
-    _rebind_points,
     _to_points,
+    rebind_session_points,
     take_templates,
 )
 from .stop_rules import arrival, track_and_flag
@@ -208,20 +208,7 @@ class DragSession:
         new: their template is read from the features of the next forward pass at their
         position, i.e. from the image they are placed on (at the first step that is F0).
         """
-        (self._handles, self._targets, self._templates, self._spread, self._missing, self._lost) = (
-            _rebind_points(
-                handles,
-                targets,
-                keep,
-                self.size,
-                self._handles,
-                self._templates,
-                self._spread,
-                self._missing,
-                self._lost,
-                self.device,
-            )
-        )
+        rebind_session_points(self, handles, targets, keep)
         self._since_change = 0
         self._done = False
         self._reason = None
@@ -289,7 +276,7 @@ class DragSession:
             field, self._templates, self._spread, self._handles, self._lost, r2, self.options.lost_ratio
         )
         # a lost handle is not supervised: its target is set on it, which motion supervision skips
-        targets = torch.where(self._lost[:, None], self._handles, self._targets.to(self._handles.device))
+        targets = torch.where(self._lost[:, None], self._handles, self._targets)
         loss = motion_supervision_loss(field, self._handles, targets, r1)
         if self._fixed is not None and self.options.lambda_mask > 0:
             if self._feat0_full is None:

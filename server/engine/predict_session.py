@@ -9,9 +9,9 @@ Each ``step()`` is one autoregressive sub-step, with no optimisation:
 3. stop check (``stop_rules``, the optimiser's rules plus one): a handle no longer found is
    flagged lost and left out from then on (not predicted, not waited for); every handle lost, or
    every other one within the stop distance -> done ("lost"); every handle there -> done
-   ("reached"); the last step of
-   ``max_steps`` only tracks ("max_steps"); the mean handle distance no closer by more than
-   ``stall_px`` over the last ``stall_steps`` steps -> done ("stalled");
+   ("reached"); the last step of ``max_steps`` only tracks ("max_steps"); the mean handle
+   distance no closer by more than ``stall_px`` over the last ``stall_steps`` steps -> done
+   ("stalled");
 4. the Latent Predictor maps (w_t, features, handles, targets, sub-step) to the first rows of
    w_{t+1}, where each handle more than 1 px from its target (DragGAN's motion-supervision rule)
    is asked to move ``min(substep, remaining)`` px straight toward it; the Latent Regularizer then
@@ -52,8 +52,8 @@ from .session_common import (
     _check_mask,
     _frames,
     _host_row,
-    _rebind_points,
     _to_points,
+    rebind_session_points,
     take_templates,
 )
 from .stop_rules import StallWatch, arrival, track_and_flag
@@ -201,20 +201,7 @@ class PredictSession:
     ) -> None:
         """Replace handles and targets (rules of ``DragSession.set_points``); the step cap and the
         stall rule's window restart."""
-        (self._handles, self._targets, self._templates, self._spread, self._missing, self._lost) = (
-            _rebind_points(
-                handles,
-                targets,
-                keep,
-                self.size,
-                self._handles,
-                self._templates,
-                self._spread,
-                self._missing,
-                self._lost,
-                self.device,
-            )
-        )
+        rebind_session_points(self, handles, targets, keep)
         self._stall.reset()
         self._d0 = (self._targets - self._handles).norm(dim=1)
         self._since_change = 0

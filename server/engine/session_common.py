@@ -139,9 +139,18 @@ def _rebind_points(
         if usable:
             templates[i] = old_templates[j]
             spread[i] = old_spread[j]
-            lost[i] = bool(old_lost[j]) if j < len(old_lost) else False
+            lost[i] = old_lost[j]
         missing.append(not usable)
     return h.to(device), t.to(device), templates, spread, missing, lost.to(device)
+
+
+def rebind_session_points(session, handles, targets, keep: Sequence[int | None] | None) -> None:
+    """``_rebind_points`` on a session's point state (``_handles``, ``_targets``, ``_templates``,
+    ``_spread``, ``_missing``, ``_lost``, the attributes both sessions keep), replaced in place."""
+    s = session
+    s._handles, s._targets, s._templates, s._spread, s._missing, s._lost = _rebind_points(
+        handles, targets, keep, s.size, s._handles, s._templates, s._spread, s._missing, s._lost, s.device
+    )
 
 
 def _match_points(new: torch.Tensor, old: torch.Tensor, tol: float = 0.5) -> list[int | None]:
@@ -168,7 +177,7 @@ def _host_row(
 ) -> torch.Tensor:
     """One session's numbers for a step's single device-to-host read-back: handles [K, 2],
     targets [K, 2], match [K], lost [K] -> float32 [6K]."""
-    return torch.cat([handles.reshape(-1), targets.reshape(-1), match.float(), lost.to(match.device).float()])
+    return torch.cat([handles.reshape(-1), targets.reshape(-1), match.float(), lost.float()])
 
 
 def _to_points(t: torch.Tensor) -> list[Point]:

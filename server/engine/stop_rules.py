@@ -70,7 +70,7 @@ def track_and_flag(
     tracked, best = track_points(feat, templates, handles, r2, return_distance=True)
     match = match_ratio(best, spread)
     lost = lost | lost_handles(match, ratio)
-    return torch.where(lost[:, None], handles.to(tracked.device), tracked), match, lost
+    return torch.where(lost[:, None], handles, tracked), match, lost
 
 
 def arrival(dist: torch.Tensor, lost: torch.Tensor, stop_distance: float) -> StopReason | None:

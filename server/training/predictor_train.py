@@ -81,6 +81,16 @@ class PredictorTrainConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
+def _stop_early(cfg: PredictorTrainConfig, it: int, t0: float) -> str | None:
+    """Why a run stops cleanly before ``--iters`` after iteration ``it`` (``--minutes`` of wall
+    time since ``t0``, or ``--stop-at``), or None to go on."""
+    if cfg.minutes is not None and time.perf_counter() - t0 > 60 * cfg.minutes:
+        return f"stopped after {cfg.minutes} min at iteration {it}; run again to resume"
+    if cfg.stop_at is not None and it >= cfg.stop_at:
+        return f"stopped at iteration {it} (--stop-at); run again to resume"
+    return None
+
+
 # -- checkpoints -----------------------------------------------------------------------------------
 
 
@@ -207,13 +217,9 @@ def train_stage1(
             log(out, {"stage": 1, "iter": it, "loss": loss.item(), "noisy": base, "ratio_ema": ema})
         if it % cfg.ckpt_every == 0 or it == iters:
             save_ckpt(path, state(it))
-        if cfg.minutes is not None and time.perf_counter() - t0 > 60 * cfg.minutes:
+        if (why := _stop_early(cfg, it, t0)) is not None:
             save_ckpt(path, state(it))
-            print(f"stopped after {cfg.minutes} min at iteration {it}; run again to resume")
-            break
-        if cfg.stop_at is not None and it >= cfg.stop_at:
-            save_ckpt(path, state(it))
-            print(f"stopped at iteration {it} (--stop-at); run again to resume")
+            print(why)
             break
     bar.close()
     return {"iter": it, "ratio_ema": ema, **_finish(it, start, t0)}
@@ -351,13 +357,9 @@ def train_stage2(
             log(out, {"stage": 2, "iter": it, **{f"ema_{k}": v for k, v in ema.items()}, **last_eval})
         if it % cfg.ckpt_every == 0 or it == iters:
             save_ckpt(path, state(it))
-        if cfg.minutes is not None and time.perf_counter() - t0 > 60 * cfg.minutes:
+        if (why := _stop_early(cfg, it, t0)) is not None:
             save_ckpt(path, state(it))
-            print(f"stopped after {cfg.minutes} min at iteration {it}; run again to resume")
-            break
-        if cfg.stop_at is not None and it >= cfg.stop_at:
-            save_ckpt(path, state(it))
-            print(f"stopped at iteration {it} (--stop-at); run again to resume")
+            print(why)
             break
     bar.close()
     return {"iter": it, **ema, **last_eval, **_finish(it, start, t0)}
