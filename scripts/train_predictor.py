@@ -113,6 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     # stage-2 data and loss
     p.add_argument("--substep", type=float, default=None, help="training sub-step, px (default res / 32)")
     p.add_argument("--p-single", type=float, default=0.1, help="share of whole-drag (single-shot) pairs")
+    p.add_argument(
+        "--span",
+        type=float,
+        nargs=2,
+        default=(0.5, 1.5),
+        metavar=("LOW", "HIGH"),
+        help="the fastest handle's move over a training pair, in sub-steps, uniform in "
+        "[LOW, HIGH] (default 0.5 1.5)",
+    )
+    p.add_argument(
+        "--zero-arrived",
+        action="store_true",
+        help="ask handles within 1 px of their targets for no move, as inference does (default: "
+        "their own incidental motion)",
+    )
     p.add_argument("--feat-weight", type=float, default=0.5, help="generator-in-the-loop feature term weight")
     p.add_argument(
         "--motion-weight", type=float, default=0.5, help="generator-in-the-loop motion term weight"

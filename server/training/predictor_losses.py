@@ -14,7 +14,7 @@ import torch
 from server.engine.generator import Generator
 from server.engine.predictor import LatentPredictor
 from server.engine.regularizer import LatentRegularizer, perturb_latents
-from server.engine.tracking import resize_features
+from server.engine.tracking import MOTION_MIN_DISTANCE, resize_features
 
 
 def clean_rows(G: Generator, n: int, n_rows: int, gen: torch.Generator) -> torch.Tensor:
@@ -43,7 +43,15 @@ def denoise_loss(
 class Pairs:
     """Training pairs drawn from teacher trajectories (see the module docstring)."""
 
-    def __init__(self, data: dict, traj_ids: np.ndarray, substep: float, p_single: float) -> None:
+    def __init__(
+        self,
+        data: dict,
+        traj_ids: np.ndarray,
+        substep: float,
+        p_single: float,
+        span: tuple[float, float] = (0.5, 1.5),
+        zero_arrived: bool = False,
+    ) -> None:
         self.w0 = data["w0"]
         self.dw = data["dw"]
         self.handles = data["handles"]
@@ -54,8 +62,15 @@ class Pairs:
         self.ids = np.asarray([i for i in traj_ids if lengths[i] >= 2])
         if len(self.ids) == 0:
             raise ValueError("no trajectory with at least 2 steps")
+        if not 0 < span[0] <= span[1]:
+            raise ValueError(f"span must be 0 < low <= high, got {span}")
         self.substep = substep
         self.p_single = p_single
+        # the fastest handle's move over a pair, in sub-steps, is drawn from U(span)
+        self.span = (float(span[0]), float(span[1]))
+        # ask the handles already within MOTION_MIN_DISTANCE of their targets at t for no move,
+        # as inference does (PredictSession._substep), instead of their incidental motion
+        self.zero_arrived = zero_arrived
         self.n_rows = self.dw.shape[1]
 
     def pick(self, rng: np.random.Generator, tries: int = 10) -> tuple[int, int, int]:
@@ -73,7 +88,7 @@ class Pairs:
             if single:
                 k = n - 1
             else:
-                hit = np.nonzero(disp >= self.substep * rng.uniform(0.5, 1.5))[0]
+                hit = np.nonzero(disp >= self.substep * rng.uniform(*self.span))[0]
                 k = int(hit[0]) + 1 if len(hit) else n - 1 - t
             if disp[k - 1] >= 0.5:
                 break
@@ -94,8 +109,11 @@ class Pairs:
             w_t[j, : self.n_rows] += self.dw[a + t].float()
             h0, ht, hk = self.handles[a, :kp], self.handles[a + t, :kp], self.handles[a + t + k, :kp]
             tg = self.targets[i, :kp]
-            handles[j, :kp], targets[j, :kp], substep[j, :kp] = ht, tg, hk - ht
             d0, dt = (tg - h0).norm(dim=1), (tg - ht).norm(dim=1)
+            move = hk - ht
+            if self.zero_arrived:
+                move = move * (dt > MOTION_MIN_DISTANCE + 1e-6)[:, None]
+            handles[j, :kp], targets[j, :kp], substep[j, :kp] = ht, tg, move
             progress[j, :kp] = torch.where(d0 > 1e-6, 1 - dt / d0.clamp(min=1e-6), torch.ones_like(d0)).clamp(
                 0, 1
             )

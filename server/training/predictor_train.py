@@ -62,6 +62,8 @@ class PredictorTrainConfig:
     # stage-2 data and loss
     substep: float | None = None  # training sub-step, px (None: res / 32)
     p_single: float = 0.1  # share of whole-drag (single-shot) pairs
+    span: tuple[float, float] = (0.5, 1.5)  # the fastest handle's move per pair, in sub-steps (uniform)
+    zero_arrived: bool = False  # no move asked of handles within 1 px of their targets (as at inference)
     feat_weight: float = 0.5  # generator-in-the-loop feature term
     motion_weight: float = 0.5  # generator-in-the-loop motion term
     local_weight: float = 0.0  # locality term (0: off)
@@ -75,6 +77,8 @@ class PredictorTrainConfig:
         d = {f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)}
         if d.get("feature_blocks") is not None:
             d["feature_blocks"] = tuple(d["feature_blocks"])
+        if d.get("span") is not None:
+            d["span"] = tuple(d["span"])
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -243,8 +247,9 @@ def train_stage2(
     n_traj = len(data["n_points"])
     order = np.random.default_rng([cfg.seed, 99]).permutation(n_traj)
     n_val = max(1, int(round(cfg.val_frac * n_traj))) if n_traj > 1 else 0
-    train_pairs = Pairs(data, np.sort(order[n_val:]), substep, cfg.p_single)
-    val_pairs = Pairs(data, np.sort(order[:n_val]), substep, cfg.p_single) if n_val else None
+    pair_args = (substep, cfg.p_single, cfg.span, cfg.zero_arrived)
+    train_pairs = Pairs(data, np.sort(order[n_val:]), *pair_args)
+    val_pairs = Pairs(data, np.sort(order[:n_val]), *pair_args) if n_val else None
     print(f"stage 2: {len(shards)} shards, {n_traj} trajectories ({n_val} held out), {len(data['dw'])} steps")
 
     if path.is_file() and not cfg.restart:
