@@ -22,6 +22,10 @@ Loss (each term relative, about 1 for the identity map):
     local    (off by default, --local-weight) change away from the handles: |F(w_{t+1}) - F(w_t)|_1
              over the pixels farther than res / 8 from every handle, relative to the teacher's
              |F(w_{t+k}) - F(w_t)|_1 there (1 = as much as DragGAN changed them)
+    template (off by default, --template-weight) the motion term against the drag's start:
+             |F(w_{t+1})(q + s) - sg(F(w_0)(q0))|_1 for q0 around the handle where the drag began
+             and q around it now, relative to the same with F(w_t): is the template that point
+             tracking looks for found where the handle was asked to go?
     denoise  the stage-1 loss on fresh mapping samples, so R stays a regularizer
 
 The feature and motion terms put the generator in the loop (one forward and backward pass on
@@ -137,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="weight of the locality term (change away from the handles; 0: off)",
+    )
+    p.add_argument(
+        "--template-weight",
+        type=float,
+        default=0.0,
+        help="weight of the template term (the handle's start feature found where it was asked to "
+        "go, what point tracking looks for; 0: off)",
     )
     p.add_argument(
         "--feat-batch", type=int, default=8, help="samples per batch given the feature/motion terms"

@@ -97,10 +97,15 @@ class Pairs:
     def batch(self, n: int, rng: np.random.Generator, device: torch.device) -> dict[str, torch.Tensor]:
         picks = [self.pick(rng) for _ in range(n)]
         kmax = max(int(self.n_points[i]) for i, _, _ in picks)
-        w_t = self.w0[[i for i, _, _ in picks]].clone()  # [B, num_ws, D]
+        w_start = self.w0[[i for i, _, _ in picks]]  # [B, num_ws, D]: each drag's first latent
+        w_t = w_start.clone()
         w_next = torch.empty(n, self.n_rows, w_t.shape[2])
         handles = torch.zeros(n, kmax, 2)
-        targets, substep = torch.zeros_like(handles), torch.zeros_like(handles)
+        targets, substep, h_start = (
+            torch.zeros_like(handles),
+            torch.zeros_like(handles),
+            torch.zeros_like(handles),
+        )
         progress = torch.zeros(n, kmax)
         valid = torch.zeros(n, kmax, dtype=torch.bool)
         for j, (i, t, k) in enumerate(picks):
@@ -114,12 +119,20 @@ class Pairs:
             if self.zero_arrived:
                 move = move * (dt > MOTION_MIN_DISTANCE + 1e-6)[:, None]
             handles[j, :kp], targets[j, :kp], substep[j, :kp] = ht, tg, move
+            h_start[j, :kp] = h0
             progress[j, :kp] = torch.where(d0 > 1e-6, 1 - dt / d0.clamp(min=1e-6), torch.ones_like(d0)).clamp(
                 0, 1
             )
             valid[j, :kp] = True
         out = dict(
-            w_t=w_t, w_next=w_next, handles=handles, targets=targets, substep=substep, progress=progress
+            w_t=w_t,
+            w_next=w_next,
+            handles=handles,
+            targets=targets,
+            substep=substep,
+            progress=progress,
+            w_start=w_start,
+            h_start=h_start,
         )
         out["valid"] = valid
         return {k: v.to(device) for k, v in out.items()}
@@ -135,9 +148,11 @@ def stage2_losses(
     feat_batch: int,
     motion_weight: float = 0.0,
     local_weight: float = 0.0,
+    template_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The relative latent loss and, with the generator in the loop on ``feat_batch`` samples,
-    the relative feature, motion and locality losses of one batch (see the module docstring)."""
+    the relative feature, motion, locality and template losses of one batch (see the module
+    docstring)."""
     n = P.cfg.n_rows
     track = G.default_feature_block()
     blocks = tuple(sorted(set(P.cfg.feature_blocks) | {track}))
@@ -150,7 +165,7 @@ def stage2_losses(
     err = ((out - b["w_next"]) / P.w_std).square().mean()
     base = ((rows - b["w_next"]) / P.w_std).square().mean().clamp(min=1e-12)
     losses = {"latent": err / base}
-    if (feat_weight > 0 or motion_weight > 0 or local_weight > 0) and feat_batch > 0:
+    if (feat_weight > 0 or motion_weight > 0 or local_weight > 0 or template_weight > 0) and feat_batch > 0:
         m = min(feat_batch, len(rows))
         size = (G.img_resolution, G.img_resolution)
         ws_pred = torch.cat([out[:m], b["w_t"][:m, n:]], dim=1)
@@ -171,6 +186,12 @@ def stage2_losses(
         if motion_weight > 0:
             h, s, v = b["handles"][:m], b["substep"][:m], b["valid"][:m]
             losses["motion"] = motion_loss(f_pred, f_t, h, s, v & (s.norm(dim=-1) > 0.5))
+        if template_weight > 0:
+            with torch.no_grad():
+                ws0 = b["w_start"][:m]
+                f_0 = resize_features([G.synthesis(ws0, feature_blocks=(track,))[1][track]], size)
+            h, s, v = b["handles"][:m], b["substep"][:m], b["valid"][:m]
+            losses["template"] = motion_loss(f_pred, f_0, h, s, v, anchor_at=b["h_start"][:m], baseline=f_t)
     return losses
 
 
@@ -190,12 +211,24 @@ def far_from_handles(
 
 
 def motion_loss(
-    f_pred: torch.Tensor, f_t: torch.Tensor, handles: torch.Tensor, substep: torch.Tensor, valid: torch.Tensor
+    f_pred: torch.Tensor,
+    f_t: torch.Tensor,
+    handles: torch.Tensor,
+    substep: torch.Tensor,
+    valid: torch.Tensor,
+    anchor_at: torch.Tensor | None = None,
+    baseline: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Did the content move by the sub-step? For pixels q within r1 of each handle,
     |F_pred(q + s) - sg(F_t(q))|_1, relative to the same for the unchanged features F_t.
 
     f_pred, f_t [B, C, H, W] (image size); handles, substep [B, K, 2] pixels; valid bool [B, K].
+
+    The template form: with ``anchor_at`` (the handles where the drag started) and ``f_t`` the
+    features of the drag's first latent, the content compared is the handle's start neighbourhood
+    (what point tracking looks for: its template), |F_pred(q + s) - sg(F_0(q0))|_1, relative to
+    the same for ``baseline`` (the features before the prediction): is the template findable
+    where the handle was asked to go?
     """
     b, _, hgt, wid = f_t.shape
     r1 = max(2, round(3 * wid / 512))
@@ -204,16 +237,22 @@ def motion_loss(
     disk = torch.stack([dx.flatten(), dy.flatten()], 1)
     disk = disk[disk.square().sum(1) < r1 * r1]  # [S, 2]
     q = handles.round()[:, :, None, :] + disk  # [B, K, S, 2]
-    ok = valid[:, :, None] & (q >= 0).all(-1) & (q[..., 0] <= wid - 1) & (q[..., 1] <= hgt - 1)
+    q0 = q if anchor_at is None else anchor_at.round()[:, :, None, :] + disk
+
+    def inside(p: torch.Tensor) -> torch.Tensor:
+        return (p >= 0).all(-1) & (p[..., 0] <= wid - 1) & (p[..., 1] <= hgt - 1)
+
+    ok = valid[:, :, None] & inside(q) & inside(q0)
 
     def sample(f: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:  # -> [B, C, K, S]
         g = torch.stack([pts[..., 0] / (wid - 1) * 2 - 1, pts[..., 1] / (hgt - 1) * 2 - 1], -1)
         return torch.nn.functional.grid_sample(f, g, mode="bilinear", align_corners=True)
 
-    anchor = sample(f_t, q).detach()
+    anchor = sample(f_t, q0).detach()
     moved = q + substep[:, :, None, :]
     w = ok[:, None].float()
     num = ((sample(f_pred, moved) - anchor).abs() * w).sum()
     with torch.no_grad():
-        den = ((sample(f_t, moved) - anchor).abs() * w).sum().clamp(min=1e-6)
+        before = f_t if baseline is None else baseline
+        den = ((sample(before, moved) - anchor).abs() * w).sum().clamp(min=1e-6)
     return num / den

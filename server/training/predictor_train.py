@@ -67,6 +67,7 @@ class PredictorTrainConfig:
     feat_weight: float = 0.5  # generator-in-the-loop feature term
     motion_weight: float = 0.5  # generator-in-the-loop motion term
     local_weight: float = 0.0  # locality term (0: off)
+    template_weight: float = 0.0  # template term: the start feature findable where asked (0: off)
     feat_batch: int = 8  # samples per batch given the feature/motion terms
     reg_weight: float = 0.1  # weight of the denoising term in stage 2
     val_frac: float = 0.05  # trajectories held out for validation
@@ -303,7 +304,7 @@ def train_stage2(
         vrng = np.random.default_rng([cfg.seed, 77])
         val_batches = [val_pairs.batch(batch, vrng, device) for _ in range(4)]
 
-    loss_args = (cfg.feat_weight, cfg.feat_batch, cfg.motion_weight, cfg.local_weight)
+    loss_args = (cfg.feat_weight, cfg.feat_batch, cfg.motion_weight, cfg.local_weight, cfg.template_weight)
 
     def evaluate() -> dict:
         if not val_batches:
@@ -344,6 +345,7 @@ def train_stage2(
         total = losses["latent"] + cfg.feat_weight * losses.get("feature", 0.0)
         total = total + cfg.motion_weight * losses.get("motion", 0.0)
         total = total + cfg.local_weight * losses.get("local", 0.0)
+        total = total + cfg.template_weight * losses.get("template", 0.0)
         if cfg.reg_weight > 0:
             dn, _ = denoise_loss(R, G, 64, gen)
             losses["denoise"] = dn

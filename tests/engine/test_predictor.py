@@ -205,6 +205,26 @@ def test_motion_loss_is_one_for_no_change_and_zero_for_the_requested_shift() -> 
     assert tp.motion_loss(shifted, f_t, handles, substep, valid).item() < 1e-6
 
 
+def test_template_term_asks_for_the_start_content_where_the_handle_was_asked_to_go() -> None:
+    """The template form of the motion term compares with the drag's first features around the
+    handle's start: 0 when the start content sits at h_t + s, 1 for the features before the
+    prediction (which hold it at h_t), whatever moved in between."""
+    tp = load_script("train_predictor")
+    gen = torch.Generator().manual_seed(1)
+    f_0 = torch.nn.functional.avg_pool2d(torch.randn(1, 4, 36, 36, generator=gen), 5, 1)  # [1, 4, 32, 32]
+    h_start = torch.tensor([[[10.0, 12.0], [20.0, 16.0]]])
+    handles = h_start + torch.tensor([3.0, 0.0])  # both handles 3 px right of where they began
+    substep = torch.tensor([[[2.0, 0.0], [0.0, 0.0]]])  # the first asked for 2 px more, the second to stay
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    f_t = torch.roll(f_0, shifts=3, dims=3)  # the start content 3 px right: at h_t
+    f_good = torch.cat([torch.roll(f_0, shifts=5, dims=3)[..., :20], f_t[..., 20:]], dim=3)
+    kw = {"anchor_at": h_start, "baseline": f_t}
+    assert tp.motion_loss(f_t, f_0, handles, substep, valid, **kw).item() == pytest.approx(1.0)
+    assert tp.motion_loss(f_good, f_0, handles, substep, valid, **kw).item() < 1e-6
+    # the plain motion term would compare with F_0 around h_t instead: content that is not the template
+    assert tp.motion_loss(f_good, f_0, handles, substep, valid, baseline=f_t).item() > 0.1
+
+
 def test_far_from_handles_masks_only_the_neighbourhood_of_valid_handles() -> None:
     """The locality term's mask: 0 within the radius of a valid handle, 1 elsewhere; padded handles
     (valid False) mask nothing."""
@@ -251,6 +271,14 @@ def test_stage2_locality_term_is_reported_and_weighted(tiny_G: Generator) -> Non
             moving.predictor, moving.regularizer, tiny_G, b, **weights, local_weight=1.0
         )
     assert changed["local"].item() > 0
+    b["w_start"], b["h_start"] = w_t, b["handles"]  # the drag's first step: template = motion term
+    with torch.no_grad():
+        t_off = tp.stage2_losses(moving.predictor, moving.regularizer, tiny_G, b, **weights)
+        t_on = tp.stage2_losses(
+            moving.predictor, moving.regularizer, tiny_G, b, **weights, template_weight=1.0
+        )
+    assert "template" not in t_off
+    assert t_on["template"].item() == pytest.approx(t_on["motion"].item(), rel=1e-4)
 
 
 # -- sessions ----------------------------------------------------------------------------------------
