@@ -165,32 +165,32 @@ def stage2_losses(
     err = ((out - b["w_next"]) / P.w_std).square().mean()
     base = ((rows - b["w_next"]) / P.w_std).square().mean().clamp(min=1e-12)
     losses = {"latent": err / base}
-    if (feat_weight > 0 or motion_weight > 0 or local_weight > 0 or template_weight > 0) and feat_batch > 0:
+    if feat_batch > 0 and max(feat_weight, motion_weight, local_weight, template_weight) > 0:
         m = min(feat_batch, len(rows))
         size = (G.img_resolution, G.img_resolution)
-        ws_pred = torch.cat([out[:m], b["w_t"][:m, n:]], dim=1)
-        f_pred = resize_features([G.synthesis(ws_pred, feature_blocks=(track,))[1][track]], size)
+
+        def features(ws: torch.Tensor) -> torch.Tensor:  # DragGAN's feature map at the image size
+            return resize_features([G.synthesis(ws, feature_blocks=(track,))[1][track]], size)
+
+        f_pred = features(torch.cat([out[:m], b["w_t"][:m, n:]], dim=1))
         f_t = resize_features([feats[track][:m]], size)
+        h, s, v = b["handles"][:m], b["substep"][:m], b["valid"][:m]
         if feat_weight > 0 or local_weight > 0:
-            ws_next = torch.cat([b["w_next"][:m], b["w_t"][:m, n:]], dim=1)
             with torch.no_grad():
-                f_next = resize_features([G.synthesis(ws_next, feature_blocks=(track,))[1][track]], size)
+                f_next = features(torch.cat([b["w_next"][:m], b["w_t"][:m, n:]], dim=1))
         if feat_weight > 0:
             denom = (f_t - f_next).abs().sum().clamp(min=1e-6)
             losses["feature"] = (f_pred - f_next).abs().sum() / denom
         if local_weight > 0:
-            far = far_from_handles(b["handles"][:m], b["valid"][:m], size, G.img_resolution / 8)
+            far = far_from_handles(h, v, size, G.img_resolution / 8)
             with torch.no_grad():
                 denom = ((f_next - f_t).abs() * far).sum().clamp(min=1e-6)
             losses["local"] = ((f_pred - f_t).abs() * far).sum() / denom
         if motion_weight > 0:
-            h, s, v = b["handles"][:m], b["substep"][:m], b["valid"][:m]
             losses["motion"] = motion_loss(f_pred, f_t, h, s, v & (s.norm(dim=-1) > 0.5))
         if template_weight > 0:
             with torch.no_grad():
-                ws0 = b["w_start"][:m]
-                f_0 = resize_features([G.synthesis(ws0, feature_blocks=(track,))[1][track]], size)
-            h, s, v = b["handles"][:m], b["substep"][:m], b["valid"][:m]
+                f_0 = features(b["w_start"][:m])
             losses["template"] = motion_loss(f_pred, f_0, h, s, v, anchor_at=b["h_start"][:m], baseline=f_t)
     return losses
 

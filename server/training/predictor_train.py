@@ -305,6 +305,12 @@ def train_stage2(
         val_batches = [val_pairs.batch(batch, vrng, device) for _ in range(4)]
 
     loss_args = (cfg.feat_weight, cfg.feat_batch, cfg.motion_weight, cfg.local_weight, cfg.template_weight)
+    term_weights = {
+        "feature": cfg.feat_weight,
+        "motion": cfg.motion_weight,
+        "local": cfg.local_weight,
+        "template": cfg.template_weight,
+    }
 
     def evaluate() -> dict:
         if not val_batches:
@@ -342,10 +348,7 @@ def train_stage2(
             g["lr"] = lr_at(it, iters, lr) * g["scale"]
         b = train_pairs.batch(batch, rng, device)
         losses = stage2_losses(P, R, G, b, alpha, *loss_args)
-        total = losses["latent"] + cfg.feat_weight * losses.get("feature", 0.0)
-        total = total + cfg.motion_weight * losses.get("motion", 0.0)
-        total = total + cfg.local_weight * losses.get("local", 0.0)
-        total = total + cfg.template_weight * losses.get("template", 0.0)
+        total = losses["latent"] + sum(w * losses[k] for k, w in term_weights.items() if k in losses)
         if cfg.reg_weight > 0:
             dn, _ = denoise_loss(R, G, 64, gen)
             losses["denoise"] = dn
