@@ -26,7 +26,18 @@ Loss (each term relative, about 1 for the identity map):
              |F(w_{t+1})(q + s) - sg(F(w_0)(q0))|_1 for q0 around the handle where the drag began
              and q around it now, relative to the same with F(w_t): is the template that point
              tracking looks for found where the handle was asked to go?
+    track    (off by default, --track-weight) soft point tracking: a softmax over the pixels
+             around the handle of -|F(w_{t+1})(q) - F(w_0)(h_0)|^2 (scaled by the template's
+             spread), cross-entropy against h_t + s, relative to the same with F(w_t): would
+             the tracker's argmin land where the handle was asked to go, not at its old place?
     denoise  the stage-1 loss on fresh mapping samples, so R stays a regularizer
+
+On-policy samples (off by default, --rollout-batch): teacher pairs start every prediction on the
+optimiser's path, while inference starts from the predictor's own earlier predictions and the
+handles point tracking found after them. With --rollout-batch N, N drags of each batch are run
+by the predictor itself, exactly as inference runs them, for 1..--rollout-steps steps
+(server/training/predictor_rollout.py, no gradients); the motion, template and track terms
+(which need no teacher label) are then taken at the state reached, times --rollout-weight.
 
 The feature and motion terms put the generator in the loop (one forward and backward pass on
 --feat-batch samples of each batch). Why: W+ is redundant (many latents draw nearly the same
@@ -149,6 +160,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the template term (the handle's start feature found where it was asked to "
         "go, what point tracking looks for; 0: off)",
     )
+    p.add_argument(
+        "--track-weight",
+        type=float,
+        default=0.0,
+        help="weight of the soft point-tracking term (the template's best match, as a softmax over "
+        "the search window, where the handle was asked to go and not at its old place; 0: off)",
+    )
+    p.add_argument(
+        "--rollout-batch",
+        type=int,
+        default=0,
+        help="on-policy samples per iteration: drags of the batch run by the predictor itself (as "
+        "inference, point tracking included) for 1..--rollout-steps steps, then the motion, "
+        "template and track terms at the state reached (0: off)",
+    )
+    p.add_argument("--rollout-steps", type=int, default=8, help="longest rollout, in predictor steps")
+    p.add_argument("--rollout-weight", type=float, default=1.0, help="weight of the on-policy terms")
+    p.add_argument(
+        "--rollout-substep",
+        type=float,
+        default=None,
+        help="px asked per step in rollouts (default: 3/4 of the training sub-step, the shipped ratio)",
+    )
+    p.add_argument("--rollout-drift", type=float, default=0.1, help="reg_drift in rollouts")
     p.add_argument(
         "--feat-batch", type=int, default=8, help="samples per batch given the feature/motion terms"
     )

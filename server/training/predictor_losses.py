@@ -8,6 +8,8 @@ and locality losses (``stage2_losses``); ``server/training/predictor_train.py`` 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -149,6 +151,7 @@ def stage2_losses(
     motion_weight: float = 0.0,
     local_weight: float = 0.0,
     template_weight: float = 0.0,
+    track_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The relative latent loss and, with the generator in the loop on ``feat_batch`` samples,
     the relative feature, motion, locality and template losses of one batch (see the module
@@ -162,10 +165,15 @@ def stage2_losses(
     pfeats = [feats[r] for r in P.cfg.feature_blocks]
     pred = P(rows, pfeats, b["handles"], b["targets"], b["substep"], b["progress"], b["valid"])
     out = R.regularize_step(rows, pred, alpha)
-    err = ((out - b["w_next"]) / P.w_std).square().mean()
-    base = ((rows - b["w_next"]) / P.w_std).square().mean().clamp(min=1e-12)
-    losses = {"latent": err / base}
-    if feat_batch > 0 and max(feat_weight, motion_weight, local_weight, template_weight) > 0:
+    teacher = "w_next" in b  # a rollout batch (predictor_rollout) has no teacher label
+    losses: dict[str, torch.Tensor] = {}
+    if teacher:
+        err = ((out - b["w_next"]) / P.w_std).square().mean()
+        base = ((rows - b["w_next"]) / P.w_std).square().mean().clamp(min=1e-12)
+        losses["latent"] = err / base
+    else:
+        feat_weight = local_weight = 0.0
+    if feat_batch > 0 and max(feat_weight, motion_weight, local_weight, template_weight, track_weight) > 0:
         m = min(feat_batch, len(rows))
         size = (G.img_resolution, G.img_resolution)
 
@@ -188,10 +196,13 @@ def stage2_losses(
             losses["local"] = ((f_pred - f_t).abs() * far).sum() / denom
         if motion_weight > 0:
             losses["motion"] = motion_loss(f_pred, f_t, h, s, v & (s.norm(dim=-1) > 0.5))
-        if template_weight > 0:
+        if template_weight > 0 or track_weight > 0:
             with torch.no_grad():
                 f_0 = features(b["w_start"][:m])
+        if template_weight > 0:
             losses["template"] = motion_loss(f_pred, f_0, h, s, v, anchor_at=b["h_start"][:m], baseline=f_t)
+        if track_weight > 0:
+            losses["track"] = track_loss(f_pred, f_0, h, s, v, b["h_start"][:m], baseline=f_t)
     return losses
 
 
@@ -208,6 +219,78 @@ def far_from_handles(
     dy = gy[None, None] - handles[..., 1, None, None]
     near = (dx.square() + dy.square() <= radius * radius) & valid[..., None, None]
     return (~near.any(1, keepdim=True)).float()
+
+
+def gather_pixels(f: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """f [B, C, H, W] at integer pixels pts [B, K, S, 2] (x, y; clamped to the image) -> [B, C, K, S]."""
+    b, c, hgt, wid = f.shape
+    k, s = pts.shape[1], pts.shape[2]
+    x = pts[..., 0].long().clamp(0, wid - 1)
+    y = pts[..., 1].long().clamp(0, hgt - 1)
+    idx = (y * wid + x).reshape(b, 1, k * s).expand(b, c, k * s)
+    return f.flatten(2).gather(2, idx).reshape(b, c, k, s)
+
+
+def track_loss(
+    f_pred: torch.Tensor,
+    f_0: torch.Tensor,
+    handles: torch.Tensor,
+    substep: torch.Tensor,
+    valid: torch.Tensor,
+    anchor_at: torch.Tensor,
+    baseline: torch.Tensor,
+    temperature: float = 0.1,
+) -> torch.Tensor:
+    """Soft point tracking: would the tracker find each handle where it was asked to go?
+
+    Point tracking (``tracking.track_points``) takes the pixel whose feature is nearest, in squared
+    L2, to the handle's template f = F_0(round(anchor_at)). Here every pixel q of a square around
+    the handle's rounded position h (half-size: the search window of DragGAN's r2 at this
+    resolution plus the longest move) gets the logit -|F_pred(q) - f|^2 / (T s^2), s^2 the
+    template's median squared distance over the same square in F_0 (its spread, how distinct it
+    was where it was taken; T = ``temperature``), and the loss is the cross-entropy of that
+    softmax against h + substep (bilinear weights on its four pixels): low when the template is
+    found where the handle was asked to go and nowhere else, the old place included. Motion and
+    template terms only pull the new place toward the feature; this one also pushes the rest of
+    the window away from it, which is what decides the tracker's argmin. Relative to the same for
+    ``baseline`` (the features before the prediction), so about 1 for the identity map.
+
+    f_pred, f_0, baseline [B, C, H, W] (image size); handles, substep, anchor_at [B, K, 2] pixels;
+    valid bool [B, K].
+    """
+    b, _, hgt, wid = f_0.shape
+    r2 = max(3, round(12 * wid / 512))
+    reach = int(math.ceil(float(substep.norm(dim=-1).max()))) if substep.numel() else 0
+    radius = r2 + reach
+    r = torch.arange(-radius, radius + 1, device=f_0.device)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    square = torch.stack([dx.flatten(), dy.flatten()], 1).float()  # [S, 2]
+    centre = handles.round()
+    cand = centre[:, :, None, :] + square  # [B, K, S, 2]
+    inside = (cand >= 0).all(-1) & (cand[..., 0] <= wid - 1) & (cand[..., 1] <= hgt - 1)
+    # where the handle was asked to go, as bilinear weights over the window's pixels
+    dest = handles + substep
+    w = (1 - (cand - dest[:, :, None, :]).abs()).clamp(min=0).prod(-1) * inside  # [B, K, S]
+    ok = valid & inside.any(-1) & (w.sum(-1) > 0.999)
+    a0 = anchor_at.round()
+    with torch.no_grad():
+        tmpl = gather_pixels(f_0, a0[:, :, None, :])  # [B, C, K, 1]
+        around0 = a0[:, :, None, :] + square
+        in0 = (around0 >= 0).all(-1) & (around0[..., 0] <= wid - 1) & (around0[..., 1] <= hgt - 1)
+        d0 = (gather_pixels(f_0, around0) - tmpl).square().sum(1)  # [B, K, S]
+        d0 = d0.masked_fill(~in0, float("nan"))
+        spread = d0.nanmedian(dim=-1).values.nan_to_num(1.0).clamp(min=1e-6)  # [B, K]
+
+    def ce(f: torch.Tensor) -> torch.Tensor:
+        d = (gather_pixels(f, cand) - tmpl).square().sum(1)  # [B, K, S]
+        logits = (-d / (temperature * spread[..., None])).masked_fill(~inside, float("-inf"))
+        logp = torch.log_softmax(logits, dim=-1).masked_fill(~inside, 0.0)
+        return -(w * logp).sum(-1)  # [B, K]
+
+    num = (ce(f_pred) * ok).sum()
+    with torch.no_grad():
+        den = (ce(baseline) * ok).sum().clamp(min=1e-6)
+    return num / den
 
 
 def motion_loss(

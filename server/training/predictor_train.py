@@ -28,6 +28,7 @@ from server.engine.predictor_io import GeneratorIdentity, PredictorBundle, save_
 from server.engine.regularizer import LatentRegularizer, RegularizerConfig
 
 from .predictor_losses import Pairs, denoise_loss, stage2_losses
+from .predictor_rollout import rollout_batch
 from .trajectories import read_shards
 
 BarFactory = Callable[[int, int, str], Any]  # (total, initial, desc) -> a tqdm-like bar
@@ -68,6 +69,15 @@ class PredictorTrainConfig:
     motion_weight: float = 0.5  # generator-in-the-loop motion term
     local_weight: float = 0.0  # locality term (0: off)
     template_weight: float = 0.0  # template term: the start feature findable where asked (0: off)
+    track_weight: float = 0.0  # soft point tracking: the tracker's argmin where asked (0: off)
+    # on-policy samples (predictor_rollout): per iteration, this many of the batch's drags run
+    # by the predictor itself for 1..rollout_steps steps, then the motion / template / track terms
+    # on the state reached, times rollout_weight (0: off)
+    rollout_batch: int = 0
+    rollout_steps: int = 8
+    rollout_weight: float = 1.0
+    rollout_substep: float | None = None  # the request per step in rollouts (None: 3/4 of substep)
+    rollout_drift: float = 0.1  # reg_drift in rollouts (as PredictOptions)
     feat_batch: int = 8  # samples per batch given the feature/motion terms
     reg_weight: float = 0.1  # weight of the denoising term in stage 2
     val_frac: float = 0.05  # trajectories held out for validation
@@ -304,13 +314,23 @@ def train_stage2(
         vrng = np.random.default_rng([cfg.seed, 77])
         val_batches = [val_pairs.batch(batch, vrng, device) for _ in range(4)]
 
-    loss_args = (cfg.feat_weight, cfg.feat_batch, cfg.motion_weight, cfg.local_weight, cfg.template_weight)
+    loss_args = (
+        cfg.feat_weight,
+        cfg.feat_batch,
+        cfg.motion_weight,
+        cfg.local_weight,
+        cfg.template_weight,
+        cfg.track_weight,
+    )
     term_weights = {
         "feature": cfg.feat_weight,
         "motion": cfg.motion_weight,
         "local": cfg.local_weight,
         "template": cfg.template_weight,
+        "track": cfg.track_weight,
     }
+
+    roll_substep = cfg.rollout_substep if cfg.rollout_substep is not None else 0.75 * substep
 
     def evaluate() -> dict:
         if not val_batches:
@@ -349,6 +369,13 @@ def train_stage2(
         b = train_pairs.batch(batch, rng, device)
         losses = stage2_losses(P, R, G, b, alpha, *loss_args)
         total = losses["latent"] + sum(w * losses[k] for k, w in term_weights.items() if k in losses)
+        if cfg.rollout_batch > 0:
+            rb = rollout_batch(
+                P, R, G, b, cfg.rollout_batch, cfg.rollout_steps, roll_substep, alpha, cfg.rollout_drift, rng
+            )
+            rl = stage2_losses(P, R, G, rb, alpha, 0.0, cfg.rollout_batch, *loss_args[2:])
+            total = total + cfg.rollout_weight * sum(w * rl[k] for k, w in term_weights.items() if k in rl)
+            losses.update({f"policy_{k}": v for k, v in rl.items()})
         if cfg.reg_weight > 0:
             dn, _ = denoise_loss(R, G, 64, gen)
             losses["denoise"] = dn
