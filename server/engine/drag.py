@@ -185,6 +185,19 @@ class DragSession:
         with torch.no_grad():
             return self._ws().detach().cpu()
 
+    def use_templates(self, templates: torch.Tensor, spread: torch.Tensor) -> None:
+        """Track the current handles with these templates [K, C] and spreads [K] (another session's,
+        ``PredictSession.templates``) instead of taking new ones at the next step: the drag goes on
+        as the other session's would, looking for the features where that drag began."""
+        k = len(self._handles)
+        if templates.ndim != 2 or len(templates) != k or spread.shape != (k,):
+            raise ValueError(
+                f"need templates [{k}, C] and spread [{k}], got {list(templates.shape)}, {list(spread.shape)}"
+            )
+        self._templates = templates.detach().to(self.device, torch.float32).clone()
+        self._spread = spread.detach().to(self.device, torch.float32).clone()
+        self._missing = [False] * k
+
     def _ws(self) -> torch.Tensor:
         """W+ for the forward pass, with the gradient path to the optimised offset. [1, num_ws, w_dim]"""
         head = self._w0[:, : self._n_opt] + self._delta

@@ -180,6 +180,17 @@ class PredictSession:
         """Current W+ latent [1, num_ws, w_dim], detached, float32, on the CPU."""
         return self._w.detach().cpu().clone()
 
+    @property
+    def lost(self) -> list[bool]:
+        """Per handle: flagged lost since it was placed (``stop_rules.track_and_flag``)."""
+        return [bool(v) for v in self._lost]
+
+    def templates(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The tracking templates [K, C] and their spreads [K] (None before the first step)."""
+        if self._templates is None or self._spread is None or any(self._missing):
+            return None
+        return self._templates.detach().clone(), self._spread.detach().clone()
+
     def _forward_blocks(self) -> tuple[int, ...]:
         return tuple(sorted(set(self.track_blocks) | set(self.model.predictor.cfg.feature_blocks)))
 

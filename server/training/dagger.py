@@ -52,10 +52,11 @@ class DaggerConfig:
 def continue_with_optimiser(s: PredictSession, opts: DragOptions) -> DragSession:
     """A ``DragSession`` from predict session ``s``'s latent and handles that tracks with ``s``'s
     start templates (the drag's own), as the predict drag would have at its next step."""
+    found = s.templates()
+    if found is None:
+        raise ValueError("the predict session has not stepped yet: no templates to continue with")
     d = DragSession(s.G, s.latent(), s.handles, s.targets, options=opts)
-    assert s._templates is not None and s._spread is not None  # s has stepped at least once
-    d._templates, d._spread = s._templates.clone(), s._spread.clone()
-    d._missing = [False] * len(d._missing)
+    d.use_templates(*found)
     return d
 
 

@@ -32,9 +32,16 @@ def test_the_optimiser_continues_with_the_drags_start_templates(tiny_G: Generato
     d = continue_with_optimiser(s, DragOptions(max_steps=5, n_opt_rows=6, lost_ratio=None))
     assert torch.equal(d.latent(), s.latent())
     assert d.handles == s.handles and d.targets == s.targets
-    assert torch.equal(d._templates, s._templates)  # not re-taken at the predicted state
+    tmpl, spread = s.templates()
+    assert torch.equal(d._templates, tmpl) and torch.equal(d._spread, spread)  # not re-taken here
     r = d.step()
-    assert not r.done and torch.equal(d._templates, s._templates)
+    assert not r.done and torch.equal(d._templates, tmpl)
+    with pytest.raises(ValueError, match="templates"):
+        d.use_templates(tmpl[:1], spread[:1])
+    fresh = PredictSession.from_seed(tiny_G, 0, [(10, 12)], [(18, 12)], options=opts, model=model)
+    assert fresh.templates() is None and fresh.lost == [False]
+    with pytest.raises(ValueError, match="not stepped"):
+        continue_with_optimiser(fresh, DragOptions())
 
 
 def test_dagger_shards_are_teacher_shards_that_start_at_predicted_states(
