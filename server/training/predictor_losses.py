@@ -1,9 +1,10 @@
 """The losses and data of predictor training (stage 1 and stage 2, docs/predictor.md, "Training").
 
 Stage 1: the regularizer learns to denoise W rows (``clean_rows``, ``denoise_loss``). Stage 2:
-training pairs drawn from teacher trajectories (``Pairs``) and the relative latent, feature, motion
-and locality losses (``stage2_losses``); ``server/training/predictor_train.py`` runs the loops and
-``scripts/train_predictor.py`` documents every term.
+training pairs drawn from teacher trajectories (``Pairs``) and the relative latent, feature, motion,
+locality, template and soft-tracking losses (``stage2_losses``, ``track_loss``);
+``server/training/predictor_train.py`` runs the loops and ``scripts/train_predictor.py`` documents
+every term.
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ def stage2_losses(
     track_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The relative latent loss and, with the generator in the loop on ``feat_batch`` samples,
-    the relative feature, motion, locality and template losses of one batch (see the module
-    docstring)."""
+    the relative feature, motion, locality, template and track losses of one batch (see the
+    module docstring). A batch without ``w_next`` (an on-policy rollout, ``predictor_rollout``)
+    has no teacher label: it gets only the label-free terms (motion, template, track)."""
     n = P.cfg.n_rows
     track = G.default_feature_block()
     blocks = tuple(sorted(set(P.cfg.feature_blocks) | {track}))
