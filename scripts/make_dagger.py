@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from server.training.dagger import DaggerConfig, make_dagger  # noqa: E402
@@ -57,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from server.cli.common import pick_device, progress
     from server.engine.checkpoint import load_generator
     from server.engine.predictor_io import GeneratorIdentity, load_predictor
+    from server.training.predictor_train import split_trajectories
     from server.training.trajectories import read_shards
 
     device = pick_device(args.device)
@@ -67,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no teacher shards in {args.traj}", file=sys.stderr)
         return 2
     src = read_shards(paths, GeneratorIdentity.of(G))
-    n = len(src["n_points"])
-    order = np.random.default_rng([0, 99]).permutation(n)  # train_predictor's split (--seed 0)
-    n_val = max(1, int(round(args.val_frac * n))) if n > 1 else 0
-    ids = np.sort(order[n_val:])
+    ids, _ = split_trajectories(len(src["n_points"]), 0, args.val_frac)  # train_predictor --seed 0
     cfg = DaggerConfig(
         shards=args.shards,
         per_shard=args.per_shard,

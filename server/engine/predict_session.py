@@ -280,19 +280,13 @@ class PredictSession:
         handle is asked to move while it is more than 1 px away (``MOTION_MIN_DISTANCE``, or the
         stop distance if that is smaller), so with more than 5 handles, whose stop distance is
         2 px, the handles 1-2 px away keep moving until all of them are within 2 px."""
-        rem = self._targets - self._handles
-        dist = rem.norm(dim=1, keepdim=True)
-        if self.options.single_shot:
-            step = rem
-        else:
-            step = rem * (self.options.substep / dist.clamp(min=1e-6)).clamp(max=1.0)
-        moving = (dist > min(MOTION_MIN_DISTANCE, self.stop_distance) + 1e-6) & ~self._lost[:, None]
-        return step * moving
+        substep = math.inf if self.options.single_shot else self.options.substep
+        return requested_moves(
+            self._handles, self._targets, substep, min(MOTION_MIN_DISTANCE, self.stop_distance), ~self._lost
+        )
 
     def _progress(self) -> torch.Tensor:
-        dist = (self._targets - self._handles).norm(dim=1)
-        frac = 1.0 - dist / self._d0.clamp(min=1e-6)
-        return torch.where(self._d0 > 1e-6, frac, torch.ones_like(frac)).clamp(0.0, 1.0)
+        return drag_progress(self._handles, self._targets, self._d0)
 
     def _mask_correction(self, w: torch.Tensor) -> torch.Tensor:
         """``mask_iters`` damped Polyak steps on the fixed-region term at ``w`` [1, num_ws, D]:
@@ -317,6 +311,25 @@ class PredictSession:
                 (g,) = torch.autograd.grad(loss, head)
             head = head.detach() - o.mask_step * loss.detach() / (g.square().sum() + 1e-12) * g
         return torch.cat([head, tail], dim=1)
+
+
+def requested_moves(
+    handles: torch.Tensor, targets: torch.Tensor, substep: float, min_distance: float, active: torch.Tensor
+) -> torch.Tensor:
+    """What a predict step asks of each handle, [..., K, 2]: straight toward its target, at most
+    ``substep`` px (``math.inf``: the whole way); nothing for handles within ``min_distance`` px
+    or not ``active`` (bool [..., K]). Handles and targets [..., K, 2]."""
+    rem = targets - handles
+    dist = rem.norm(dim=-1, keepdim=True)
+    step = rem * (substep / dist.clamp(min=1e-6)).clamp(max=1.0)
+    return step * ((dist > min_distance + 1e-6) & active[..., None])
+
+
+def drag_progress(handles: torch.Tensor, targets: torch.Tensor, d0: torch.Tensor) -> torch.Tensor:
+    """Each handle's share of its way done, [..., K] in [0, 1]: 1 - distance / ``d0`` (the
+    distance when the points were set; 1 where that was 0)."""
+    frac = 1.0 - (targets - handles).norm(dim=-1) / d0.clamp(min=1e-6)
+    return torch.where(d0 > 1e-6, frac, torch.ones_like(frac)).clamp(0.0, 1.0)
 
 
 def predict_step_batch(sessions: Sequence[PredictSession]) -> list[StepResult]:

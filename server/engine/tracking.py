@@ -136,7 +136,7 @@ def features_at(feat: FeatureField | torch.Tensor, points: torch.Tensor) -> torc
     return field.at_pixels(xy[:, 0].clamp(0, w - 1), xy[:, 1].clamp(0, h - 1)).t()
 
 
-def _square_offsets(radius: int, device: torch.device) -> torch.Tensor:
+def square_offsets(radius: int, device: torch.device) -> torch.Tensor:
     """Integer offsets (dx, dy) of the square of half-size ``radius``, row-major (y, then x)."""
     r = torch.arange(-radius, radius + 1, device=device)
     dy, dx = torch.meshgrid(r, r, indexing="ij")
@@ -145,7 +145,7 @@ def _square_offsets(radius: int, device: torch.device) -> torch.Tensor:
 
 def _disk_offsets(radius: float, device: torch.device) -> torch.Tensor:
     """Integer offsets (dx, dy) with dx^2 + dy^2 < radius^2 (strict, as the official code)."""
-    sq = _square_offsets(max(0, math.ceil(radius)), device)
+    sq = square_offsets(max(0, math.ceil(radius)), device)
     keep = sq.square().sum(dim=1) < radius * radius
     return sq[keep]  # [S, 2]
 
@@ -157,7 +157,7 @@ def _window_distances(
     around its rounded handle (inf outside the image), and the candidate pixels [K, S, 2]."""
     h, w = field.size
     centre = handles.to(field.device).round().long()  # [K, 2]
-    cand = centre[:, None, :] + _square_offsets(int(r2), field.device)[None]  # [K, S, 2]
+    cand = centre[:, None, :] + square_offsets(int(r2), field.device)[None]  # [K, S, 2]
     x, y = cand[..., 0], cand[..., 1]
     inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)  # [K, S]
     f = field.at_pixels(x.clamp(0, w - 1), y.clamp(0, h - 1))  # [C, K, S]

@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from server.engine.drag import DragSession, step_batch
+from server.engine.drag import DragSession
 from server.engine.drag_options import DragOptions
 from server.engine.generator import Generator
 from server.engine.predict_options import PredictOptions
 from server.engine.predict_session import PredictSession, predict_step_batch
 from server.engine.predictor_io import GeneratorIdentity, PredictorBundle
 
-from .trajectories import pending_shards, shard_path, write_shard
+from .trajectories import pending_shards, record_drags, shard_path, write_shard
 
 
 @dataclass
@@ -94,36 +94,13 @@ def make_dagger_shard(
             if not active:
                 break
             predict_step_batch(active)
-        keep = [
-            j
-            for j, s in enumerate(sessions)
-            if s.reason not in ("reached", "lost") and not bool(s._lost.any())
-        ]
+        keep = [j for j, s in enumerate(sessions) if s.reason not in ("reached", "lost") and not any(s.lost)]
         drags = [continue_with_optimiser(sessions[j], dopts) for j in keep]
-        starts = [d.latent() for d in drags]
-        rec_w: list[list[np.ndarray]] = [[] for _ in drags]
-        rec_h: list[list[np.ndarray]] = [[] for _ in drags]
-        while True:
-            active = [j for j, d in enumerate(drags) if not d.done]
-            if not active:
-                break
-            lat = [drags[j].latent() for j in active]
-            for j, w, r in zip(active, lat, step_batch([drags[j] for j in active]), strict=True):
-                rec_w[j].append((w[0, :n_rows] - starts[j][0, :n_rows]).numpy())
-                rec_h[j].append(np.asarray(r.handles, np.float32))
-        for j, d in zip(keep, range(len(drags)), strict=True):
+        starts = [d.latent()[0].numpy() for d in drags]  # the predicted states, before recording
+        for j, d, w0, rec in zip(keep, drags, starts, record_drags(drags, n_rows), strict=True):
             i = int(chosen[j])
-            out.append(
-                {
-                    "seed": int(src["seeds"][i]),
-                    "kind": int(src["kinds"][i]),
-                    "w0": starts[d][0].numpy(),
-                    "targets": np.asarray(drags[d].targets, np.float32),
-                    "dw": np.stack(rec_w[d]).astype(np.float16),
-                    "handles": np.stack(rec_h[d]),
-                    "reached": int(drags[d].reason == "reached"),
-                }
-            )
+            spec = {"seed": int(src["seeds"][i]), "kind": int(src["kinds"][i]), "w0": w0}
+            out.append({**spec, "targets": np.asarray(d.targets, np.float32), **rec})
         if bar is not None:
             bar.update(len(chosen))
     return out

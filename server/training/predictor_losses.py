@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from server.engine.generator import Generator
+from server.engine.predict_options import PredictOptions
 from server.engine.predictor import LatentPredictor
 from server.engine.regularizer import LatentRegularizer, perturb_latents
-from server.engine.tracking import MOTION_MIN_DISTANCE, resize_features
+from server.engine.tracking import MOTION_MIN_DISTANCE, resize_features, square_offsets
 
 
 def clean_rows(G: Generator, n: int, n_rows: int, gen: torch.Generator) -> torch.Tensor:
@@ -261,12 +262,9 @@ def track_loss(
     valid bool [B, K].
     """
     b, _, hgt, wid = f_0.shape
-    r2 = max(3, round(12 * wid / 512))
     reach = int(math.ceil(float(substep.norm(dim=-1).max()))) if substep.numel() else 0
-    radius = r2 + reach
-    r = torch.arange(-radius, radius + 1, device=f_0.device)
-    dy, dx = torch.meshgrid(r, r, indexing="ij")
-    square = torch.stack([dx.flatten(), dy.flatten()], 1).float()  # [S, 2]
+    radius = PredictOptions().radius(wid) + reach  # the session's search window plus the move
+    square = square_offsets(radius, f_0.device).float()  # [S, 2]
     centre = handles.round()
     cand = centre[:, :, None, :] + square  # [B, K, S, 2]
     inside = (cand >= 0).all(-1) & (cand[..., 0] <= wid - 1) & (cand[..., 1] <= hgt - 1)

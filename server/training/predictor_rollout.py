@@ -18,27 +18,13 @@ import numpy as np
 import torch
 
 from server.engine.generator import Generator
+from server.engine.predict_options import PredictOptions
+from server.engine.predict_session import drag_progress, requested_moves
 from server.engine.predictor import LatentPredictor
 from server.engine.regularizer import LatentRegularizer
-from server.engine.tracking import MOTION_MIN_DISTANCE, resize_features
+from server.engine.tracking import MOTION_MIN_DISTANCE, resize_features, square_offsets
 
 from .predictor_losses import gather_pixels
-
-
-def _requests(
-    handles: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, substep: float
-) -> torch.Tensor:
-    """The move inference asks of each handle: toward its target, at most ``substep`` px, none
-    for handles within ``MOTION_MIN_DISTANCE`` (``PredictSession._substep``)."""
-    rem = targets - handles
-    dist = rem.norm(dim=-1, keepdim=True)
-    step = rem * (substep / dist.clamp(min=1e-6)).clamp(max=1.0)
-    return step * ((dist > MOTION_MIN_DISTANCE + 1e-6) & valid[..., None])
-
-
-def _progress(h: torch.Tensor, targets: torch.Tensor, d0: torch.Tensor) -> torch.Tensor:
-    frac = 1.0 - (targets - h).norm(dim=-1) / d0.clamp(min=1e-6)
-    return torch.where(d0 > 1e-6, frac, torch.ones_like(frac)).clamp(0.0, 1.0)
 
 
 def track_batch(f: torch.Tensor, templates: torch.Tensor, handles: torch.Tensor, r2: int) -> torch.Tensor:
@@ -46,10 +32,7 @@ def track_batch(f: torch.Tensor, templates: torch.Tensor, handles: torch.Tensor,
     handles [B, K, 2] -> the nearest template match in the square of half-size ``r2`` around each
     rounded handle (inside the image; ties to the first pixel in row-major order) [B, K, 2]."""
     _, _, hgt, wid = f.shape
-    r = torch.arange(-r2, r2 + 1, device=f.device)
-    dy, dx = torch.meshgrid(r, r, indexing="ij")
-    square = torch.stack([dx.flatten(), dy.flatten()], 1).float()
-    cand = handles.round()[:, :, None, :] + square  # [B, K, S, 2]
+    cand = handles.round()[:, :, None, :] + square_offsets(r2, f.device).float()  # [B, K, S, 2]
     inside = (cand >= 0).all(-1) & (cand[..., 0] <= wid - 1) & (cand[..., 1] <= hgt - 1)
     d = (gather_pixels(f, cand) - templates[..., None]).square().sum(1).masked_fill(~inside, float("inf"))
     best = d.argmin(-1)  # [B, K]
@@ -81,7 +64,7 @@ def rollout_batch(
     track = G.default_feature_block()
     blocks = tuple(sorted(set(P.cfg.feature_blocks) | {track}))
     size = (G.img_resolution, G.img_resolution)
-    r2 = max(3, round(12 * G.img_resolution / 512))
+    r2 = PredictOptions().radius(G.img_resolution)  # the session's search window
     w_start = b["w_start"][:n]
     h = b["h_start"][:n].clone()
     targets, valid = b["targets"][:n], b["valid"][:n]
@@ -101,9 +84,15 @@ def rollout_batch(
         if not bool(go.any()):
             break
         rows = w[:, :rows_n]
-        s = _requests(h, targets, valid, substep)
+        s = requested_moves(h, targets, substep, MOTION_MIN_DISTANCE, valid)
         pred = P(
-            rows, [feats[k] for k in P.cfg.feature_blocks], h, targets, s, _progress(h, targets, d0), valid
+            rows,
+            [feats[k] for k in P.cfg.feature_blocks],
+            h,
+            targets,
+            s,
+            drag_progress(h, targets, d0),
+            valid,
         )
         new = R.regularize_chain(w_start[:, :rows_n], rows, pred, alpha, drift)
         w = torch.where(go[:, None, None], torch.cat([new, w[:, rows_n:]], dim=1), w)
@@ -113,8 +102,8 @@ def rollout_batch(
         "w_t": w,
         "handles": h,
         "targets": targets,
-        "substep": _requests(h, targets, valid, substep),
-        "progress": _progress(h, targets, d0),
+        "substep": requested_moves(h, targets, substep, MOTION_MIN_DISTANCE, valid),
+        "progress": drag_progress(h, targets, d0),
         "valid": valid,
         "w_start": w_start,
         "h_start": b["h_start"][:n],

@@ -240,6 +240,15 @@ def train_stage1(
     return {"iter": it, "ratio_ema": ema, **_finish(it, start, t0)}
 
 
+def split_trajectories(n_traj: int, seed: int, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 2's split of ``n_traj`` teacher trajectories: (training ids, held-out ids), sorted;
+    a function of (``seed``, ``val_frac``), so other steps (``scripts/make_dagger.py``) can keep
+    to the training side."""
+    order = np.random.default_rng([seed, 99]).permutation(n_traj)
+    n_val = max(1, int(round(val_frac * n_traj))) if n_traj > 1 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
 def train_stage2(
     G: Generator, cfg: PredictorTrainConfig, device: torch.device, bar_factory: BarFactory
 ) -> dict:
@@ -256,11 +265,11 @@ def train_stage2(
         )
     data = read_shards(shards, identity)
     n_traj = len(data["n_points"])
-    order = np.random.default_rng([cfg.seed, 99]).permutation(n_traj)
-    n_val = max(1, int(round(cfg.val_frac * n_traj))) if n_traj > 1 else 0
+    train_ids, val_ids = split_trajectories(n_traj, cfg.seed, cfg.val_frac)
+    n_val = len(val_ids)
     pair_args = (substep, cfg.p_single, cfg.span, cfg.zero_arrived)
-    train_pairs = Pairs(data, np.sort(order[n_val:]), *pair_args)
-    val_pairs = Pairs(data, np.sort(order[:n_val]), *pair_args) if n_val else None
+    train_pairs = Pairs(data, train_ids, *pair_args)
+    val_pairs = Pairs(data, val_ids, *pair_args) if n_val else None
     print(f"stage 2: {len(shards)} shards, {n_traj} trajectories ({n_val} held out), {len(data['dw'])} steps")
 
     if path.is_file() and not cfg.restart:

@@ -426,29 +426,40 @@ def make_shard(G: Generator, shard: int, cfg: TrajectoryConfig, detector=None, b
                 kind = KIND_RANDOM
             sessions.append(DragSession(G, ws[j : j + 1].to(dev), h, t, options=opts))
             specs.append({"seed": int(seeds[j]), "kind": kind, "w0": ws[j].cpu().numpy(), "targets": t})
-        rec_w: list[list[np.ndarray]] = [[] for _ in range(nb)]
-        rec_h: list[list[np.ndarray]] = [[] for _ in range(nb)]
-        while True:
-            active = [j for j in range(nb) if not sessions[j].done]
-            if not active:
-                break
-            lat = [sessions[j].latent() for j in active]
-            results = step_batch([sessions[j] for j in active])
-            for j, w, r in zip(active, lat, results, strict=True):
-                rec_w[j].append((w[0, :n_rows] - ws[j, :n_rows]).numpy())
-                rec_h[j].append(np.asarray(r.handles, np.float32))
-            if bar is not None:
-                bar.set_postfix(steps=len(rec_w[active[0]]), active=len(active))
-        for j in range(nb):
-            specs[j].update(
-                dw=np.stack(rec_w[j]).astype(np.float16),
-                handles=np.stack(rec_h[j]),
-                reached=int(sessions[j].reason == "reached"),
-            )
-            out.append(specs[j])
+        for spec, rec in zip(specs, record_drags(sessions, n_rows, bar), strict=True):
+            spec.update(rec)
+            out.append(spec)
         if bar is not None:
             bar.update(nb)
     return out
+
+
+def record_drags(sessions: list[DragSession], n_rows: int, bar=None) -> list[dict]:
+    """Step the drags together to their ends and record each as a teacher trajectory: per step the
+    first ``n_rows`` rows of the latent before it, relative to the drag's start latent (``dw``,
+    float16), and the handles tracked in that latent's image; and whether it ``reached``."""
+    starts = [s.latent()[0, :n_rows] for s in sessions]
+    rec_w: list[list[np.ndarray]] = [[] for _ in sessions]
+    rec_h: list[list[np.ndarray]] = [[] for _ in sessions]
+    while True:
+        active = [j for j, s in enumerate(sessions) if not s.done]
+        if not active:
+            break
+        lat = [sessions[j].latent() for j in active]
+        results = step_batch([sessions[j] for j in active])
+        for j, w, r in zip(active, lat, results, strict=True):
+            rec_w[j].append((w[0, :n_rows] - starts[j]).numpy())
+            rec_h[j].append(np.asarray(r.handles, np.float32))
+        if bar is not None:
+            bar.set_postfix(steps=len(rec_w[active[0]]), active=len(active))
+    return [
+        {
+            "dw": np.stack(w).astype(np.float16),
+            "handles": np.stack(h),
+            "reached": int(s.reason == "reached"),
+        }
+        for s, w, h in zip(sessions, rec_w, rec_h, strict=True)
+    ]
 
 
 def _landmark_edit(
