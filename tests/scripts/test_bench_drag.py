@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from server.engine.checkpoint import default_checkpoint_path
+from server.engine.stop_rules import default_stop_distance
 from tests.conftest import load_script
 
 pytestmark = pytest.mark.skipif(default_checkpoint_path() is None, reason="embedded generator not built")
@@ -38,16 +39,21 @@ def test_report_rows_columns_and_merge(tmp_path: Path, capsys: pytest.CaptureFix
         assert {"cpu_seconds_median", "cpu_seconds_mean", "cpu_seconds_p90"} <= set(r)
         assert len(r["cpu_seconds_per_pair"]) == 2 and sum(r["end_reasons"].values()) == pytest.approx(1.0)
         assert r["cpu_seconds_mean"] == pytest.approx(sum(r["cpu_seconds_per_pair"]) / 2, abs=1e-4)
+        # landed: the detector's view of arrival, every landmark within twice the stop distance
+        assert r["landed_px"] == pytest.approx(2 * default_stop_distance(report["resolution"], r["n_points"]))
+        worst = r["detected_max_per_pair"]
+        assert len(worst) == 2 and all(w >= m - 1e-3 for w, m in zip(worst, r["md_per_pair"], strict=True))
+        assert r["landed"] == pytest.approx(np.mean([w <= r["landed_px"] + 1e-3 for w in worst]))
     none, opt = report["rows"][0], report["rows"][1]
     assert none["md_ratio"] == pytest.approx(1.0) and none["steps_median"] == 0
     assert 1 <= opt["steps_median"] <= 3 and opt["seconds_median"] > 0
     assert "optimize" in capsys.readouterr().out
 
-    # a report written before the p90 CPU time and the end reasons were recorded still merges
+    # a report written before the p90 CPU time, the end reasons and `landed` were recorded still merges
     old = {
         **report,
         "rows": [
-            {k: v for k, v in r.items() if k not in ("cpu_seconds_p90", "end_reasons")}
+            {k: v for k, v in r.items() if k not in ("cpu_seconds_p90", "end_reasons", "landed")}
             for r in report["rows"]
         ],
     }
