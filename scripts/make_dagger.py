@@ -6,8 +6,9 @@ set (``--traj``, scripts/make_trajectories.py) are run by the predictor (``--pre
 the shipped file) for 1..--max-rollout steps, then DragGAN's optimiser continues each for up to
 --teacher-steps steps, tracking with the drag's start templates; the continuations are written as
 trajectory shards (``<out>/shard_NNNNN.safetensors``, the teacher format). Only the teacher
-set's training trajectories are used (the split of ``train_predictor.py --seed 0``). Shard i is
-a function of (--seed, i), so a run resumes, and ``--workers N --worker I`` splits the shards:
+set's training trajectories are used (``train_predictor.py``'s split for its --seed, given here as
+--split-seed). Shard i is a function of (--seed, i), so a run resumes, and ``--workers N
+--worker I`` splits the shards:
 
     .venv/bin/python scripts/make_dagger.py --traj runs/traj128b_all --out runs/dagger128 --shards 16
     # then stage 2 on a folder linking both sets of shards (docs/predictor.md)
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from server.training.dagger import DaggerConfig, make_dagger  # noqa: E402
+from server.training.predictor_train import PredictorTrainConfig, split_trajectories  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-steps", type=int, default=d.teacher_steps, help="optimiser steps recorded")
     p.add_argument("--lr", type=float, default=d.lr, help="the teacher's Adam step size")
     p.add_argument("--n-rows", type=int, default=d.n_rows, help="W+ rows optimised and recorded")
-    p.add_argument("--val-frac", type=float, default=0.05, help="train_predictor's held-out share (left out)")
+    t = PredictorTrainConfig()
+    p.add_argument("--val-frac", type=float, default=t.val_frac, help="train_predictor's held-out share")
+    p.add_argument("--split-seed", type=int, default=t.seed, help="train_predictor's --seed (its split)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--worker", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
@@ -56,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     from server.cli.common import pick_device, progress
     from server.engine.checkpoint import load_generator
     from server.engine.predictor_io import GeneratorIdentity, load_predictor
-    from server.training.predictor_train import split_trajectories
     from server.training.trajectories import read_shards
 
     device = pick_device(args.device)
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no teacher shards in {args.traj}", file=sys.stderr)
         return 2
     src = read_shards(paths, GeneratorIdentity.of(G))
-    ids, _ = split_trajectories(len(src["n_points"]), 0, args.val_frac)  # train_predictor --seed 0
+    ids, _ = split_trajectories(len(src["n_points"]), args.split_seed, args.val_frac)
     cfg = DaggerConfig(
         shards=args.shards,
         per_shard=args.per_shard,
