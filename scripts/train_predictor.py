@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         "go, what point tracking looks for; 0: off)",
     )
     p.add_argument(
+        "--template-input",
+        action="store_true",
+        help="the predictor also reads each handle's tracking template and how the feature under "
+        "the handle differs from it (given to a run trained without it, the input is added at zero "
+        "and training goes on)",
+    )
+    p.add_argument(
         "--track-weight",
         type=float,
         default=0.0,

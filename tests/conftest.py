@@ -82,15 +82,20 @@ def tiny_G() -> Generator:
     return Generator(tiny_config()).eval().requires_grad_(False)
 
 
-def small_predictor(G: Generator, moving: bool = False, seed: int = 0, **defaults):
+def small_predictor(
+    G: Generator, moving: bool = False, seed: int = 0, template_input: bool = False, **defaults
+):
     """A tiny random predictor bundle that fits ``G``: the identity unless ``moving`` (non-zero
-    output layers); ``defaults`` are added to its recommended options (sub-step 2 px)."""
+    output layers); ``template_input``: it reads the tracking templates (non-zero when ``moving``);
+    ``defaults`` are added to its recommended options (sub-step 2 px)."""
     from server.engine.predictor import LatentPredictor, PredictorConfig, latent_stats
     from server.engine.predictor_io import GeneratorIdentity, PredictorBundle
     from server.engine.regularizer import LatentRegularizer, RegularizerConfig
 
     torch.manual_seed(seed)
-    pcfg = PredictorConfig.for_generator(G, d_model=32, n_heads=2, enc_layers=1, dec_layers=1, grid=2)
+    pcfg = PredictorConfig.for_generator(
+        G, d_model=32, n_heads=2, enc_layers=1, dec_layers=1, grid=2, template_input=template_input
+    )
     P = LatentPredictor(pcfg)
     R = LatentRegularizer(RegularizerConfig(w_dim=G.w_dim, n_rows=pcfg.n_rows, hidden=32, blocks=1))
     mean, std = latent_stats(G, n=256)
@@ -100,4 +105,6 @@ def small_predictor(G: Generator, moving: bool = False, seed: int = 0, **default
     if moving:
         torch.nn.init.normal_(P.head.weight, std=0.3)
         torch.nn.init.normal_(R.head.weight, std=0.05)
+        if template_input:
+            torch.nn.init.normal_(P.point_tpl[1].weight, std=0.3)
     return PredictorBundle(P, R, GeneratorIdentity.of(G), defaults={"substep": 2.0, **defaults}).eval()

@@ -97,6 +97,11 @@ class PredictSession:
                 f"feature_blocks {unknown} not among this generator's blocks {G.synthesis.block_resolutions}"
             )
         self.track_blocks: tuple[int, ...] = tuple(blocks)
+        if pcfg.template_block and self.track_blocks != (pcfg.template_block,):
+            raise ValueError(
+                f"this predictor reads tracking templates of block {pcfg.template_block}; "
+                f"the session tracks on blocks {list(self.track_blocks)}"
+            )
         self.n_rows = pcfg.n_rows
         self._w = _check_latent(w_plus_start, G).to(self.device, torch.float32).detach().clone()
         self._w0_rows = self._w[:, : self.n_rows].clone()  # where the chain began (reg_drift)
@@ -404,13 +409,17 @@ def _step_group(sessions: list[PredictSession]) -> list[StepResult]:
         targets, substep = torch.zeros_like(handles), torch.zeros_like(handles)
         progress = torch.zeros(u, kmax, device=dev)
         valid = torch.zeros(u, kmax, dtype=torch.bool, device=dev)
+        pcfg = model.predictor.cfg
+        templates = torch.zeros(u, kmax, pcfg.template_channels, device=dev) if pcfg.template_block else None
         for j, s in enumerate(ups):
             k = len(s._handles)
             handles[j, :k], targets[j, :k] = s._handles, s._targets
             substep[j, :k], progress[j, :k], valid[j, :k] = s._substep(), s._progress(), ~s._lost
+            if templates is not None:
+                templates[j, :k] = s._templates
         rows = ws[update, : s0.n_rows]
         pfeats = [feats[b][update] for b in pblocks]
-        new = model.predictor(rows, pfeats, handles, targets, substep, progress, valid)
+        new = model.predictor(rows, pfeats, handles, targets, substep, progress, valid, templates)
         alphas = [
             model.regularizer.cfg.alpha if s.options.reg_alpha is None else s.options.reg_alpha for s in ups
         ]

@@ -54,6 +54,11 @@ class PredictorConfig:
     grid: int = 4  # global tokens: features average-pooled to grid x grid (0 = none)
     n_directions: int = 64  # learned latent directions of the bilinear motion head (0 = none)
     sample_radius: float = 2.0  # px (at img_resolution) of the cross of feature samples
+    # the tracking templates as an input (0 = none): each point token also reads its handle's
+    # template, the feature of this block (one of ``feature_blocks``) where the handle was placed,
+    # and how the feature under the handle now differs from it
+    template_block: int = 0
+    template_channels: int = 0  # channels of ``template_block``
 
     def __post_init__(self) -> None:
         blocks = tuple(int(b) for b in self.feature_blocks)
@@ -69,12 +74,26 @@ class PredictorConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.grid < 0:
             raise ValueError(f"grid must be >= 0, got {self.grid}")
+        if self.template_block:
+            if self.template_block not in blocks:
+                raise ValueError(
+                    f"template_block {self.template_block} must be one of feature_blocks {blocks}"
+                )
+            if self.template_channels < 1:
+                raise ValueError(
+                    f"template_channels must be >= 1 with a template_block, got {self.template_channels}"
+                )
 
     @classmethod
     def for_generator(
-        cls, G: Generator, feature_blocks: tuple[int, ...] | None = None, **changes
+        cls,
+        G: Generator,
+        feature_blocks: tuple[int, ...] | None = None,
+        template_input: bool = False,
+        **changes,
     ) -> PredictorConfig:
-        """A config sized for ``G``; default blocks: DragGAN's feature block and the one below it."""
+        """A config sized for ``G``; default blocks: DragGAN's feature block and the one below it.
+        ``template_input``: the point tokens also read the tracking templates (of DragGAN's block)."""
         res = G.synthesis.block_resolutions
         if feature_blocks is None:
             main = G.default_feature_block()
@@ -84,6 +103,11 @@ class PredictorConfig:
         if unknown:
             raise ValueError(f"feature_blocks {unknown} not among the generator's blocks {res}")
         channels = sum(G.cfg.channels(b) for b in feature_blocks)
+        if template_input:
+            track = G.default_feature_block()
+            if track not in feature_blocks:
+                raise ValueError(f"template_input needs the tracking block {track} among feature_blocks")
+            changes.update(template_block=track, template_channels=G.cfg.channels(track))
         return cls(
             w_dim=G.w_dim,
             num_ws=G.num_ws,
@@ -180,6 +204,8 @@ class LatentPredictor(nn.Module):
         feat_in = N_SAMPLES * cfg.feature_channels
         self.point_geom = nn.Sequential(nn.Linear(N_GEOMETRY, d), nn.GELU(), nn.Linear(d, d))
         self.point_feat = nn.Sequential(nn.LayerNorm(feat_in), nn.Linear(feat_in, d))
+        if cfg.template_block:
+            self.point_tpl = template_encoder(cfg)
         self.type_emb = nn.Parameter(torch.zeros(2, d))  # 0 = point token, 1 = grid token
         if cfg.grid > 0:
             self.grid_feat = nn.Sequential(
@@ -251,6 +277,17 @@ class LatentPredictor(nn.Module):
         b, c, k, n = x.shape
         return x.permute(0, 2, 3, 1).reshape(b, k, n * c)
 
+    def template_tokens(
+        self, feats: list[torch.Tensor], handles: torch.Tensor, templates: torch.Tensor
+    ) -> torch.Tensor:
+        """What the template input adds to each point token, [B, K, d_model]: the template
+        [B, K, C_t] and its difference from the template block's feature under the handle now."""
+        f = feats[self.cfg.feature_blocks.index(self.cfg.template_block)]
+        grid = (handles[:, :, None, :] + 0.5) / float(self.cfg.img_resolution) * 2 - 1  # [B, K, 1, 2]
+        now = F.grid_sample(f.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        now = now[..., 0].transpose(1, 2)  # [B, K, C_t]
+        return self.point_tpl(torch.cat([templates.float(), templates.float() - now], dim=-1))
+
     def grid_tokens(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Features average-pooled to grid x grid: [B, grid^2, C]."""
         g = self.cfg.grid
@@ -267,6 +304,7 @@ class LatentPredictor(nn.Module):
         substep: torch.Tensor,  # [B, K, 2] requested move per handle in this step, pixels
         progress: torch.Tensor,  # [B, K]
         valid: torch.Tensor | None = None,  # bool [B, K]; False marks padding
+        templates: torch.Tensor | None = None,  # [B, K, C_t] tracking templates (with template_block)
     ) -> torch.Tensor:
         """The first n_rows W+ rows after the sub-step, [B, R, D]."""
         cfg = self.cfg
@@ -281,6 +319,11 @@ class LatentPredictor(nn.Module):
         tokens = (
             self.point_geom(geom) + self.point_feat(self.sample_features(feats, handles)) + self.type_emb[0]
         )
+        if cfg.template_block:
+            if templates is None or templates.shape != (b, k, cfg.template_channels):
+                got = None if templates is None else list(templates.shape)
+                raise ValueError(f"this predictor reads templates [B, K, {cfg.template_channels}], got {got}")
+            tokens = tokens + self.template_tokens(feats, handles, templates) * valid[..., None]
         key_ok = valid
         if cfg.grid > 0:
             gt = self.grid_feat(self.grid_tokens(feats)) + self.grid_pos + self.type_emb[1]
@@ -301,6 +344,16 @@ class LatentPredictor(nn.Module):
             mix = torch.einsum("bkcm,bkc->bm", coef, sub)  # [B, M]
             delta = delta + (mix @ self.directions).reshape(b, cfg.n_rows, cfg.w_dim)
         return rows + delta * self.w_std
+
+
+def template_encoder(cfg: PredictorConfig) -> nn.Module:
+    """LayerNorm + linear from (template, template - feature now) to a token; the linear layer
+    starts at zero, so adding the input to a trained predictor starts from what it did without."""
+    n = 2 * cfg.template_channels
+    enc = nn.Sequential(nn.LayerNorm(n), nn.Linear(n, cfg.d_model))
+    nn.init.zeros_(enc[1].weight)
+    nn.init.zeros_(enc[1].bias)
+    return enc
 
 
 @torch.no_grad()

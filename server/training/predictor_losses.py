@@ -18,7 +18,13 @@ from server.engine.generator import Generator
 from server.engine.predict_options import PredictOptions
 from server.engine.predictor import LatentPredictor
 from server.engine.regularizer import LatentRegularizer, perturb_latents
-from server.engine.tracking import MOTION_MIN_DISTANCE, resize_features, square_offsets
+from server.engine.tracking import (
+    MOTION_MIN_DISTANCE,
+    FeatureField,
+    features_at,
+    resize_features,
+    square_offsets,
+)
 
 
 def clean_rows(G: Generator, n: int, n_rows: int, gen: torch.Generator) -> torch.Tensor:
@@ -55,8 +61,12 @@ class Pairs:
         p_single: float,
         span: tuple[float, float] = (0.5, 1.5),
         zero_arrived: bool = False,
+        templates: torch.Tensor | None = None,
     ) -> None:
         self.w0 = data["w0"]
+        # [n_traj, K, C] each drag's tracking templates (``start_templates``), for a predictor
+        # with the template input; None: the batches carry none
+        self.templates = templates
         self.dw = data["dw"]
         self.handles = data["handles"]
         self.targets = data["targets"]
@@ -138,8 +148,30 @@ class Pairs:
             w_start=w_start,
             h_start=h_start,
         )
+        if self.templates is not None:
+            out["templates"] = self.templates[[i for i, _, _ in picks], :kmax].float()
         out["valid"] = valid
         return {k: v.to(device) for k, v in out.items()}
+
+
+@torch.no_grad()
+def start_templates(G: Generator, data: dict, block: int, batch: int = 64) -> torch.Tensor:
+    """Each teacher drag's tracking templates, as a predict drag takes them at its first step:
+    the features of ``block`` (resized to the image, ``tracking.features_at``) of its first latent
+    at its first handles (rounded). -> [n_traj, K, C] on the CPU, zero for padded points."""
+    offsets, n_points = data["offsets"], data["n_points"]
+    n_traj, kmax = len(n_points), data["handles"].shape[1]
+    dev = G.mapping.w_avg.device
+    size = (G.img_resolution, G.img_resolution)
+    out = torch.zeros(n_traj, kmax, G.cfg.channels(block))
+    for lo in range(0, n_traj, batch):
+        hi = min(n_traj, lo + batch)
+        _, feats = G.synthesis(data["w0"][lo:hi].float().to(dev), feature_blocks=(block,))
+        for j, i in enumerate(range(lo, hi)):
+            kp = int(n_points[i])
+            h0 = data["handles"][int(offsets[i]), :kp].float()
+            out[i, :kp] = features_at(FeatureField([feats[block][j : j + 1]], size), h0).cpu()
+    return out
 
 
 def stage2_losses(
@@ -166,7 +198,9 @@ def stage2_losses(
         _, feats = G.synthesis(b["w_t"], feature_blocks=blocks)
     rows = b["w_t"][:, :n]
     pfeats = [feats[r] for r in P.cfg.feature_blocks]
-    pred = P(rows, pfeats, b["handles"], b["targets"], b["substep"], b["progress"], b["valid"])
+    pred = P(
+        rows, pfeats, b["handles"], b["targets"], b["substep"], b["progress"], b["valid"], b.get("templates")
+    )
     out = R.regularize_step(rows, pred, alpha)
     teacher = "w_next" in b  # a rollout batch (predictor_rollout) has no teacher label
     losses: dict[str, torch.Tensor] = {}

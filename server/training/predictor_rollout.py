@@ -93,6 +93,7 @@ def rollout_batch(
             s,
             drag_progress(h, targets, d0),
             valid,
+            templates.transpose(1, 2) if P.cfg.template_block else None,
         )
         new = R.regularize_chain(w_start[:, :rows_n], rows, pred, alpha, drift)
         w = torch.where(go[:, None, None], torch.cat([new, w[:, rows_n:]], dim=1), w)
@@ -107,4 +108,5 @@ def rollout_batch(
         "valid": valid,
         "w_start": w_start,
         "h_start": b["h_start"][:n],
+        "templates": templates.transpose(1, 2),  # [n, K, C]: the drags' tracking templates
     }

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from server.engine.predictor import LatentPredictor, PredictorConfig, count_para
 from server.engine.predictor_io import GeneratorIdentity, PredictorBundle, save_predictor
 from server.engine.regularizer import LatentRegularizer, RegularizerConfig
 
-from .predictor_losses import Pairs, denoise_loss, stage2_losses
+from .predictor_losses import Pairs, denoise_loss, stage2_losses, start_templates
 from .predictor_rollout import rollout_batch
 from .trajectories import read_shards
 
@@ -60,6 +60,9 @@ class PredictorTrainConfig:
     dec_layers: int = 3
     grid: int = 4
     feature_blocks: tuple[int, ...] | None = None  # None: DragGAN's block + one below
+    # the point tokens also read the tracking templates (PredictorConfig.template_block); set on a
+    # run trained without it, the input is added (starting at zero) and training goes on
+    template_input: bool = False
     # stage-2 data and loss
     substep: float | None = None  # training sub-step, px (None: res / 32)
     p_single: float = 0.1  # share of whole-drag (single-shot) pairs
@@ -267,9 +270,6 @@ def train_stage2(
     n_traj = len(data["n_points"])
     train_ids, val_ids = split_trajectories(n_traj, cfg.seed, cfg.val_frac)
     n_val = len(val_ids)
-    pair_args = (substep, cfg.p_single, cfg.span, cfg.zero_arrived)
-    train_pairs = Pairs(data, train_ids, *pair_args)
-    val_pairs = Pairs(data, val_ids, *pair_args) if n_val else None
     print(f"stage 2: {len(shards)} shards, {n_traj} trajectories ({n_val} held out), {len(data['dw'])} steps")
 
     if path.is_file() and not cfg.restart:
@@ -291,12 +291,28 @@ def train_stage2(
             enc_layers=cfg.enc_layers,
             dec_layers=cfg.dec_layers,
             grid=cfg.grid,
+            template_input=cfg.template_input,
         )
         st = None
+    added_templates = False
+    if cfg.template_input and not pcfg.template_block:
+        pcfg = replace(
+            pcfg,
+            template_block=(track := G.default_feature_block()),
+            template_channels=G.cfg.channels(track),
+        )
+        added_templates = st is not None
     if data["dw"].shape[1] != pcfg.n_rows:
         raise ValueError(
             f"trajectories record {data['dw'].shape[1]} rows, the predictor predicts {pcfg.n_rows}"
         )
+    templates = None
+    if pcfg.template_block:
+        templates = start_templates(G, data, pcfg.template_block)
+        print(f"tracking templates of block {pcfg.template_block} for {n_traj} drags")
+    pair_args = (substep, cfg.p_single, cfg.span, cfg.zero_arrived, templates)
+    train_pairs = Pairs(data, train_ids, *pair_args)
+    val_pairs = Pairs(data, val_ids, *pair_args) if n_val else None
     P, R = LatentPredictor(pcfg).to(device), LatentRegularizer(rcfg).to(device)
     opt = torch.optim.AdamW(
         [{"params": P.parameters(), "scale": 1.0}, {"params": R.parameters(), "scale": 0.3}],
@@ -304,7 +320,17 @@ def train_stage2(
         weight_decay=1e-4,
     )
     start = 0
-    if st is not None:
+    if st is not None and added_templates:
+        missing, unexpected = P.load_state_dict(st["predictor"], strict=False)
+        if unexpected or any(not k.startswith("point_tpl.") for k in missing):
+            raise ValueError(f"{path}: cannot add the template input ({missing=}, {unexpected=})")
+        R.load_state_dict(st["regularizer"])
+        start = st["iter"]
+        print(
+            f"added the template input to the predictor of {path} (iteration {start}); "
+            "optimiser state restarted"
+        )
+    elif st is not None:
         P.load_state_dict(st["predictor"])
         R.load_state_dict(st["regularizer"])
         opt.load_state_dict(st["opt"])

@@ -81,11 +81,13 @@ class FixedSteps:
         return self.steps
 
 
-def test_a_rollout_is_what_a_predict_session_does(tiny_G: Generator) -> None:
+@pytest.mark.parametrize("template_input", [False, True])
+def test_a_rollout_is_what_a_predict_session_does(tiny_G: Generator, template_input: bool) -> None:
     """Each rolled-out drag ends where a PredictSession with the same settings is after that many
     steps: its latent, and its handles as tracked in that latent's image; the next request is
-    min(substep, remaining) toward the target, none within 1 px."""
-    model = small_predictor(tiny_G, moving=True)
+    min(substep, remaining) toward the target, none within 1 px. A predictor that reads the
+    tracking templates gets the session's own."""
+    model = small_predictor(tiny_G, moving=True, template_input=template_input)
     P, R = model.predictor, model.regularizer
     seeds = [0, 1]
     handles = torch.tensor([[[10.0, 12.0], [20.0, 20.0]], [[8.0, 8.0], [0.0, 0.0]]])
@@ -104,6 +106,7 @@ def test_a_rollout_is_what_a_predict_session_does(tiny_G: Generator) -> None:
         assert torch.allclose(rb["w_t"][i : i + 1], s.latent(), atol=1e-5)
         s.step()  # tracks in the image of the n-th prediction
         assert torch.equal(rb["handles"][i, :k], torch.tensor(s.handles, dtype=torch.float32))
+        assert torch.allclose(rb["templates"][i, :k], s.templates()[0], atol=1e-6)
     rem = rb["targets"] - rb["handles"]
     dist = rem.norm(dim=-1)
     expect = rem * (2.0 / dist.clamp(min=1e-6)).clamp(max=1.0)[..., None] * ((dist > 1.0) & valid)[..., None]
