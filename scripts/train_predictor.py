@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the predictor also reads each handle's tracking template and how the feature under "
         "the handle differs from it (given to a run trained without it, the input is added at zero "
-        "and training goes on)",
+        "and training goes on). Templates are read at each shard drag's first latent and handles: "
+        "for a DAgger continuation (make_dagger.py) that is the predictor's state, not the drag's "
+        "start, as for the template and track terms",
     )
     p.add_argument(
         "--track-weight",
