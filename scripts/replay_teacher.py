@@ -63,10 +63,15 @@ class Replay(NamedTuple):
     handles: torch.Tensor  # [K, 2] the last tracked positions
 
 
-def replay(
+def replay(G, latents: list[torch.Tensor], steps: list[int], *args, **kwargs) -> Replay:
+    """Read the path ``latents`` at ``steps`` (see ``replay_many``)."""
+    return replay_many(G, latents, {"": steps}, *args, **kwargs)[""]
+
+
+def replay_many(
     G,
     latents: list[torch.Tensor],
-    steps: list[int],
+    readings: dict[str, list[int]],
     handles: torch.Tensor,
     targets: torch.Tensor,
     templates: torch.Tensor,
@@ -77,24 +82,34 @@ def replay(
     stop_distance: float,
     feature_blocks: tuple[int, ...],
     noise_mode: str = "const",
-) -> Replay:
-    """Read the path ``latents`` (each [1, num_ws, D]) at ``steps`` with point tracking from
-    ``handles`` [K, 2], as a session would at those steps, until the stop rule ends it."""
+) -> dict[str, Replay]:
+    """Read the path ``latents`` (each [1, num_ws, D]) at each entry's steps of ``readings`` with
+    point tracking from ``handles`` [K, 2], as a session would at those steps, until the stop rule
+    ends it. Each latent is rendered once, for every reading that looks at it."""
     from server.engine.stop_rules import arrival, track_and_flag
     from server.engine.tracking import FeatureField
 
     size = (G.img_resolution, G.img_resolution)
-    hs = handles.float().clone()
-    lost = torch.zeros(len(hs), dtype=torch.bool)
-    for n, j in enumerate(steps, start=1):
+    state = {
+        name: (handles.float().clone(), torch.zeros(len(handles), dtype=torch.bool), 0) for name in readings
+    }
+    done: dict[str, Replay] = {}
+    wanted = {name: set(steps) for name, steps in readings.items()}
+    for j in sorted(set().union(*wanted.values())):
+        looking = [name for name in readings if name not in done and j in wanted[name]]
+        if not looking:
+            continue
         with torch.no_grad():
             _, feats = G.synthesis(latents[j], noise_mode=noise_mode, feature_blocks=feature_blocks)
         field = FeatureField([feats[b][0:1] for b in feature_blocks], size)
-        hs, _, lost = track_and_flag(field, templates, spread, hs, lost, r2, lost_ratio)
-        reason = arrival((hs - targets).norm(dim=1), lost, stop_distance)
-        if reason is not None:
-            return Replay(reason, n, hs)
-    return Replay("end", len(steps), hs)
+        for name in looking:
+            hs, lost, n = state[name]
+            hs, _, lost = track_and_flag(field, templates, spread, hs, lost, r2, lost_ratio)
+            state[name] = (hs, lost, n + 1)
+            reason = arrival((hs - targets).norm(dim=1), lost, stop_distance)
+            if reason is not None:
+                done[name] = Replay(reason, n + 1, hs)
+    return {name: done.get(name) or Replay("end", state[name][2], state[name][0]) for name in readings}
 
 
 def optimiser_path(G, w, handles, targets, max_steps: int):
@@ -177,21 +192,21 @@ def main(argv: list[str] | None = None) -> int:
         s, r, latents = optimiser_path(G, w, handles, targets, args.max_steps)
         edit = {"pair": i, "optimize": end_state(r, targets, detected(r.frame)), "replay": {}}
         tgt = torch.as_tensor(targets, dtype=torch.float32)
-        for spec in args.readings:
-            rp = replay(
-                G,
-                latents,
-                reading_steps(len(latents), spec),
-                torch.as_tensor(handles, dtype=torch.float32),
-                tgt,
-                s._templates,
-                s._spread,
-                r2=s.radii[1],
-                lost_ratio=s.options.lost_ratio,
-                stop_distance=s.stop_distance,
-                feature_blocks=s.feature_blocks,
-                noise_mode=s.options.noise_mode,
-            )
+        replays = replay_many(
+            G,
+            latents,
+            {spec: reading_steps(len(latents), spec) for spec in args.readings},
+            torch.as_tensor(handles, dtype=torch.float32),
+            tgt,
+            s._templates,
+            s._spread,
+            r2=s.radii[1],
+            lost_ratio=s.options.lost_ratio,
+            stop_distance=s.stop_distance,
+            feature_blocks=s.feature_blocks,
+            noise_mode=s.options.noise_mode,
+        )
+        for spec, rp in replays.items():
             edit["replay"][spec] = {"reason": rp.reason, "readings": rp.readings}
         if model is not None:
             ps = PredictSession(G, w, handles, targets, model=model)
