@@ -256,7 +256,8 @@ class LatentPredictor(nn.Module):
         )
 
     def sample_features(self, feats: list[torch.Tensor], handles: torch.Tensor) -> torch.Tensor:
-        """Bilinear feature samples at and around each handle: [B, K, N_SAMPLES * C].
+        """Bilinear feature samples at and around each handle: [B, K, N_SAMPLES * C], sample-major
+        (the C channels at the handle itself first, the blocks' channels in ``feats`` order).
 
         ``feats`` are the native-resolution outputs of ``cfg.feature_blocks`` ([B, C_i, r_i, r_i]).
         Image pixel x (centres on integers) maps to block coordinate (x + 0.5) * r / res - 0.5,
@@ -278,14 +279,14 @@ class LatentPredictor(nn.Module):
         return x.permute(0, 2, 3, 1).reshape(b, k, n * c)
 
     def template_tokens(
-        self, feats: list[torch.Tensor], handles: torch.Tensor, templates: torch.Tensor
+        self, feats: list[torch.Tensor], samples: torch.Tensor, templates: torch.Tensor
     ) -> torch.Tensor:
         """What the template input adds to each point token, [B, K, d_model]: the template
-        [B, K, C_t] and its difference from the template block's feature under the handle now."""
-        f = feats[self.cfg.feature_blocks.index(self.cfg.template_block)]
-        grid = (handles[:, :, None, :] + 0.5) / float(self.cfg.img_resolution) * 2 - 1  # [B, K, 1, 2]
-        now = F.grid_sample(f.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-        now = now[..., 0].transpose(1, 2)  # [B, K, C_t]
+        [B, K, C_t] and its difference from the template block's feature under the handle now,
+        read from ``samples`` (``sample_features``: the first sample of each point is at the handle)."""
+        i = self.cfg.feature_blocks.index(self.cfg.template_block)
+        start = sum(f.shape[1] for f in feats[:i])
+        now = samples[..., start : start + self.cfg.template_channels]  # [B, K, C_t]
         return self.point_tpl(torch.cat([templates.float(), templates.float() - now], dim=-1))
 
     def grid_tokens(self, feats: list[torch.Tensor]) -> torch.Tensor:
@@ -316,14 +317,13 @@ class LatentPredictor(nn.Module):
         if valid is None:
             valid = torch.ones(b, k, dtype=torch.bool, device=handles.device)
         geom = self.geometry(handles, targets, substep, progress) * valid[..., None]
-        tokens = (
-            self.point_geom(geom) + self.point_feat(self.sample_features(feats, handles)) + self.type_emb[0]
-        )
+        samples = self.sample_features(feats, handles)
+        tokens = self.point_geom(geom) + self.point_feat(samples) + self.type_emb[0]
         if cfg.template_block:
             if templates is None or templates.shape != (b, k, cfg.template_channels):
                 got = None if templates is None else list(templates.shape)
                 raise ValueError(f"this predictor reads templates [B, K, {cfg.template_channels}], got {got}")
-            tokens = tokens + self.template_tokens(feats, handles, templates) * valid[..., None]
+            tokens = tokens + self.template_tokens(feats, samples, templates) * valid[..., None]
         key_ok = valid
         if cfg.grid > 0:
             gt = self.grid_feat(self.grid_tokens(feats)) + self.grid_pos + self.type_emb[1]
