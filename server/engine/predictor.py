@@ -26,7 +26,7 @@ Shapes: B = batch, K = handle points (padded, with a validity mask), R = n_rows,
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -103,12 +103,7 @@ class PredictorConfig:
         if unknown:
             raise ValueError(f"feature_blocks {unknown} not among the generator's blocks {res}")
         channels = sum(G.cfg.channels(b) for b in feature_blocks)
-        if template_input:
-            track = G.default_feature_block()
-            if track not in feature_blocks:
-                raise ValueError(f"template_input needs the tracking block {track} among feature_blocks")
-            changes.update(template_block=track, template_channels=G.cfg.channels(track))
-        return cls(
+        cfg = cls(
             w_dim=G.w_dim,
             num_ws=G.num_ws,
             n_rows=min(changes.pop("n_rows", 6), G.num_ws),
@@ -117,6 +112,14 @@ class PredictorConfig:
             feature_channels=channels,
             **changes,
         )
+        return cfg.with_template_input(G) if template_input else cfg
+
+    def with_template_input(self, G: Generator) -> PredictorConfig:
+        """This config with the template input: the tracking templates of DragGAN's block of ``G``."""
+        track = G.default_feature_block()
+        if track not in self.feature_blocks:
+            raise ValueError(f"template_input needs the tracking block {track} among feature_blocks")
+        return replace(self, template_block=track, template_channels=G.cfg.channels(track))
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -296,11 +296,7 @@ def train_stage2(
         st = None
     added_templates = False
     if cfg.template_input and not pcfg.template_block:
-        pcfg = replace(
-            pcfg,
-            template_block=(track := G.default_feature_block()),
-            template_channels=G.cfg.channels(track),
-        )
+        pcfg = pcfg.with_template_input(G)
         added_templates = st is not None
     if data["dw"].shape[1] != pcfg.n_rows:
         raise ValueError(
